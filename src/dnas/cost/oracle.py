@@ -9,12 +9,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from dnas.cost.batch import DENSE_LOOPS, DEPTHWISE_LOOPS
 from dnas.cost.hardware import BitFusionConfig
 from dnas.cost.layer import LayerShape
 from dnas.cost.loop_order import reference_loop_orders as loop_orders
 
-DENSE_LOOPS: tuple[str, ...] = ("B/b", "OW/ow", "OH/oh", "IC/ic", "OC/oc")
-DEPTHWISE_LOOPS: tuple[str, ...] = ("B/b", "OW/ow", "OH/oh", "C/c")
 
 # Which tile loops index which data (a loop that does not index a datum re-uses it).
 DENSE_INDEXES: dict[str, frozenset[str]] = {

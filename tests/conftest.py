@@ -1,0 +1,39 @@
+"""Shared fixtures: the simulator's worked examples as LayerShapes with their expected counters."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from dnas.cost.layer import LayerShape
+
+DATA = Path(__file__).parent / "data"
+
+
+def load_examples() -> list[tuple[LayerShape, dict[str, str]]]:
+    rows = []
+    with open(DATA / "bitfusion_examples.csv", newline="") as f:
+        for r in csv.DictReader(f):
+            layer = LayerShape(
+                in_channels=int(r["in_channels"]),
+                out_channels=int(r["out_channels"]),
+                kernel_size=int(r["kernel_size"]),
+                stride=int(r["stride"]),
+                output_h=int(r["output_h"]),
+                batch=int(r["batch"]),
+                w_bits=int(r["w_bits"]),
+                a_bits=int(r["a_bits"]),
+                im2col=r["im2col"] == "1",
+            )
+            rows.append((layer, r))
+    return rows
+
+
+EXAMPLES = load_examples()
+
+
+@pytest.fixture(params=range(len(EXAMPLES)), ids=[f"{r['layer_name']}-{i}" for i, (_, r) in enumerate(EXAMPLES)])
+def example(request):
+    return EXAMPLES[request.param]
