@@ -1,0 +1,347 @@
+"""The BitFusion cost model vectorized over many layers at once (the PyTorch backend).
+
+Same model as ``oracle.py`` (../shared/BITFUSION.md), evaluated for every (layer, tiling, loop order)
+candidate as int64 tensor arithmetic, then reduced per layer with the oracle's tie-breaking:
+fewest cycles, then least energy, then the reference simulator's loop-order rank, then tiling rank.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from dnas.cost.batch import DENSE_LOOPS, DEPTHWISE_LOOPS, PARAM_COLUMNS
+from dnas.cost.hardware import BitFusionConfig
+from dnas.cost.loop_order import reference_loop_orders
+
+_P = {name: i for i, name in enumerate(PARAM_COLUMNS)}
+_DATA = ("wgt", "act", "out")
+_INDEXES = {
+    DENSE_LOOPS: {
+        "wgt": ("IC/ic", "OC/oc"),
+        "act": ("B/b", "OW/ow", "OH/oh", "IC/ic"),
+        "out": ("B/b", "OW/ow", "OH/oh", "OC/oc"),
+    },
+    DEPTHWISE_LOOPS: {
+        "wgt": ("C/c",),
+        "act": ("B/b", "OW/ow", "OH/oh", "C/c"),
+        "out": ("B/b", "OW/ow", "OH/oh", "C/c"),
+    },
+}
+# Candidates (tiling x loop order) evaluated per chunk: bounds peak memory to a few hundred MB.
+_CHUNK_ELEMENTS = 1 << 21
+
+
+def _cdiv(a: torch.Tensor, b: torch.Tensor | int) -> torch.Tensor:
+    return -torch.div(-a, b, rounding_mode="floor")
+
+
+def _levels(x: torch.Tensor) -> torch.Tensor:
+    """ceil(log2 x) + 1 for positive int64 x."""
+    lv = torch.zeros_like(x)
+    v = x - 1
+    while bool((v > 0).any()):
+        lv += (v > 0).long()
+        v = v >> 1
+    return lv + 1
+
+
+def _order_classes(loops: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Loop orders to evaluate and the reference rank that each one stands for.
+
+    OW and OH always have the same tile count and index the same data, so two orders that differ
+    only by swapping them cost the same: evaluate one of each pair, ranked as the earlier of the two.
+
+    Returns:
+        orders: ``[R, L]`` int64 loop ids (positions in ``loops``), outermost first.
+        rank: ``[R]`` int64 reference rank of each evaluated order.
+    """
+    ref = reference_loop_orders(loops)
+    rank_of = {o: i for i, o in enumerate(ref)}
+    swap = {"OW/ow": "OH/oh", "OH/oh": "OW/ow"}
+    seen, orders, ranks = set(), [], []
+    for o in ref:
+        twin = tuple(swap.get(x, x) for x in o)
+        if twin in seen:
+            continue
+        seen.add(o)
+        orders.append([loops.index(x) for x in o])
+        ranks.append(min(rank_of[o], rank_of[twin]))
+    return torch.tensor(orders, dtype=torch.int64), torch.tensor(ranks, dtype=torch.int64)
+
+
+def _tile_grid(params: torch.Tensor, depthwise: bool, hw: BitFusionConfig):
+    """Every tiling of every layer that fits the buffers (steps 2-5 of BITFUSION.md).
+
+    Returns a dict of 1-D tensors over the C candidate tilings: ``layer`` (row in params),
+    ``tiling_rank`` (position in the oracle's enumeration), ``sizes`` ``[C, 4]`` (b, o, ic, oc),
+    ``n`` ``[C, L]`` tile counts per loop, ``footprint`` ``[C, 3]`` (wgt, act, out bits),
+    ``compute`` cycles, ``reads`` ``[C, 3]`` on-chip reads (wgt, act, out bits, all tiles).
+    """
+    p = {k: params[:, i] for k, i in _P.items()}
+    K, O, S, B = p["kernel_size"], p["output_h"], p["stride"], p["batch"]
+    IC, OC = p["in_channels"], p["out_channels"]
+    a, w = p["a_bits"], p["w_bits"]
+    im2col = p["im2col"].bool()
+    N, M, ob = hw.rows_n, hw.cols_m, hw.out_bits
+    pf = (hw.pmax_bits // a.clamp(min=hw.pmin_bits)) * (hw.pmax_bits // w.clamp(min=hw.pmin_bits))
+
+    lb, lo, lic = _levels(B), _levels(O), _levels(IC)
+    if depthwise:
+        loc = torch.ones_like(lb)
+    else:
+        loc = torch.where(im2col, _levels(OC), _levels(_cdiv(OC, M)))
+    Lb, Lo, Lic, Loc = (int(x.max()) for x in (lb, lo, lic, loc))
+    n_layers = params.shape[0]
+    shape = (n_layers, Lb, Lo, Lic, Loc)
+    ib = torch.arange(Lb).view(1, Lb, 1, 1, 1)
+    io = torch.arange(Lo).view(1, 1, Lo, 1, 1)
+    iic = torch.arange(Lic).view(1, 1, 1, Lic, 1)
+    ioc = torch.arange(Loc).view(1, 1, 1, 1, Loc)
+    v5 = lambda t: t.view(-1, 1, 1, 1, 1)  # noqa: E731
+    ok = (ib < v5(lb)) & (io < v5(lo)) & (iic < v5(lic)) & (ioc < v5(loc))
+    layer, jb, jo, jic, joc = (t.reshape(-1) for t in torch.broadcast_tensors(
+        torch.arange(n_layers).view(-1, 1, 1, 1, 1), ib, io, iic, ioc))
+    keep = ok.reshape(-1)
+    layer, jb, jo, jic, joc = layer[keep], jb[keep], jo[keep], jic[keep], joc[keep]
+    tiling_rank = ((jb * Lo + jo) * Lic + jic) * Loc + joc
+    del shape
+
+    K, O, S, B, IC, OC, a, w, pf, im2col = (
+        t[layer] for t in (K, O, S, B, IC, OC, a, w, pf, im2col)
+    )
+    one = torch.ones_like(jb)
+    b = torch.minimum(one << jb, B)
+    o = torch.minimum(one << jo, O)
+    ic = torch.minimum(one << jic, IC)
+    npf = N * pf
+    k2 = K * K
+    if depthwise:
+        c = ic
+        oc = c
+        wgt = k2 * c * w
+        act = ((o - 1) * S + K) ** 2 * c * b * a
+        out = o * o * c * b * ob
+    else:
+        oc = torch.where(im2col, torch.minimum(one << joc, OC), torch.minimum((one << joc) * M, OC))
+        ocm = _cdiv(oc, M) * M
+        wgt = _cdiv(k2 * ic, npf) * npf * oc * w
+        act = torch.where(im2col, o * o * k2 * ic * b * a, ((o - 1) * S + K) ** 2 * ic * b * a)
+        out = o * o * ocm * b * ob
+    fits = (wgt <= hw.wbuf_cap_bits) & (act <= hw.ibuf_cap_bits) & (out <= hw.obuf_cap_bits)
+
+    sel = lambda t: t[fits]  # noqa: E731
+    layer, tiling_rank = sel(layer), sel(tiling_rank)
+    b, o, ic, oc, wgt, act, out = map(sel, (b, o, ic, oc, wgt, act, out))
+    K, O, B, IC, OC, a, w, npf, im2col = map(sel, (K, O, B, IC, OC, a, w, npf, im2col))
+    k2 = K * K
+    nb, no = _cdiv(B, b), _cdiv(O, o)
+    if depthwise:
+        nc = _cdiv(OC, ic)
+        n = torch.stack([nb, no, no, nc], dim=1)
+        T = nb * no * no * nc
+        lanes = hw.dw_lanes * (npf // N)
+        compute = T * b * o * o * k2 * _cdiv(ic, lanes)
+        r_act = T * o * o * k2 * ic * b * a
+        r_wgt = T * k2 * ic * w
+        r_out = T * o * o * ic * b * ob
+    else:
+        nic, noc = _cdiv(IC, ic), _cdiv(OC, oc)
+        n = torch.stack([nb, no, no, nic, noc], dim=1)
+        T = nb * no * no * nic * noc
+        ocm = _cdiv(oc, M) * M
+        red = torch.where(im2col, _cdiv(k2 * ic, npf), k2 * _cdiv(ic, npf))
+        compute = T * b * o * o * (ocm // M) * red
+        # Step 5: the on-chip dataflow with the least access energy (ties: is, os, ws).
+        isl = ocm
+        osl = torch.where(im2col, _cdiv(k2 * ic, npf) * npf, _cdiv(ic, npf) * npf * k2)
+        wsl = b * o * o
+        e_is = osl * wsl * (a + isl * (w + ob))
+        e_os = isl * wsl * (ob + osl * (a + w))
+        e_ws = osl * isl * (w + wsl * (a + ob))
+        e_min = torch.minimum(torch.minimum(e_is, e_os), e_ws)
+        use_is = e_is == e_min
+        use_os = ~use_is & (e_os == e_min)
+        x_is = k2 * ic * o * o * b
+        x_os = oc * o * o * b * k2 * ic
+        x_ws = k2 * ic * oc * b * o * o
+        x = torch.where(use_is, x_is, torch.where(use_os, x_os, x_ws))
+        r_act = T * x * a
+        r_wgt = T * torch.where(use_is, x * oc * w, torch.where(use_os, x * w, k2 * ic * oc * w))
+        r_out = T * ob * torch.where(use_is, x * oc, torch.where(use_os, oc * o * o * b, x))
+    return {
+        "layer": layer,
+        "tiling_rank": tiling_rank,
+        "sizes": torch.stack([b, o, ic, oc], dim=1),
+        "n": n,
+        "footprint": torch.stack([wgt, act, out], dim=1),
+        "compute": compute,
+        "reads": torch.stack([r_wgt, r_act, r_out], dim=1),
+    }
+
+
+def _energy_nj(hw: BitFusionConfig, compute, wbuf_rd, wbuf_wr, ibuf_rd, ibuf_wr, obuf, dram):
+    """Total energy in nJ, summed in the same order as ``oracle.energy_nj`` (bit-identical)."""
+    f = lambda t: t.to(torch.float64)  # noqa: E731
+    core = hw.e_core_nj_per_cycle * f(compute)
+    of = f(obuf)
+    sram = (
+        f(wbuf_rd) * hw.e_wbuf_rd_nj_per_bit
+        + f(wbuf_wr) * hw.e_wbuf_wr_nj_per_bit
+        + f(ibuf_rd) * hw.e_ibuf_rd_nj_per_bit
+        + f(ibuf_wr) * hw.e_ibuf_wr_nj_per_bit
+        + of * hw.e_obuf_rd_nj_per_bit
+        + of * hw.e_obuf_wr_nj_per_bit
+    )
+    return core + sram + f(dram) * hw.e_dram_nj_per_bit
+
+
+def _evaluate_orders(cand: dict, sl: slice, loops, orders, ranks, hw: BitFusionConfig):
+    """Steps 6-9 for candidates ``sl`` under every evaluated loop order: ``[c, R]`` tensors."""
+    n = cand["n"][sl]  # [c, L]
+    caps = (hw.wbuf_cap_bits, hw.ibuf_cap_bits, hw.obuf_cap_bits)
+    L = len(loops)
+    fills, residents = [], []
+    for di, d in enumerate(_DATA):
+        idx = torch.tensor([lp in _INDEXES[loops][d] for lp in loops])
+        fp = cand["footprint"][sl, di : di + 1].expand(-1, orders.shape[0])
+        fill, resident = fp.clone(), fp.clone()
+        live = torch.ones_like(fill, dtype=torch.bool)
+        for pos in range(L - 1, -1, -1):  # innermost loop first
+            lid = orders[:, pos]  # [R]
+            n_at = n[:, lid]  # [c, R]
+            indexes = idx[lid].unsqueeze(0)  # [1, R]
+            grow = ~live | indexes
+            fill = torch.where(grow, fill * n_at, fill)
+            live_idx = live & indexes
+            live = live & ~(live_idx & (fill > caps[di]))
+            resident = torch.where(live & indexes, fill, resident)
+        fills.append(fill)
+        residents.append(resident)
+    f_wgt, f_act, f_out = fills
+    dram_rd = f_wgt + f_act + f_out
+    dram_wr = f_out
+    init = residents[0] + residents[1] + residents[2]
+    fin = residents[2]
+    mid = dram_rd + dram_wr - init - fin
+    bw = hw.dram_bits_per_cycle
+    compute = cand["compute"][sl].unsqueeze(1)
+    stall = (_cdiv(mid, bw) - compute).clamp(min=0) + _cdiv(init, bw) + _cdiv(fin, bw)
+    reads = cand["reads"][sl]
+    r_wgt, r_act, r_out = (reads[:, i : i + 1] for i in range(3))
+    obuf = f_out + r_out
+    energy = _energy_nj(hw, compute, r_wgt, f_wgt, r_act, f_act, obuf, dram_rd + dram_wr)
+    return {
+        "cycles": compute + stall,
+        "energy": energy,
+        "stall": stall,
+        "dram_rd": dram_rd,
+        "dram_wr": dram_wr,
+        "wbuf_wr": f_wgt,
+        "ibuf_wr": f_act,
+        "obuf": obuf,
+    }
+
+
+def _group_best(params: torch.Tensor, depthwise: bool, hw: BitFusionConfig):
+    """Best schedule of every layer of one kind; rows with no fitting tiling get -1."""
+    loops = DEPTHWISE_LOOPS if depthwise else DENSE_LOOPS
+    orders, ranks = _order_classes(loops)
+    R = orders.shape[0]
+    n_layers = params.shape[0]
+    counters = torch.full((n_layers, 11), -1, dtype=torch.int64)
+    tiles = torch.full((n_layers, 4), -1, dtype=torch.int64)
+    order_index = torch.full((n_layers,), -1, dtype=torch.int64)
+    cand = _tile_grid(params, depthwise, hw)
+    C = cand["layer"].shape[0]
+    # Running best per layer: (cycles, energy, rank, tiling_rank) and the winning counters.
+    inf_i = torch.iinfo(torch.int64).max
+    best_key_i = torch.full((n_layers, 3), inf_i, dtype=torch.int64)  # cycles, rank, tiling
+    best_e = torch.full((n_layers,), float("inf"), dtype=torch.float64)
+    step = max(1, _CHUNK_ELEMENTS // R)
+    for start in range(0, C, step):
+        sl = slice(start, min(C, start + step))
+        ev = _evaluate_orders(cand, sl, loops, orders, ranks, hw)
+        lay = cand["layer"][sl]
+        c = lay.shape[0]
+        # Lexicographic min per layer over (cycles, energy, order rank, tiling rank), one key at a time.
+        flat_lay = lay.unsqueeze(1).expand(c, R).reshape(-1)
+        cyc = ev["cycles"].reshape(-1)
+        en = ev["energy"].reshape(-1)
+        rk = ranks.unsqueeze(0).expand(c, R).reshape(-1)
+        tr = cand["tiling_rank"][sl].unsqueeze(1).expand(c, R).reshape(-1)
+        m_cyc = torch.full((n_layers,), inf_i, dtype=torch.int64).scatter_reduce(
+            0, flat_lay, cyc, "amin")
+        mask = cyc == m_cyc[flat_lay]
+        m_en = torch.full((n_layers,), float("inf"), dtype=torch.float64).scatter_reduce(
+            0, flat_lay, torch.where(mask, en, torch.inf), "amin")
+        mask &= en == m_en[flat_lay]
+        m_rk = torch.full((n_layers,), inf_i, dtype=torch.int64).scatter_reduce(
+            0, flat_lay, torch.where(mask, rk, inf_i), "amin")
+        mask &= rk == m_rk[flat_lay]
+        m_tr = torch.full((n_layers,), inf_i, dtype=torch.int64).scatter_reduce(
+            0, flat_lay, torch.where(mask, tr, inf_i), "amin")
+        mask &= tr == m_tr[flat_lay]
+        pos = torch.nonzero(mask).squeeze(1)  # exactly one winner per layer present in the chunk
+        win_layer = flat_lay[pos]
+        # Keep the chunk's winner where it beats the running best (same lexicographic key).
+        new = torch.stack([cyc[pos], rk[pos], tr[pos]], dim=1)
+        old = best_key_i[win_layer]
+        new_e, old_e = en[pos], best_e[win_layer]
+        better = (new[:, 0] < old[:, 0]) | (
+            (new[:, 0] == old[:, 0])
+            & ((new_e < old_e) | ((new_e == old_e) & (
+                (new[:, 1] < old[:, 1]) | ((new[:, 1] == old[:, 1]) & (new[:, 2] < old[:, 2]))
+            )))
+        )
+        pos, win_layer = pos[better], win_layer[better]
+        best_key_i[win_layer] = new[better]
+        best_e[win_layer] = new_e[better]
+        cand_i = pos // R + start
+        flat = lambda k: ev[k].reshape(-1)[pos]  # noqa: E731
+        reads = cand["reads"][cand_i]
+        obuf = flat("obuf")
+        counters[win_layer] = torch.stack([
+            flat("cycles"),
+            cand["compute"][cand_i],
+            flat("stall"),
+            flat("dram_rd"),
+            flat("dram_wr"),
+            reads[:, 0],
+            flat("wbuf_wr"),
+            reads[:, 1],
+            flat("ibuf_wr"),
+            obuf,
+            obuf,
+        ], dim=1)
+        tiles[win_layer] = cand["sizes"][cand_i]
+        order_index[win_layer] = ranks[pos % R]
+    return counters, tiles, order_index
+
+
+def bitfusion_cost_torch(
+    params: torch.Tensor, hw: BitFusionConfig
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Evaluate the BitFusion model for many layers (the PyTorch backend).
+
+    Args:
+        params: ``[n, 10]`` int64 layer parameters (``batch.PARAM_COLUMNS``).
+        hw: the hardware configuration.
+
+    Returns:
+        ``counters`` ``[n, 11]`` int64 (``COUNTER_COLUMNS``), ``tiles`` ``[n, 4]`` int64
+        (``TILE_COLUMNS``) and ``order_index`` ``[n]`` int64 (rank in ``reference_loop_orders``);
+        -1 throughout for a layer that no tiling fits.
+    """
+    params = params.to(torch.int64).cpu()
+    n = params.shape[0]
+    counters = torch.full((n, 11), -1, dtype=torch.int64)
+    tiles = torch.full((n, 4), -1, dtype=torch.int64)
+    order_index = torch.full((n,), -1, dtype=torch.int64)
+    dw = params[:, _P["depthwise"]].bool()
+    for depthwise in (False, True):
+        rows = torch.nonzero(dw == depthwise).squeeze(1)
+        if rows.numel() == 0:
+            continue
+        c, t, o = _group_best(params[rows], depthwise, hw)
+        counters[rows], tiles[rows], order_index[rows] = c, t, o
+    return counters, tiles, order_index
