@@ -7,6 +7,8 @@ fewest cycles, then least energy, then the reference simulator's loop-order rank
 
 from __future__ import annotations
 
+from functools import cache
+
 import torch
 
 from dnas.cost.batch import DENSE_LOOPS, DEPTHWISE_LOOPS, PARAM_COLUMNS
@@ -45,28 +47,32 @@ def _levels(x: torch.Tensor) -> torch.Tensor:
     return lv + 1
 
 
-def _order_classes(loops: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Loop orders to evaluate and the reference rank that each one stands for.
+@cache
+def _order_classes(loops: tuple[str, ...], trivial: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Loop orders to evaluate for tilings whose loops in bitmask ``trivial`` have one tile.
 
-    OW and OH always have the same tile count and index the same data, so two orders that differ
-    only by swapping them cost the same: evaluate one of each pair, ranked as the earlier of the two.
+    A loop with a single tile changes no fill and no resident size, so orders that differ only in
+    where such loops stand cost the same; and OW and OH always have the same tile count and index the
+    same data, so swapping them changes nothing either. We evaluate one order of each such class and
+    rank it as the class's earliest order in the reference simulator's enumeration, which is the one
+    the simulator would report.
 
     Returns:
         orders: ``[R, L]`` int64 loop ids (positions in ``loops``), outermost first.
-        rank: ``[R]`` int64 reference rank of each evaluated order.
+        rank: ``[R]`` int64 reference rank each evaluated order stands for.
     """
     ref = reference_loop_orders(loops)
-    rank_of = {o: i for i, o in enumerate(ref)}
-    swap = {"OW/ow": "OH/oh", "OH/oh": "OW/ow"}
-    seen, orders, ranks = set(), [], []
-    for o in ref:
-        twin = tuple(swap.get(x, x) for x in o)
-        if twin in seen:
-            continue
-        seen.add(o)
-        orders.append([loops.index(x) for x in o])
-        ranks.append(min(rank_of[o], rank_of[twin]))
-    return torch.tensor(orders, dtype=torch.int64), torch.tensor(ranks, dtype=torch.int64)
+    classes: dict[tuple[str, ...], int] = {}
+    members: dict[tuple[str, ...], tuple[str, ...]] = {}
+    for i, o in enumerate(ref):
+        key = tuple(
+            "OW/ow" if x == "OH/oh" else x for x in o if not (trivial >> loops.index(x)) & 1
+        )
+        if key not in classes:
+            classes[key] = i
+            members[key] = o
+    orders = [[loops.index(x) for x in members[k]] for k in classes]
+    return torch.tensor(orders, dtype=torch.int64), torch.tensor(list(classes.values()))
 
 
 def _tile_grid(params: torch.Tensor, depthwise: bool, hw: BitFusionConfig):
@@ -245,77 +251,89 @@ def _evaluate_orders(cand: dict, sl: slice, loops, orders, ranks, hw: BitFusionC
 def _group_best(params: torch.Tensor, depthwise: bool, hw: BitFusionConfig):
     """Best schedule of every layer of one kind; rows with no fitting tiling get -1."""
     loops = DEPTHWISE_LOOPS if depthwise else DENSE_LOOPS
-    orders, ranks = _order_classes(loops)
-    R = orders.shape[0]
     n_layers = params.shape[0]
     counters = torch.full((n_layers, 11), -1, dtype=torch.int64)
     tiles = torch.full((n_layers, 4), -1, dtype=torch.int64)
     order_index = torch.full((n_layers,), -1, dtype=torch.int64)
     cand = _tile_grid(params, depthwise, hw)
-    C = cand["layer"].shape[0]
-    # Running best per layer: (cycles, energy, rank, tiling_rank) and the winning counters.
+    # Running best per layer of the lexicographic key (cycles, energy, order rank, tiling rank).
     inf_i = torch.iinfo(torch.int64).max
     best_key_i = torch.full((n_layers, 3), inf_i, dtype=torch.int64)  # cycles, rank, tiling
     best_e = torch.full((n_layers,), float("inf"), dtype=torch.float64)
-    step = max(1, _CHUNK_ELEMENTS // R)
-    for start in range(0, C, step):
-        sl = slice(start, min(C, start + step))
-        ev = _evaluate_orders(cand, sl, loops, orders, ranks, hw)
-        lay = cand["layer"][sl]
-        c = lay.shape[0]
-        # Lexicographic min per layer over (cycles, energy, order rank, tiling rank), one key at a time.
-        flat_lay = lay.unsqueeze(1).expand(c, R).reshape(-1)
-        cyc = ev["cycles"].reshape(-1)
-        en = ev["energy"].reshape(-1)
-        rk = ranks.unsqueeze(0).expand(c, R).reshape(-1)
-        tr = cand["tiling_rank"][sl].unsqueeze(1).expand(c, R).reshape(-1)
-        m_cyc = torch.full((n_layers,), inf_i, dtype=torch.int64).scatter_reduce(
-            0, flat_lay, cyc, "amin")
-        mask = cyc == m_cyc[flat_lay]
-        m_en = torch.full((n_layers,), float("inf"), dtype=torch.float64).scatter_reduce(
-            0, flat_lay, torch.where(mask, en, torch.inf), "amin")
-        mask &= en == m_en[flat_lay]
-        m_rk = torch.full((n_layers,), inf_i, dtype=torch.int64).scatter_reduce(
-            0, flat_lay, torch.where(mask, rk, inf_i), "amin")
-        mask &= rk == m_rk[flat_lay]
-        m_tr = torch.full((n_layers,), inf_i, dtype=torch.int64).scatter_reduce(
-            0, flat_lay, torch.where(mask, tr, inf_i), "amin")
-        mask &= tr == m_tr[flat_lay]
-        pos = torch.nonzero(mask).squeeze(1)  # exactly one winner per layer present in the chunk
-        win_layer = flat_lay[pos]
-        # Keep the chunk's winner where it beats the running best (same lexicographic key).
-        new = torch.stack([cyc[pos], rk[pos], tr[pos]], dim=1)
-        old = best_key_i[win_layer]
-        new_e, old_e = en[pos], best_e[win_layer]
-        better = (new[:, 0] < old[:, 0]) | (
-            (new[:, 0] == old[:, 0])
-            & ((new_e < old_e) | ((new_e == old_e) & (
-                (new[:, 1] < old[:, 1]) | ((new[:, 1] == old[:, 1]) & (new[:, 2] < old[:, 2]))
-            )))
-        )
-        pos, win_layer = pos[better], win_layer[better]
-        best_key_i[win_layer] = new[better]
-        best_e[win_layer] = new_e[better]
-        cand_i = pos // R + start
-        flat = lambda k: ev[k].reshape(-1)[pos]  # noqa: E731
-        reads = cand["reads"][cand_i]
-        obuf = flat("obuf")
-        counters[win_layer] = torch.stack([
-            flat("cycles"),
-            cand["compute"][cand_i],
-            flat("stall"),
-            flat("dram_rd"),
-            flat("dram_wr"),
-            reads[:, 0],
-            flat("wbuf_wr"),
-            reads[:, 1],
-            flat("ibuf_wr"),
-            obuf,
-            obuf,
-        ], dim=1)
-        tiles[win_layer] = cand["sizes"][cand_i]
-        order_index[win_layer] = ranks[pos % R]
+    weights = 1 << torch.arange(len(loops))
+    trivial = ((cand["n"] == 1).long() * weights).sum(1)
+    for mask in torch.unique(trivial).tolist():
+        orders, ranks = _order_classes(loops, mask)
+        R = orders.shape[0]
+        group = torch.nonzero(trivial == mask).squeeze(1)
+        step = max(1, _CHUNK_ELEMENTS // R)
+        for start in range(0, group.numel(), step):
+            idx = group[start : start + step]
+            sub = {k: v[idx] for k, v in cand.items()}
+            _reduce_chunk(sub, loops, orders, ranks, hw, n_layers, inf_i,
+                          best_key_i, best_e, counters, tiles, order_index)
     return counters, tiles, order_index
+
+
+def _reduce_chunk(cand, loops, orders, ranks, hw, n_layers, inf_i,
+                  best_key_i, best_e, counters, tiles, order_index) -> None:
+    """Evaluate one chunk of candidates under ``orders`` and fold it into the running best."""
+    R = orders.shape[0]
+    ev = _evaluate_orders(cand, slice(None), loops, orders, ranks, hw)
+    lay = cand["layer"]
+    c = lay.shape[0]
+    # Lexicographic min per layer over (cycles, energy, order rank, tiling rank), one key at a time.
+    flat_lay = lay.unsqueeze(1).expand(c, R).reshape(-1)
+    cyc = ev["cycles"].reshape(-1)
+    en = ev["energy"].reshape(-1)
+    rk = ranks.unsqueeze(0).expand(c, R).reshape(-1)
+    tr = cand["tiling_rank"].unsqueeze(1).expand(c, R).reshape(-1)
+    m_cyc = torch.full((n_layers,), inf_i, dtype=torch.int64).scatter_reduce(
+        0, flat_lay, cyc, "amin")
+    mask = cyc == m_cyc[flat_lay]
+    m_en = torch.full((n_layers,), float("inf"), dtype=torch.float64).scatter_reduce(
+        0, flat_lay, torch.where(mask, en, torch.inf), "amin")
+    mask &= en == m_en[flat_lay]
+    m_rk = torch.full((n_layers,), inf_i, dtype=torch.int64).scatter_reduce(
+        0, flat_lay, torch.where(mask, rk, inf_i), "amin")
+    mask &= rk == m_rk[flat_lay]
+    m_tr = torch.full((n_layers,), inf_i, dtype=torch.int64).scatter_reduce(
+        0, flat_lay, torch.where(mask, tr, inf_i), "amin")
+    mask &= tr == m_tr[flat_lay]
+    pos = torch.nonzero(mask).squeeze(1)  # exactly one winner per layer present in the chunk
+    win_layer = flat_lay[pos]
+    # Keep the chunk's winner where it beats the running best (same lexicographic key).
+    new = torch.stack([cyc[pos], rk[pos], tr[pos]], dim=1)
+    old = best_key_i[win_layer]
+    new_e, old_e = en[pos], best_e[win_layer]
+    better = (new[:, 0] < old[:, 0]) | (
+        (new[:, 0] == old[:, 0])
+        & ((new_e < old_e) | ((new_e == old_e) & (
+            (new[:, 1] < old[:, 1]) | ((new[:, 1] == old[:, 1]) & (new[:, 2] < old[:, 2]))
+        )))
+    )
+    pos, win_layer = pos[better], win_layer[better]
+    best_key_i[win_layer] = new[better]
+    best_e[win_layer] = new_e[better]
+    cand_i = pos // R
+    flat = lambda k: ev[k].reshape(-1)[pos]  # noqa: E731
+    reads = cand["reads"][cand_i]
+    obuf = flat("obuf")
+    counters[win_layer] = torch.stack([
+        flat("cycles"),
+        cand["compute"][cand_i],
+        flat("stall"),
+        flat("dram_rd"),
+        flat("dram_wr"),
+        reads[:, 0],
+        flat("wbuf_wr"),
+        reads[:, 1],
+        flat("ibuf_wr"),
+        obuf,
+        obuf,
+    ], dim=1)
+    tiles[win_layer] = cand["sizes"][cand_i]
+    order_index[win_layer] = ranks[pos % R]
 
 
 def bitfusion_cost_torch(
