@@ -93,6 +93,11 @@ class CostBatch:
     def __len__(self) -> int:
         return self.params.shape[0]
 
+    @property
+    def infeasible(self) -> torch.Tensor:
+        """``[n]`` bool: layers that no tiling fits in the buffers."""
+        return self.counters[:, 0] < 0
+
     def column(self, name: str) -> torch.Tensor:
         return self.counters[:, COUNTER_COLUMNS.index(name)]
 
