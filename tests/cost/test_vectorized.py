@@ -61,8 +61,8 @@ def test_other_hardware_matches_oracle():
 
 
 def test_infeasible_rows_marked():
-    # 32-bit weight, 32-bit input and 1024-bit output tiles: only the 1x1x1 2-bit layer fits.
-    hw = BitFusionConfig(wbuf_bytes=8, ibuf_bytes=8, obuf_bytes=256)
+    # 512-bit weight, 32-bit input, 1024-bit output tiles: only the 1x1x1 2-bit layer fits.
+    hw = BitFusionConfig(wbuf_bytes=128, ibuf_bytes=8, obuf_bytes=256)
     layers = [LayerShape(8, 8, 1, 1, 4, 1, 8, 8), LayerShape(1, 1, 1, 1, 1, 1, 2, 2)]
     res = evaluate(layers, hw, backend="torch")
     assert res.infeasible.tolist() == [True, False]
