@@ -1,0 +1,103 @@
+"""``dnas-lut``: build the cost table of a search space and summarise it (Hydra entry point)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+
+def run(cfg: DictConfig) -> dict[str, float]:
+    """Build, import or load the table that ``cfg`` names, print a summary, return its figures."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from dnas.cost.hardware import BitFusionConfig
+    from dnas.cost.table import (
+        CostTable,
+        TableError,
+        build_table,
+        default_table_path,
+        import_csv,
+    )
+    from dnas.space import SearchSpace
+
+    console = Console(stderr=True)
+    hw = BitFusionConfig.from_dict(OmegaConf.to_container(cfg.hardware, resolve=True))
+    space = SearchSpace.from_dict(OmegaConf.to_container(cfg.space, resolve=True))
+    space.validate_bits(hw.pmax_bits)
+    if int(cfg.batch) < 1:
+        raise ValueError(f"batch must be a positive integer, got {cfg.batch}")
+    out = Path(cfg.out) if cfg.out else default_table_path(space, hw, int(cfg.batch))
+    t0 = time.perf_counter()
+    status = "built"
+    if cfg.measured_csv:
+        table = import_csv(cfg.measured_csv, space, str(cfg.device_name), int(cfg.batch))
+        table.save(out)
+        status = f"imported from {cfg.measured_csv}"
+    else:
+        table = None
+        if out.is_file() and not cfg.force:
+            try:
+                table = CostTable.load(out, space, hw)
+                status = "loaded (cached; force=true rebuilds)"
+            except TableError as e:
+                console.print(f"[yellow]{e}[/] - rebuilding")
+        if table is None:
+            with Progress(
+                TextColumn("[bold]costing layers"),
+                BarColumn(),
+                TextColumn("{task.completed}/{task.total} shapes"),
+                TimeElapsedColumn(),
+                console=console,
+                transient=True,
+            ) as bar:
+                task = bar.add_task("lut", total=None)
+                table = build_table(
+                    space, hw, cfg.backend, int(cfg.batch),
+                    progress=lambda d, t: bar.update(task, completed=d, total=t),
+                )
+            table.header.extra["build_seconds"] = round(time.perf_counter() - t0, 3)
+            table.save(out)
+    if cfg.export_csv:
+        table.to_csv(cfg.export_csv)
+    seconds = time.perf_counter() - t0
+    ext = table.extremes(space)
+
+    summary = Table(title=f"cost table: {space.name} on {table.header.hardware_name}",
+                    show_header=False)
+    summary.add_row("file", str(out))
+    summary.add_row("status", status)
+    summary.add_row("entries", f"{table.num_entries:,} over {len(table.entries)} costed layers")
+    if "unique_shapes" in table.header.extra:
+        summary.add_row("unique layer shapes", f"{table.header.extra['unique_shapes']:,}")
+    summary.add_row("latency (cheapest / dearest net)",
+                    f"{ext['min_latency_ms']:.4f} ms / {ext['max_latency_ms']:.4f} ms")
+    summary.add_row("energy (cheapest / dearest net)",
+                    f"{ext['min_energy_mj']:.4f} mJ / {ext['max_energy_mj']:.4f} mJ")
+    summary.add_row("time", f"{seconds:.2f} s")
+    Console().print(summary)
+    return {"entries": table.num_entries, "seconds": seconds, **ext}
+
+
+@hydra.main(config_path="../conf", config_name="lut", version_base="1.3")
+def _hydra_main(cfg: DictConfig) -> None:
+    from dnas.cost.table import TableError
+
+    try:
+        run(cfg)
+    except (TableError, ValueError, FileNotFoundError) as e:
+        print(f"dnas-lut: error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def main() -> None:
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

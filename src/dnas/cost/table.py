@@ -1,0 +1,439 @@
+"""Cost tables: latency (ms) and energy (mJ) of every costed layer of a search space on its grid.
+
+A table is built once per (space, hardware) from the cost model, or imported from measurements, and
+saved as a file with a header (format version, hardware, space, code version, content hash) that is
+checked on load, so a stale, foreign or damaged table is refused rather than silently used.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import dnas
+from dnas.cost.hardware import BitFusionConfig
+
+TABLE_FORMAT_VERSION = 1
+_NJ_PER_MJ = 1e6
+
+
+class TableError(ValueError):
+    """A cost table that cannot be used: damaged, foreign, stale or incomplete."""
+
+
+@dataclass
+class LayerTable:
+    """Costs of one costed layer over its grid ``[kernels, widths, w_bits, a_bits]``."""
+
+    kernels: tuple[int, ...]
+    widths: tuple[int, ...]
+    w_bits: tuple[int, ...]
+    a_bits: tuple[int, ...]
+    latency_ms: torch.Tensor  # float64 [K, W, WB, AB]
+    energy_mj: torch.Tensor  # float64 [K, W, WB, AB]
+
+    @property
+    def grid_shape(self) -> tuple[int, int, int, int]:
+        return (len(self.kernels), len(self.widths), len(self.w_bits), len(self.a_bits))
+
+
+@dataclass
+class TableHeader:
+    format_version: int
+    space_name: str
+    space_fingerprint: str
+    hardware_name: str
+    hardware_fingerprint: str
+    hardware: dict[str, Any]
+    source: str  # "bitfusion-model" or "measured"
+    batch: int
+    code_version: str
+    content_hash: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class CostTable:
+    """A cost table: a header and one LayerTable per costed layer key of the space."""
+
+    header: TableHeader
+    entries: dict[Any, LayerTable]  # LayerKey -> LayerTable
+
+    @property
+    def num_entries(self) -> int:
+        return sum(t.latency_ms.numel() for t in self.entries.values())
+
+    # ----------------------------------------------------------------------------------- hashing
+    def compute_hash(self) -> str:
+        """sha256 over the keys, axes and values of every entry, in key order."""
+        h = hashlib.sha256()
+        for key in sorted(self.entries):
+            t = self.entries[key]
+            h.update(repr((key.role, key.block, t.kernels, t.widths, t.w_bits, t.a_bits)).encode())
+            h.update(t.latency_ms.to(torch.float64).contiguous().numpy().tobytes())
+            h.update(t.energy_mj.to(torch.float64).contiguous().numpy().tobytes())
+        return h.hexdigest()
+
+    # -------------------------------------------------------------------------------- cost lookup
+    def arch_cost(self, space, arch) -> tuple[float, float]:
+        """Exact (latency_ms, energy_mj) of a discrete architecture: the sum of its table entries."""
+        lat = en = 0.0
+        for key, idx in space.arch_indices(arch).items():
+            t = self.entries[key]
+            lat += float(t.latency_ms[idx])
+            en += float(t.energy_mj[idx])
+        return lat, en
+
+    def extremes(self, space) -> dict[str, float]:
+        """Latency and energy of the cheapest and dearest network of the space.
+
+        Within a block, the expand, depthwise and project convs share the width choice and each conv
+        has its own bits; a skippable block costs nothing when skipped. Everything else is additive.
+        """
+        out = {}
+        for metric in ("latency_ms", "energy_mj"):
+            for name, red in (("min", torch.amin), ("max", torch.amax)):
+                out[f"{name}_{metric}"] = _extreme(self, space, metric, red, name == "min")
+        return out
+
+    # ------------------------------------------------------------------------------------- files
+    def save(self, path: str | Path) -> Path:
+        """Write atomically (temporary file + rename); the header's content hash is refreshed."""
+        path = Path(path)
+        self.header.content_hash = self.compute_hash()
+        payload = {
+            "header": dict(vars(self.header)),
+            "entries": [
+                {
+                    "role": k.role,
+                    "block": k.block,
+                    "kernels": list(t.kernels),
+                    "widths": list(t.widths),
+                    "w_bits": list(t.w_bits),
+                    "a_bits": list(t.a_bits),
+                    "latency_ms": t.latency_ms,
+                    "energy_mj": t.energy_mj,
+                }
+                for k, t in sorted(self.entries.items())
+            ],
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        os.close(fd)
+        try:
+            torch.save(payload, tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, space=None, hw: BitFusionConfig | None = None) -> CostTable:
+        """Load and check a table; with ``space``/``hw``, also check it was built for them.
+
+        Raises:
+            TableError: the file is damaged, from a newer format, or for another space or hardware;
+                the message says what differs and how to rebuild.
+        """
+        from dnas.space import LayerKey
+
+        path = Path(path)
+        rebuild = _rebuild_hint(space, hw, path)
+        if not path.is_file():
+            raise TableError(f"cost table {path} does not exist; {rebuild}")
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+            header = TableHeader(**payload["header"])
+            entries = {
+                LayerKey(e["role"], int(e["block"])): LayerTable(
+                    tuple(e["kernels"]),
+                    tuple(e["widths"]),
+                    tuple(e["w_bits"]),
+                    tuple(e["a_bits"]),
+                    e["latency_ms"],
+                    e["energy_mj"],
+                )
+                for e in payload["entries"]
+            }
+        except Exception as e:  # any unpickling/shape/key problem means the file is unusable
+            raise TableError(f"cost table {path} is damaged or not a dnas table ({e}); {rebuild}") from None
+        if header.format_version > TABLE_FORMAT_VERSION:
+            raise TableError(
+                f"cost table {path} has format {header.format_version}, newer than this dnas "
+                f"({dnas.__version__}) reads ({TABLE_FORMAT_VERSION}); upgrade dnas or {rebuild}"
+            )
+        table = cls(header, entries)
+        if table.compute_hash() != header.content_hash:
+            raise TableError(f"cost table {path} is damaged (content hash mismatch); {rebuild}")
+        if space is not None:
+            table.check_space(space, path)
+        if hw is not None and header.source != "measured":
+            table.check_hardware(hw, path)
+        return table
+
+    def check_space(self, space, path: Path | str = "table") -> None:
+        h = self.header
+        if h.space_fingerprint != space.fingerprint():
+            what = (
+                f"space {h.space_name!r}" if h.space_name != space.name
+                else f"another version of space {space.name!r} (its choices differ)"
+            )
+            raise TableError(
+                f"cost table {path} was built for {what}, not for space {space.name!r}; "
+                f"{_rebuild_hint(space, None, path)}"
+            )
+        expected = {c.key: c for c in space.costed_layers()}
+        missing = sorted(set(expected) - set(self.entries))
+        if missing:
+            raise TableError(f"cost table {path} lacks layers {missing[:5]}; "
+                             f"{_rebuild_hint(space, None, path)}")
+
+    def check_hardware(self, hw: BitFusionConfig, path: Path | str = "table") -> None:
+        h = self.header
+        if h.hardware_fingerprint != hw.fingerprint():
+            diff = sorted(
+                k for k, v in hw.to_dict().items() if k != "name" and h.hardware.get(k) != v
+            )
+            raise TableError(
+                f"cost table {path} was built for hardware {h.hardware_name!r}, which differs from "
+                f"{hw.name!r} in {', '.join(diff) or 'its constants'}; "
+                f"{_rebuild_hint(None, hw, path)}"
+            )
+
+    # ------------------------------------------------------------------------- CSV import/export
+    def to_csv(self, path: str | Path) -> None:
+        """One row per grid point: role, block, kernel, width, w_bits, a_bits, latency_ms, energy_mj."""
+        rows = []
+        for key, t in sorted(self.entries.items()):
+            for idx in _grid(t.grid_shape):
+                k, w, wb, ab = idx
+                rows.append([key.role, key.block, t.kernels[k], t.widths[w], t.w_bits[wb],
+                             t.a_bits[ab], repr(float(t.latency_ms[idx])),
+                             repr(float(t.energy_mj[idx]))])
+        _write_csv_atomic(Path(path), CSV_COLUMNS, rows)
+
+
+CSV_COLUMNS = ("role", "block", "kernel", "width", "w_bits", "a_bits", "latency_ms", "energy_mj")
+
+
+def _grid(shape: tuple[int, ...]) -> Iterable[tuple[int, ...]]:
+    return (tuple(int(i) for i in idx) for idx in torch.cartesian_prod(
+        *[torch.arange(n) for n in shape]).reshape(-1, len(shape)).tolist())
+
+
+def _write_csv_atomic(path: Path, header, rows) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            w = csv.writer(f, lineterminator="\n")
+            w.writerow(header)
+            w.writerows(rows)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _rebuild_hint(space, hw, path) -> str:
+    args = []
+    if space is not None:
+        args.append(f"space={space.name}")
+    if hw is not None:
+        args.append(f"hardware={hw.name}")
+    args.append(f"out={path}")
+    return "rebuild it with `dnas-lut " + " ".join(args) + "`"
+
+
+def _header(space, hw: BitFusionConfig | None, source: str, batch: int, name: str) -> TableHeader:
+    return TableHeader(
+        format_version=TABLE_FORMAT_VERSION,
+        space_name=space.name,
+        space_fingerprint=space.fingerprint(),
+        hardware_name=name,
+        hardware_fingerprint=hw.fingerprint() if hw is not None else f"measured:{name}",
+        hardware=hw.to_dict() if hw is not None else {"measured": name},
+        source=source,
+        batch=batch,
+        code_version=dnas.__version__,
+    )
+
+
+def build_table(
+    space,
+    hw: BitFusionConfig | None = None,
+    backend: str = "auto",
+    batch: int = 1,
+    progress: Callable[[int, int], None] | None = None,
+) -> CostTable:
+    """Cost every grid point of every costed layer of ``space`` with the BitFusion model.
+
+    Identical layer shapes (common across the blocks of a stage) are costed once.
+
+    Args:
+        space: a ``dnas.space.SearchSpace``.
+        hw: hardware configuration (default: the published BitFusion).
+        backend: cost backend (``auto``, ``torch``, ``triton``).
+        batch: images per inference (latency is per batch).
+        progress: called as ``progress(done, total)`` with unique shapes costed so far.
+
+    Raises:
+        TableError: a layer of the space fits no tiling of the hardware's buffers.
+    """
+    from dnas.cost.backend import evaluate
+
+    hw = hw or BitFusionConfig()
+    layers = space.costed_layers()
+    unique: dict = {}
+    index: dict = {}
+    for cl in layers:
+        shape = cl.grid_shape()
+        ids = torch.empty(shape, dtype=torch.int64)
+        for idx in _grid(shape):
+            s = cl.shape(*idx, batch=batch)
+            s.check_bits(hw)
+            ids[idx] = unique.setdefault(s, len(unique))
+        index[cl.key] = ids
+    shapes = list(unique)
+    total, done = len(shapes), 0
+
+    def tick(k: int) -> None:
+        nonlocal done
+        done += k
+        if progress is not None:
+            progress(done, total)
+
+    res = evaluate(shapes, hw, backend, chunk=2048, progress=tick)
+    bad = res.infeasible.nonzero().flatten().tolist()
+    if bad:
+        raise TableError(
+            f"{len(bad)} layer shape(s) of space {space.name!r} fit no tiling of hardware "
+            f"{hw.name!r}'s buffers, e.g. {shapes[bad[0]]}; enlarge the buffers or the space"
+        )
+    lat = res.latency_ms(hw)
+    en = res.energies_nj(hw)["total"] / _NJ_PER_MJ
+    entries = {
+        cl.key: LayerTable(cl.kernels, cl.widths, cl.w_bits, cl.a_bits,
+                           lat[index[cl.key]].clone(), en[index[cl.key]].clone())
+        for cl in layers
+    }
+    table = CostTable(_header(space, hw, "bitfusion-model", batch, hw.name), entries)
+    table.header.extra["unique_shapes"] = total
+    table.header.content_hash = table.compute_hash()
+    return table
+
+
+def import_csv(path: str | Path, space, device_name: str, batch: int = 1) -> CostTable:
+    """A table from measured costs: a CSV with CSV_COLUMNS, one row per grid point.
+
+    Missing grid points are reported (never guessed); rows for keys the space does not have are
+    errors too.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise TableError(f"{path}: no such file")
+    layers = {c.key: c for c in space.costed_layers()}
+    values: dict = {}
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        miss = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
+        if miss:
+            raise TableError(f"{path}: missing column(s) {', '.join(miss)}; "
+                             f"required: {', '.join(CSV_COLUMNS)}")
+        from dnas.space import LayerKey
+
+        for row in reader:
+            line = reader.line_num
+            try:
+                key = LayerKey(row["role"], int(row["block"]))
+                point = tuple(int(row[c]) for c in ("kernel", "width", "w_bits", "a_bits"))
+                lat, en = float(row["latency_ms"]), float(row["energy_mj"])
+            except ValueError as e:
+                raise TableError(f"{path}:{line}: {e}") from None
+            if key not in layers:
+                raise TableError(f"{path}:{line}: layer ({key.role}, block {key.block}) is not "
+                                 f"a costed layer of space {space.name!r}")
+            cl = layers[key]
+            try:
+                idx = (cl.kernels.index(point[0]), cl.widths.index(point[1]),
+                       cl.w_bits.index(point[2]), cl.a_bits.index(point[3]))
+            except ValueError:
+                raise TableError(f"{path}:{line}: (kernel, width, w_bits, a_bits)={point} is not "
+                                 f"on the grid of ({key.role}, block {key.block})") from None
+            if not (lat >= 0 and en >= 0):
+                raise TableError(f"{path}:{line}: latency_ms and energy_mj must be >= 0")
+            values[(key, idx)] = (lat, en)
+    entries, missing = {}, []
+    for key, cl in layers.items():
+        shape = cl.grid_shape()
+        lt = torch.full(shape, float("nan"), dtype=torch.float64)
+        et = lt.clone()
+        for idx in _grid(shape):
+            v = values.get((key, idx))
+            if v is None:
+                missing.append((key.role, key.block, cl.kernels[idx[0]], cl.widths[idx[1]],
+                                cl.w_bits[idx[2]], cl.a_bits[idx[3]]))
+            else:
+                lt[idx], et[idx] = v
+        entries[key] = LayerTable(cl.kernels, cl.widths, cl.w_bits, cl.a_bits, lt, et)
+    if missing:
+        shown = "\n  ".join(str(m) for m in missing[:10])
+        raise TableError(
+            f"{path}: {len(missing)} grid point(s) of space {space.name!r} are missing "
+            f"(role, block, kernel, width, w_bits, a_bits), e.g.\n  {shown}"
+        )
+    table = CostTable(_header(space, None, "measured", batch, device_name), entries)
+    table.header.content_hash = table.compute_hash()
+    return table
+
+
+def _extreme(table: CostTable, space, metric: str, red, allow_skip: bool) -> float:
+    by_block: dict[int, dict[str, torch.Tensor]] = {}
+    total = 0.0
+    for key, t in table.entries.items():
+        v = getattr(t, metric)
+        if key.block < 0:
+            total += float(red(v))
+        else:
+            # Reduce over bits (independent per conv): [K, W].
+            by_block.setdefault(key.block, {})[key.role] = red(red(v, dim=3), dim=2)
+    for block, parts in by_block.items():
+        # Sum over the block's convs at each (kernel, width); pointwise convs broadcast over K.
+        s = sum(parts.values())
+        best = float(red(s))
+        if allow_skip and "skip" in space.kernel_choices(block):
+            best = 0.0
+        total += best
+    return total
+
+
+def default_table_path(space, hw: BitFusionConfig, batch: int = 1) -> Path:
+    """Where a table is cached: keyed by space, hardware and batch fingerprints."""
+    root = Path(os.environ.get("DNAS_CACHE", Path.home() / ".cache" / "dnas")) / "tables"
+    return root / f"{space.name}-{space.fingerprint()[:8]}-{hw.name}-{hw.fingerprint()[:8]}-b{batch}.pt"
+
+
+def load_or_build(space, hw: BitFusionConfig, path: str | Path | None = None, backend="auto",
+                  batch: int = 1, progress=None) -> tuple[CostTable, Path, bool]:
+    """Load the cached table for (space, hw) or build and save it. Returns (table, path, built)."""
+    path = Path(path) if path else default_table_path(space, hw, batch)
+    if path.is_file():
+        try:
+            return CostTable.load(path, space, hw), path, False
+        except TableError:
+            pass  # stale or damaged: rebuild below (atomic write replaces it)
+    t0 = time.perf_counter()
+    table = build_table(space, hw, backend, batch, progress)
+    table.header.extra["build_seconds"] = round(time.perf_counter() - t0, 3)
+    table.save(path)
+    return table, path, True
