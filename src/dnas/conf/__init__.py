@@ -1,0 +1,1 @@
+"""Hydra configs shipped with dnas (a package so that Hydra and importlib.resources find them)."""
