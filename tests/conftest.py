@@ -34,6 +34,8 @@ def load_examples() -> list[tuple[LayerShape, dict[str, str]]]:
 EXAMPLES = load_examples()
 
 
-@pytest.fixture(params=range(len(EXAMPLES)), ids=[f"{r['layer_name']}-{i}" for i, (_, r) in enumerate(EXAMPLES)])
+@pytest.fixture(
+    params=range(len(EXAMPLES)), ids=[f"{r['layer_name']}-{i}" for i, (_, r) in enumerate(EXAMPLES)]
+)
 def example(request):
     return EXAMPLES[request.param]

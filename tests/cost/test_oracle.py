@@ -93,8 +93,16 @@ def test_depthwise_compute_leading_term():
     ],
 )
 def test_layer_validation(kwargs, match):
-    base = dict(in_channels=8, out_channels=8, kernel_size=3, stride=1, output_h=4, batch=1,
-                w_bits=8, a_bits=8)
+    base = dict(
+        in_channels=8,
+        out_channels=8,
+        kernel_size=3,
+        stride=1,
+        output_h=4,
+        batch=1,
+        w_bits=8,
+        a_bits=8,
+    )
     base.update(kwargs)
     with pytest.raises(ValueError, match=match):
         LayerShape(**base)

@@ -45,7 +45,9 @@ class InputError(ValueError):
     """A problem with the user's input, reported without a traceback."""
 
 
-def read_layers(path: Path, pmax_bits: int) -> tuple[list[str], list[dict[str, str]], list[LayerShape]]:
+def read_layers(
+    path: Path, pmax_bits: int
+) -> tuple[list[str], list[dict[str, str]], list[LayerShape]]:
     """Parse and validate every row before any work starts; errors name the line and field."""
     if not path.is_file():
         raise InputError(f"{path}: no such file")
@@ -155,7 +157,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="dnas-cost", description="Evaluate the BitFusion cost model (cycles, energy) of layers."
+        prog="dnas-cost",
+        description="Evaluate the BitFusion cost model (cycles, energy) of layers.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     ev = sub.add_parser(
@@ -169,8 +172,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("input", metavar="IN.csv")
     ev.add_argument("-o", "--output", metavar="OUT.csv", required=True)
-    ev.add_argument("--hardware", default="bitfusion", metavar="NAME|PATH",
-                    help="built-in hardware name or YAML path (default: bitfusion)")
+    ev.add_argument(
+        "--hardware",
+        default="bitfusion",
+        metavar="NAME|PATH",
+        help="built-in hardware name or YAML path (default: bitfusion)",
+    )
     ev.add_argument("--backend", default="auto", choices=("auto", "torch", "triton"))
     ev.set_defaults(func=cmd_eval)
     return parser

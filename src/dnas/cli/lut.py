@@ -58,7 +58,10 @@ def run(cfg: DictConfig) -> dict[str, float]:
             ) as bar:
                 task = bar.add_task("lut", total=None)
                 table = build_table(
-                    space, hw, cfg.backend, int(cfg.batch),
+                    space,
+                    hw,
+                    cfg.backend,
+                    int(cfg.batch),
                     progress=lambda d, t: bar.update(task, completed=d, total=t),
                 )
             table.header.extra["build_seconds"] = round(time.perf_counter() - t0, 3)
@@ -68,17 +71,22 @@ def run(cfg: DictConfig) -> dict[str, float]:
     seconds = time.perf_counter() - t0
     ext = table.extremes(space)
 
-    summary = Table(title=f"cost table: {space.name} on {table.header.hardware_name}",
-                    show_header=False)
+    summary = Table(
+        title=f"cost table: {space.name} on {table.header.hardware_name}", show_header=False
+    )
     summary.add_row("file", str(out))
     summary.add_row("status", status)
     summary.add_row("entries", f"{table.num_entries:,} over {len(table.entries)} costed layers")
     if "unique_shapes" in table.header.extra:
         summary.add_row("unique layer shapes", f"{table.header.extra['unique_shapes']:,}")
-    summary.add_row("latency (cheapest / dearest net)",
-                    f"{ext['min_latency_ms']:.4f} ms / {ext['max_latency_ms']:.4f} ms")
-    summary.add_row("energy (cheapest / dearest net)",
-                    f"{ext['min_energy_mj']:.4f} mJ / {ext['max_energy_mj']:.4f} mJ")
+    summary.add_row(
+        "latency (cheapest / dearest net)",
+        f"{ext['min_latency_ms']:.4f} ms / {ext['max_latency_ms']:.4f} ms",
+    )
+    summary.add_row(
+        "energy (cheapest / dearest net)",
+        f"{ext['min_energy_mj']:.4f} mJ / {ext['max_energy_mj']:.4f} mJ",
+    )
     summary.add_row("time", f"{seconds:.2f} s")
     Console().print(summary)
     return {"entries": table.num_entries, "seconds": seconds, **ext}

@@ -101,9 +101,7 @@ class BitFusionConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ValueError(
-                f"unknown hardware field(s) {unknown}; allowed: {sorted(known)}"
-            )
+            raise ValueError(f"unknown hardware field(s) {unknown}; allowed: {sorted(known)}")
         return cls(**d)
 
 

@@ -52,11 +52,9 @@ def _probe(table: list, mask: int, h: int) -> int:
 def reference_loop_orders(loops: tuple[str, ...]) -> tuple[tuple[str, ...], ...]:
     """All orders of ``loops`` (outermost first) in the order the reference simulator tries them."""
     table: list = [None] * 8
-    used = 0
-    for key in permutations(loops):
+    for used, key in enumerate(permutations(loops), start=1):
         h = _py2_tuple_hash(key)
         table[_probe(table, len(table) - 1, h)] = (key, h)
-        used += 1
         if used * 3 >= len(table) * 2:  # no deletions, so fill == used
             size = 8
             while size <= used * 4:

@@ -14,7 +14,6 @@ from dnas.cost.hardware import BitFusionConfig
 from dnas.cost.layer import LayerShape
 from dnas.cost.loop_order import reference_loop_orders as loop_orders
 
-
 # Which tile loops index which data (a loop that does not index a datum re-uses it).
 DENSE_INDEXES: dict[str, frozenset[str]] = {
     "act": frozenset({"B/b", "OW/ow", "OH/oh", "IC/ic"}),
@@ -238,11 +237,15 @@ def _dense_candidates(layer: LayerShape, hw: BitFusionConfig):
                         x = K * K * ic * oc * b * o * o
                         reads = {"act": x * a, "out": x * ob, "wgt": K * K * ic * oc * w}
                     reads = {k: v * T for k, v in reads.items()}
-                    tiling = {loop: (n[loop], size) for loop, size in zip(
-                        DENSE_LOOPS, (b, o, o, ic, oc))}
+                    tiling = {
+                        loop: (n[loop], size) for loop, size in zip(DENSE_LOOPS, (b, o, o, ic, oc))
+                    }
                     footprint = {"wgt": wgt, "act": act, "out": out}
-                    yield tiling, compute, _schedule(
-                        hw, n, footprint, DENSE_INDEXES, compute, reads, orders)
+                    yield (
+                        tiling,
+                        compute,
+                        _schedule(hw, n, footprint, DENSE_INDEXES, compute, reads, orders),
+                    )
 
 
 def _depthwise_candidates(layer: LayerShape, hw: BitFusionConfig):
@@ -272,8 +275,12 @@ def _depthwise_candidates(layer: LayerShape, hw: BitFusionConfig):
                     "wgt": T * K * K * c * w,
                     "out": T * o * o * c * b * ob,
                 }
-                tiling = {loop: (n[loop], size) for loop, size in zip(
-                    DEPTHWISE_LOOPS, (b, o, o, c))}
+                tiling = {
+                    loop: (n[loop], size) for loop, size in zip(DEPTHWISE_LOOPS, (b, o, o, c))
+                }
                 footprint = {"wgt": wgt, "act": act, "out": out}
-                yield tiling, compute, _schedule(
-                    hw, n, footprint, DEPTHWISE_INDEXES, compute, reads, orders)
+                yield (
+                    tiling,
+                    compute,
+                    _schedule(hw, n, footprint, DEPTHWISE_INDEXES, compute, reads, orders),
+                )

@@ -166,7 +166,9 @@ class CostTable:
                 for e in payload["entries"]
             }
         except Exception as e:  # any unpickling/shape/key problem means the file is unusable
-            raise TableError(f"cost table {path} is damaged or not a dnas table ({e}); {rebuild}") from None
+            raise TableError(
+                f"cost table {path} is damaged or not a dnas table ({e}); {rebuild}"
+            ) from None
         if header.format_version > TABLE_FORMAT_VERSION:
             raise TableError(
                 f"cost table {path} has format {header.format_version}, newer than this dnas "
@@ -185,7 +187,8 @@ class CostTable:
         h = self.header
         if h.space_fingerprint != space.fingerprint():
             what = (
-                f"space {h.space_name!r}" if h.space_name != space.name
+                f"space {h.space_name!r}"
+                if h.space_name != space.name
                 else f"another version of space {space.name!r} (its choices differ)"
             )
             raise TableError(
@@ -195,8 +198,9 @@ class CostTable:
         expected = {c.key: c for c in space.costed_layers()}
         missing = sorted(set(expected) - set(self.entries))
         if missing:
-            raise TableError(f"cost table {path} lacks layers {missing[:5]}; "
-                             f"{_rebuild_hint(space, None, path)}")
+            raise TableError(
+                f"cost table {path} lacks layers {missing[:5]}; {_rebuild_hint(space, None, path)}"
+            )
 
     def check_hardware(self, hw: BitFusionConfig, path: Path | str = "table") -> None:
         h = self.header
@@ -217,9 +221,18 @@ class CostTable:
         for key, t in sorted(self.entries.items()):
             for idx in _grid(t.grid_shape):
                 k, w, wb, ab = idx
-                rows.append([key.role, key.block, t.kernels[k], t.widths[w], t.w_bits[wb],
-                             t.a_bits[ab], repr(float(t.latency_ms[idx])),
-                             repr(float(t.energy_mj[idx]))])
+                rows.append(
+                    [
+                        key.role,
+                        key.block,
+                        t.kernels[k],
+                        t.widths[w],
+                        t.w_bits[wb],
+                        t.a_bits[ab],
+                        repr(float(t.latency_ms[idx])),
+                        repr(float(t.energy_mj[idx])),
+                    ]
+                )
         _write_csv_atomic(Path(path), CSV_COLUMNS, rows)
 
 
@@ -227,8 +240,12 @@ CSV_COLUMNS = ("role", "block", "kernel", "width", "w_bits", "a_bits", "latency_
 
 
 def _grid(shape: tuple[int, ...]) -> Iterable[tuple[int, ...]]:
-    return (tuple(int(i) for i in idx) for idx in torch.cartesian_prod(
-        *[torch.arange(n) for n in shape]).reshape(-1, len(shape)).tolist())
+    return (
+        tuple(int(i) for i in idx)
+        for idx in torch.cartesian_prod(*[torch.arange(n) for n in shape])
+        .reshape(-1, len(shape))
+        .tolist()
+    )
 
 
 def _write_csv_atomic(path: Path, header, rows) -> None:
@@ -323,8 +340,14 @@ def build_table(
     lat = res.latency_ms(hw)
     en = res.energies_nj(hw)["total"] / _NJ_PER_MJ
     entries = {
-        cl.key: LayerTable(cl.kernels, cl.widths, cl.w_bits, cl.a_bits,
-                           lat[index[cl.key]].clone(), en[index[cl.key]].clone())
+        cl.key: LayerTable(
+            cl.kernels,
+            cl.widths,
+            cl.w_bits,
+            cl.a_bits,
+            lat[index[cl.key]].clone(),
+            en[index[cl.key]].clone(),
+        )
         for cl in layers
     }
     table = CostTable(_header(space, hw, "bitfusion-model", batch, hw.name), entries)
@@ -348,8 +371,9 @@ def import_csv(path: str | Path, space, device_name: str, batch: int = 1) -> Cos
         reader = csv.DictReader(f)
         miss = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
         if miss:
-            raise TableError(f"{path}: missing column(s) {', '.join(miss)}; "
-                             f"required: {', '.join(CSV_COLUMNS)}")
+            raise TableError(
+                f"{path}: missing column(s) {', '.join(miss)}; required: {', '.join(CSV_COLUMNS)}"
+            )
         from dnas.space import LayerKey
 
         for row in reader:
@@ -361,15 +385,23 @@ def import_csv(path: str | Path, space, device_name: str, batch: int = 1) -> Cos
             except ValueError as e:
                 raise TableError(f"{path}:{line}: {e}") from None
             if key not in layers:
-                raise TableError(f"{path}:{line}: layer ({key.role}, block {key.block}) is not "
-                                 f"a costed layer of space {space.name!r}")
+                raise TableError(
+                    f"{path}:{line}: layer ({key.role}, block {key.block}) is not "
+                    f"a costed layer of space {space.name!r}"
+                )
             cl = layers[key]
             try:
-                idx = (cl.kernels.index(point[0]), cl.widths.index(point[1]),
-                       cl.w_bits.index(point[2]), cl.a_bits.index(point[3]))
+                idx = (
+                    cl.kernels.index(point[0]),
+                    cl.widths.index(point[1]),
+                    cl.w_bits.index(point[2]),
+                    cl.a_bits.index(point[3]),
+                )
             except ValueError:
-                raise TableError(f"{path}:{line}: (kernel, width, w_bits, a_bits)={point} is not "
-                                 f"on the grid of ({key.role}, block {key.block})") from None
+                raise TableError(
+                    f"{path}:{line}: (kernel, width, w_bits, a_bits)={point} is not "
+                    f"on the grid of ({key.role}, block {key.block})"
+                ) from None
             if not (lat >= 0 and en >= 0):
                 raise TableError(f"{path}:{line}: latency_ms and energy_mj must be >= 0")
             values[(key, idx)] = (lat, en)
@@ -381,8 +413,16 @@ def import_csv(path: str | Path, space, device_name: str, batch: int = 1) -> Cos
         for idx in _grid(shape):
             v = values.get((key, idx))
             if v is None:
-                missing.append((key.role, key.block, cl.kernels[idx[0]], cl.widths[idx[1]],
-                                cl.w_bits[idx[2]], cl.a_bits[idx[3]]))
+                missing.append(
+                    (
+                        key.role,
+                        key.block,
+                        cl.kernels[idx[0]],
+                        cl.widths[idx[1]],
+                        cl.w_bits[idx[2]],
+                        cl.a_bits[idx[3]],
+                    )
+                )
             else:
                 lt[idx], et[idx] = v
         entries[key] = LayerTable(cl.kernels, cl.widths, cl.w_bits, cl.a_bits, lt, et)
@@ -420,11 +460,20 @@ def _extreme(table: CostTable, space, metric: str, red, allow_skip: bool) -> flo
 def default_table_path(space, hw: BitFusionConfig, batch: int = 1) -> Path:
     """Where a table is cached: keyed by space, hardware and batch fingerprints."""
     root = Path(os.environ.get("DNAS_CACHE", Path.home() / ".cache" / "dnas")) / "tables"
-    return root / f"{space.name}-{space.fingerprint()[:8]}-{hw.name}-{hw.fingerprint()[:8]}-b{batch}.pt"
+    return (
+        root
+        / f"{space.name}-{space.fingerprint()[:8]}-{hw.name}-{hw.fingerprint()[:8]}-b{batch}.pt"
+    )
 
 
-def load_or_build(space, hw: BitFusionConfig, path: str | Path | None = None, backend="auto",
-                  batch: int = 1, progress=None) -> tuple[CostTable, Path, bool]:
+def load_or_build(
+    space,
+    hw: BitFusionConfig,
+    path: str | Path | None = None,
+    backend="auto",
+    batch: int = 1,
+    progress=None,
+) -> tuple[CostTable, Path, bool]:
     """Load the cached table for (space, hw) or build and save it. Returns (table, path, built)."""
     path = Path(path) if path else default_table_path(space, hw, batch)
     if path.is_file():

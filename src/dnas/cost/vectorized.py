@@ -105,8 +105,12 @@ def _tile_grid(params: torch.Tensor, depthwise: bool, hw: BitFusionConfig):
     ioc = torch.arange(Loc).view(1, 1, 1, 1, Loc)
     v5 = lambda t: t.view(-1, 1, 1, 1, 1)  # noqa: E731
     ok = (ib < v5(lb)) & (io < v5(lo)) & (iic < v5(lic)) & (ioc < v5(loc))
-    layer, jb, jo, jic, joc = (t.reshape(-1) for t in torch.broadcast_tensors(
-        torch.arange(n_layers).view(-1, 1, 1, 1, 1), ib, io, iic, ioc))
+    layer, jb, jo, jic, joc = (
+        t.reshape(-1)
+        for t in torch.broadcast_tensors(
+            torch.arange(n_layers).view(-1, 1, 1, 1, 1), ib, io, iic, ioc
+        )
+    )
     keep = ok.reshape(-1)
     layer, jb, jo, jic, joc = layer[keep], jb[keep], jo[keep], jic[keep], joc[keep]
     tiling_rank = ((jb * Lo + jo) * Lic + jic) * Loc + joc
@@ -270,13 +274,37 @@ def _group_best(params: torch.Tensor, depthwise: bool, hw: BitFusionConfig):
         for start in range(0, group.numel(), step):
             idx = group[start : start + step]
             sub = {k: v[idx] for k, v in cand.items()}
-            _reduce_chunk(sub, loops, orders, ranks, hw, n_layers, inf_i,
-                          best_key_i, best_e, counters, tiles, order_index)
+            _reduce_chunk(
+                sub,
+                loops,
+                orders,
+                ranks,
+                hw,
+                n_layers,
+                inf_i,
+                best_key_i,
+                best_e,
+                counters,
+                tiles,
+                order_index,
+            )
     return counters, tiles, order_index
 
 
-def _reduce_chunk(cand, loops, orders, ranks, hw, n_layers, inf_i,
-                  best_key_i, best_e, counters, tiles, order_index) -> None:
+def _reduce_chunk(
+    cand,
+    loops,
+    orders,
+    ranks,
+    hw,
+    n_layers,
+    inf_i,
+    best_key_i,
+    best_e,
+    counters,
+    tiles,
+    order_index,
+) -> None:
     """Evaluate one chunk of candidates under ``orders`` and fold it into the running best."""
     R = orders.shape[0]
     ev = _evaluate_orders(cand, slice(None), loops, orders, ranks, hw)
@@ -289,16 +317,20 @@ def _reduce_chunk(cand, loops, orders, ranks, hw, n_layers, inf_i,
     rk = ranks.unsqueeze(0).expand(c, R).reshape(-1)
     tr = cand["tiling_rank"].unsqueeze(1).expand(c, R).reshape(-1)
     m_cyc = torch.full((n_layers,), inf_i, dtype=torch.int64).scatter_reduce(
-        0, flat_lay, cyc, "amin")
+        0, flat_lay, cyc, "amin"
+    )
     mask = cyc == m_cyc[flat_lay]
     m_en = torch.full((n_layers,), float("inf"), dtype=torch.float64).scatter_reduce(
-        0, flat_lay, torch.where(mask, en, torch.inf), "amin")
+        0, flat_lay, torch.where(mask, en, torch.inf), "amin"
+    )
     mask &= en == m_en[flat_lay]
     m_rk = torch.full((n_layers,), inf_i, dtype=torch.int64).scatter_reduce(
-        0, flat_lay, torch.where(mask, rk, inf_i), "amin")
+        0, flat_lay, torch.where(mask, rk, inf_i), "amin"
+    )
     mask &= rk == m_rk[flat_lay]
     m_tr = torch.full((n_layers,), inf_i, dtype=torch.int64).scatter_reduce(
-        0, flat_lay, torch.where(mask, tr, inf_i), "amin")
+        0, flat_lay, torch.where(mask, tr, inf_i), "amin"
+    )
     mask &= tr == m_tr[flat_lay]
     pos = torch.nonzero(mask).squeeze(1)  # exactly one winner per layer present in the chunk
     win_layer = flat_lay[pos]
@@ -308,9 +340,13 @@ def _reduce_chunk(cand, loops, orders, ranks, hw, n_layers, inf_i,
     new_e, old_e = en[pos], best_e[win_layer]
     better = (new[:, 0] < old[:, 0]) | (
         (new[:, 0] == old[:, 0])
-        & ((new_e < old_e) | ((new_e == old_e) & (
-            (new[:, 1] < old[:, 1]) | ((new[:, 1] == old[:, 1]) & (new[:, 2] < old[:, 2]))
-        )))
+        & (
+            (new_e < old_e)
+            | (
+                (new_e == old_e)
+                & ((new[:, 1] < old[:, 1]) | ((new[:, 1] == old[:, 1]) & (new[:, 2] < old[:, 2])))
+            )
+        )
     )
     pos, win_layer = pos[better], win_layer[better]
     best_key_i[win_layer] = new[better]
@@ -319,19 +355,22 @@ def _reduce_chunk(cand, loops, orders, ranks, hw, n_layers, inf_i,
     flat = lambda k: ev[k].reshape(-1)[pos]  # noqa: E731
     reads = cand["reads"][cand_i]
     obuf = flat("obuf")
-    counters[win_layer] = torch.stack([
-        flat("cycles"),
-        cand["compute"][cand_i],
-        flat("stall"),
-        flat("dram_rd"),
-        flat("dram_wr"),
-        reads[:, 0],
-        flat("wbuf_wr"),
-        reads[:, 1],
-        flat("ibuf_wr"),
-        obuf,
-        obuf,
-    ], dim=1)
+    counters[win_layer] = torch.stack(
+        [
+            flat("cycles"),
+            cand["compute"][cand_i],
+            flat("stall"),
+            flat("dram_rd"),
+            flat("dram_wr"),
+            reads[:, 0],
+            flat("wbuf_wr"),
+            reads[:, 1],
+            flat("ibuf_wr"),
+            obuf,
+            obuf,
+        ],
+        dim=1,
+    )
     tiles[win_layer] = cand["sizes"][cand_i]
     order_index[win_layer] = ranks[pos % R]
 

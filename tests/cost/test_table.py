@@ -1,0 +1,144 @@
+"""Cost tables: exact against the cost model, checked headers, atomic files, measured imports."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from dnas.cost.hardware import BitFusionConfig
+from dnas.cost.oracle import layer_cost
+from dnas.cost.table import CostTable, TableError, build_table, import_csv
+from dnas.space import load_space
+
+
+@pytest.fixture(scope="module")
+def space():
+    return load_space("fmnist_mbv2")
+
+
+@pytest.fixture(scope="module")
+def table(space):
+    return build_table(space, backend="torch")
+
+
+def test_table_covers_every_grid_point(space, table):
+    assert set(table.entries) == {c.key for c in space.costed_layers()}
+    assert table.num_entries == space.num_grid_entries
+    for cl in space.costed_layers():
+        t = table.entries[cl.key]
+        assert t.grid_shape == cl.grid_shape()
+        assert torch.isfinite(t.latency_ms).all() and (t.latency_ms > 0).all()
+        assert (t.energy_mj > 0).all()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_arch_cost_equals_cost_model_on_its_layers(space, table, seed):
+    arch = space.random_arch(random.Random(seed))
+    hw = BitFusionConfig()
+    shapes = space.arch_layer_shapes(arch)
+    lat = sum(layer_cost(s, hw).latency_ms for s in shapes.values())
+    en = sum(layer_cost(s, hw).total_energy_nJ for s in shapes.values()) / 1e6
+    got_lat, got_en = table.arch_cost(space, arch)
+    assert got_lat == pytest.approx(lat, rel=1e-12)
+    assert got_en == pytest.approx(en, rel=1e-12)
+
+
+def test_extremes_bracket_every_architecture(space, table):
+    ext = table.extremes(space)
+    assert ext["min_latency_ms"] < ext["max_latency_ms"]
+    rng = random.Random(3)
+    for arch in [space.smallest_arch(), space.largest_arch()] + [
+        space.random_arch(rng) for _ in range(20)
+    ]:
+        lat, en = table.arch_cost(space, arch)
+        assert ext["min_latency_ms"] - 1e-12 <= lat <= ext["max_latency_ms"] + 1e-12
+        assert ext["min_energy_mj"] - 1e-12 <= en <= ext["max_energy_mj"] + 1e-12
+
+
+def test_largest_arch_is_at_most_dearest(space, table):
+    # Dearest = the max over every choice, so the all-largest network cannot exceed it.
+    assert (
+        table.arch_cost(space, space.largest_arch())[0]
+        <= table.extremes(space)["max_latency_ms"] + 1e-12
+    )
+
+
+def test_save_load_round_trip(space, table, tmp_path):
+    path = table.save(tmp_path / "t.pt")
+    loaded = CostTable.load(path, space, BitFusionConfig())
+    assert loaded.header.content_hash == table.compute_hash()
+    for key, t in table.entries.items():
+        assert torch.equal(loaded.entries[key].latency_ms, t.latency_ms)
+    assert not list(tmp_path.glob(".t.pt.*")), "temporary file left behind"
+
+
+def test_foreign_hardware_refused_with_diff(space, table, tmp_path):
+    path = table.save(tmp_path / "t.pt")
+    with pytest.raises(TableError, match=r"wbuf_bytes.*dnas-lut"):
+        CostTable.load(path, space, BitFusionConfig(wbuf_bytes=32768))
+
+
+def test_foreign_space_refused(table, tmp_path):
+    path = table.save(tmp_path / "t.pt")
+    with pytest.raises(TableError, match=r"fmnist_mbv2.*not for space 'cifar_mbv2'"):
+        CostTable.load(path, load_space("cifar_mbv2"))
+
+
+def test_damaged_file_refused(space, table, tmp_path):
+    path = table.save(tmp_path / "t.pt")
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 64] = b"\x00" * 64
+    path.write_bytes(bytes(data))
+    with pytest.raises(TableError, match="damaged"):
+        CostTable.load(path, space)
+    (tmp_path / "junk.pt").write_text("not a table")
+    with pytest.raises(TableError, match="damaged or not a dnas table"):
+        CostTable.load(tmp_path / "junk.pt", space)
+
+
+def test_tampered_values_detected(space, table, tmp_path):
+    path = table.save(tmp_path / "t.pt")
+    payload = torch.load(path, weights_only=True)
+    payload["entries"][0]["latency_ms"] = payload["entries"][0]["latency_ms"] * 2
+    torch.save(payload, path)
+    with pytest.raises(TableError, match="content hash"):
+        CostTable.load(path, space)
+
+
+def test_newer_format_refused(space, table, tmp_path):
+    path = table.save(tmp_path / "t.pt")
+    payload = torch.load(path, weights_only=True)
+    payload["header"]["format_version"] = 99
+    torch.save(payload, path)
+    with pytest.raises(TableError, match="newer"):
+        CostTable.load(path, space)
+
+
+def test_csv_round_trip_as_measured_table(space, table, tmp_path):
+    table.to_csv(tmp_path / "m.csv")
+    measured = import_csv(tmp_path / "m.csv", space, "mydevice")
+    assert measured.header.source == "measured"
+    assert measured.header.hardware_name == "mydevice"
+    for key, t in table.entries.items():
+        assert torch.equal(measured.entries[key].energy_mj, t.energy_mj)
+    arch = space.random_arch(random.Random(5))
+    assert measured.arch_cost(space, arch) == table.arch_cost(space, arch)
+
+
+def test_measured_csv_missing_entries_reported(space, table, tmp_path):
+    table.to_csv(tmp_path / "m.csv")
+    lines = (tmp_path / "m.csv").read_text().splitlines()
+    (tmp_path / "short.csv").write_text("\n".join(lines[:-3]) + "\n")
+    with pytest.raises(TableError, match="3 grid point"):
+        import_csv(tmp_path / "short.csv", space, "dev")
+    bad = [*lines[:2], lines[2].replace(",dw,", ",dw,").rsplit(",", 1)[0] + ",abc"]
+    (tmp_path / "bad.csv").write_text("\n".join(bad) + "\n")
+    with pytest.raises(TableError, match=r"bad.csv:3"):
+        import_csv(tmp_path / "bad.csv", space, "dev")
+
+
+def test_unfittable_space_named(space):
+    with pytest.raises(TableError, match="fit no tiling"):
+        build_table(space, BitFusionConfig(obuf_bytes=64), backend="torch")
