@@ -9,7 +9,7 @@ import pytest
 
 from dnas.cost.layer import LayerShape
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parent / "fixtures"
 
 
 def load_examples() -> list[tuple[LayerShape, dict[str, str]]]:
