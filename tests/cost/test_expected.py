@@ -71,10 +71,18 @@ def test_largest_and_smallest(space, table):
 
 def random_leaves(space, seed):
     g = torch.Generator().manual_seed(seed)
-    alpha = {b.index: torch.randn(len(space.kernel_choices(b.index)), generator=g,
-                                  dtype=torch.float64, requires_grad=True) for b in space.blocks}
-    theta = {b.index: (torch.rand((), generator=g, dtype=torch.float64) * (len(b.widths) - 1))
-             .requires_grad_() for b in space.blocks}
+    alpha = {
+        b.index: torch.randn(
+            len(space.kernel_choices(b.index)), generator=g, dtype=torch.float64, requires_grad=True
+        )
+        for b in space.blocks
+    }
+    theta = {
+        b.index: (
+            torch.rand((), generator=g, dtype=torch.float64) * (len(b.widths) - 1)
+        ).requires_grad_()
+        for b in space.blocks
+    }
     beta = {}
     for cl in space.costed_layers():
         beta[cl.key] = tuple(
@@ -95,8 +103,13 @@ def test_gradients_reach_every_arch_parameter_and_match_finite_differences(space
 
     f().backward()
     leaves = list(alpha.values()) + list(theta.values())
-    leaves += [x for cl in space.costed_layers() if cl.key.block >= 0 for x in beta[cl.key]
-               if x.shape == ()]
+    leaves += [
+        x
+        for cl in space.costed_layers()
+        if cl.key.block >= 0
+        for x in beta[cl.key]
+        if x.shape == ()
+    ]
     for leaf in list(alpha.values()) + list(theta.values()):
         assert leaf.grad is not None and leaf.grad.abs().sum() > 0
     for cl in space.costed_layers():
@@ -113,8 +126,9 @@ def test_gradients_reach_every_arch_parameter_and_match_finite_differences(space
                 flat[j] -= 2 * eps
                 down = f().item()
                 flat[j] += eps
-            assert leaf.grad.view(-1)[j].item() == pytest.approx((up - down) / (2 * eps),
-                                                                 rel=1e-5, abs=1e-9)
+            assert leaf.grad.view(-1)[j].item() == pytest.approx(
+                (up - down) / (2 * eps), rel=1e-5, abs=1e-9
+            )
 
 
 def test_interp3_exact_at_grid_points_and_linear_between():
@@ -138,6 +152,7 @@ def test_skip_costs_nothing(space, table):
     skipped = cost(r)["latency_ms"].item()
     key_cost = sum(
         table.entries[k].latency_ms[i].item()
-        for k, i in space.arch_indices(arch).items() if k.block == b
+        for k, i in space.arch_indices(arch).items()
+        if k.block == b
     )
     assert full - skipped == pytest.approx(key_cost, rel=1e-9)

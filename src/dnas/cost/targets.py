@@ -1,0 +1,75 @@
+"""Budget targets: latency (ms) and/or energy (mJ), given absolutely or as a fraction of the space."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from dnas.cost.expected import METRICS
+
+_UNIT = {"latency_ms": "ms", "energy_mj": "mJ"}
+
+
+class BudgetError(ValueError):
+    """A budget that is malformed or that no architecture of the space can meet."""
+
+
+@dataclass(frozen=True)
+class Targets:
+    """Upper bounds on the derived network's exact cost; None means unconstrained."""
+
+    latency_ms: float | None = None
+    energy_mj: float | None = None
+
+    def active(self) -> dict[str, float]:
+        return {m: getattr(self, m) for m in METRICS if getattr(self, m) is not None}
+
+    def fits(self, cost: Mapping[str, float], tol: float = 1e-12) -> bool:
+        return all(cost[m] <= t * (1 + tol) for m, t in self.active().items())
+
+    def describe(self) -> str:
+        return ", ".join(f"{m} <= {t:.4g} {_UNIT[m]}" for m, t in self.active().items()) or "none"
+
+
+def resolve_targets(spec: Mapping[str, Any] | None, extremes: Mapping[str, float]) -> Targets:
+    """Targets from a config mapping, checked against what the space can reach.
+
+    Args:
+        spec: keys ``latency_ms`` / ``latency_frac`` and ``energy_mj`` / ``energy_frac`` (at most one
+            of each pair; a fraction f means min + f·(max − min) of the space); null values ignored.
+        extremes: ``CostTable.extremes`` (``min_latency_ms``, ``max_latency_ms``, ...).
+
+    Raises:
+        BudgetError: unknown keys, both forms of one target, a fraction outside [0, 1], or a target
+            below the cheapest network of the space (the message names the cheapest reachable cost).
+    """
+    spec = {k: v for k, v in (spec or {}).items() if v is not None}
+    allowed = {"latency_ms", "latency_frac", "energy_mj", "energy_frac"}
+    unknown = sorted(set(spec) - allowed)
+    if unknown:
+        raise BudgetError(f"unknown target key(s) {unknown}; allowed: {sorted(allowed)}")
+    out = {}
+    for metric in METRICS:
+        base = metric.split("_")[0]
+        absolute, frac = spec.get(metric), spec.get(f"{base}_frac")
+        if absolute is not None and frac is not None:
+            raise BudgetError(f"give either target.{metric} or target.{base}_frac, not both")
+        lo, hi = extremes[f"min_{metric}"], extremes[f"max_{metric}"]
+        if frac is not None:
+            frac = float(frac)
+            if not 0.0 <= frac <= 1.0:
+                raise BudgetError(f"target.{base}_frac must be in [0, 1], got {frac}")
+            absolute = lo + frac * (hi - lo)
+        if absolute is None:
+            continue
+        absolute = float(absolute)
+        if absolute <= 0:
+            raise BudgetError(f"target.{metric} must be positive, got {absolute}")
+        if absolute < lo * (1 - 1e-12):
+            raise BudgetError(
+                f"target.{metric}={absolute:.6g} {_UNIT[metric]} is unreachable: the cheapest "
+                f"network of the space costs {lo:.6g} {_UNIT[metric]} (the dearest {hi:.6g})"
+            )
+        out[metric] = absolute
+    return Targets(**out)

@@ -1,0 +1,5 @@
+"""From a searched supernet to a discrete Architecture within budget, and to a static child net."""
+
+from dnas.derive.budget import ArchState, derive_within_budget
+
+__all__ = ["ArchState", "derive_within_budget"]

@@ -1,0 +1,280 @@
+"""Deriving a discrete architecture whose exact table cost meets the budget (DESIGN.md, "Derive").
+
+Start from the most likely architecture (argmax kernel, nearest width and bit indices). While its
+exact cost exceeds a target, apply the one-step downgrade (a cheaper kernel or skip, one width index
+lower, one bit index lower on one conv) with the smallest loss of architecture log-probability per
+unit of (target-normalised) cost saved. If the greedy walk gets stuck, fall back to the exactly
+cheapest architecture for the normalised cost; if even that does not fit, the budget is unreachable.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import torch
+
+from dnas.cost.table import CostTable
+from dnas.cost.targets import BudgetError, Targets
+from dnas.space import Architecture, BlockChoice, ConvBits, LayerKey
+
+_BLOCK_ROLES = ("expand", "dw", "project")
+_FIXED_ROLES = ("stem", "last", "classifier")
+
+
+@dataclass
+class ArchState:
+    """A discrete architecture as grid indices (what the table and the repair step work on).
+
+    Attributes:
+        kernel: block -> index into ``space.kernel_choices(block)`` (``skip`` is the last choice).
+        width: block -> index into the block's widths.
+        bits: layer key -> (w_bits index, a_bits index) into that costed layer's bit lists.
+    """
+
+    kernel: dict[int, int]
+    width: dict[int, int]
+    bits: dict[LayerKey, tuple[int, int]] = field(default_factory=dict)
+
+    def copy(self) -> ArchState:
+        return ArchState(dict(self.kernel), dict(self.width), dict(self.bits))
+
+    @classmethod
+    def from_arch(cls, space, arch: Architecture) -> ArchState:
+        space.validate_arch(arch)
+        layers = {c.key: c for c in space.costed_layers()}
+        kernel, width, bits = {}, {}, {}
+        for b, c in zip(space.blocks, arch.blocks):
+            kernel[b.index] = space.kernel_choices(b.index).index(c.kernel)
+            width[b.index] = b.widths.index(c.width)
+            for role in _BLOCK_ROLES:
+                cb = c.conv_bits(role)
+                key = LayerKey(role, b.index)
+                if cb is not None and key in layers:
+                    bits[key] = (
+                        layers[key].w_bits.index(cb.w_bits),
+                        layers[key].a_bits.index(cb.a_bits),
+                    )
+        for role in _FIXED_ROLES:
+            cb, key = getattr(arch, role), LayerKey(role)
+            bits[key] = (layers[key].w_bits.index(cb.w_bits), layers[key].a_bits.index(cb.a_bits))
+        return cls(kernel, width, bits)
+
+    def to_arch(self, space) -> Architecture:
+        layers = {c.key: c for c in space.costed_layers()}
+
+        def conv(key: LayerKey) -> ConvBits | None:
+            if key not in layers:
+                return None
+            wi, ai = self.bits[key]
+            return ConvBits(layers[key].w_bits[wi], layers[key].a_bits[ai])
+
+        blocks = tuple(
+            BlockChoice(
+                kernel=space.kernel_choices(b.index)[self.kernel[b.index]],
+                width=b.widths[self.width[b.index]],
+                expand=conv(LayerKey("expand", b.index)),
+                dw=conv(LayerKey("dw", b.index)),
+                project=conv(LayerKey("project", b.index)),
+            )
+            for b in space.blocks
+        )
+        return Architecture(
+            blocks=blocks,
+            stem=conv(LayerKey("stem")),
+            last=conv(LayerKey("last")),
+            classifier=conv(LayerKey("classifier")),
+            space=space.name,
+            space_fingerprint=space.fingerprint(),
+        )
+
+
+class _Costs:
+    """Exact table costs of ArchStates, per layer, for the metrics in play."""
+
+    def __init__(self, space, table: CostTable, metrics: tuple[str, ...]) -> None:
+        self.metrics = metrics
+        self.layers = space.costed_layers()
+        self.skip = {b.index: "skip" in space.kernel_choices(b.index) for b in space.blocks}
+        self.n_kernels = {b.index: len(space.kernel_choices(b.index)) for b in space.blocks}
+        self.grids = {
+            cl.key: torch.stack([getattr(table.entries[cl.key], m) for m in metrics]).numpy()
+            for cl in self.layers
+        }
+
+    def skipped(self, s: ArchState, block: int) -> bool:
+        return self.skip[block] and s.kernel[block] == self.n_kernels[block] - 1
+
+    def layer(self, s: ArchState, key: LayerKey):
+        wi, ai = s.bits[key]
+        if key.block < 0:
+            return self.grids[key][:, 0, 0, wi, ai]
+        if self.skipped(s, key.block):
+            return 0.0
+        k = s.kernel[key.block] if key.role == "dw" else 0
+        return self.grids[key][:, k, s.width[key.block], wi, ai]
+
+    def total(self, s: ArchState) -> dict[str, float]:
+        v = sum(self.layer(s, cl.key) for cl in self.layers)
+        return {m: float(v[i]) for i, m in enumerate(self.metrics)}
+
+
+def _moves(space, s: ArchState, costs: _Costs):
+    """Every one-step downgrade of s: (kind, block or key, new value)."""
+    for b in space.blocks:
+        i = b.index
+        if costs.skipped(s, i):
+            continue
+        for k in range(costs.n_kernels[i]):
+            if k != s.kernel[i]:
+                yield ("kernel", i, k)
+        if s.width[i] > 0:
+            yield ("width", i, s.width[i] - 1)
+    for key, (wi, ai) in s.bits.items():
+        if key.block >= 0 and costs.skipped(s, key.block):
+            continue
+        if wi > 0:
+            yield ("bits", key, (wi - 1, ai))
+        if ai > 0:
+            yield ("bits", key, (wi, ai - 1))
+
+
+def _apply(s: ArchState, move) -> ArchState:
+    kind, where, value = move
+    t = s.copy()
+    getattr(t, kind)[where] = value
+    return t
+
+
+def _scores(space, relaxed) -> dict:
+    """Log-preferences of every choice from the relaxed distribution.
+
+    Kernels: log softmax probabilities. Ordered choices (width, bits) at continuous index x: −|x − i|,
+    so moving one index away from x costs the extra distance.
+    """
+    out = {"kernel": {}, "width": {}, "bits": {}}
+    for b in space.blocks:
+        p = relaxed.kernel_probs[b.index].detach().double().clamp_min(1e-30)
+        out["kernel"][b.index] = p.log().tolist()
+        out["width"][b.index] = float(relaxed.width_index[b.index])
+    for key, (bw, ba) in relaxed.bit_index.items():
+        out["bits"][key] = (float(bw), float(ba))
+    return out
+
+
+def _logp_loss(scores, s: ArchState, t: ArchState, move) -> float:
+    kind, where, value = move
+    if kind == "kernel":
+        lp = scores["kernel"][where]
+        return lp[s.kernel[where]] - lp[value]
+    if kind == "width":
+        x = scores["width"][where]
+        return abs(x - value) - abs(x - s.width[where])
+    x = scores["bits"][where]
+    old, new = s.bits[where], value
+    return sum(abs(x[j] - new[j]) - abs(x[j] - old[j]) for j in range(2))
+
+
+def argmax_state(space, relaxed) -> ArchState:
+    """Most likely discrete architecture: argmax kernel, nearest width and bit indices."""
+    kernel, width, bits = {}, {}, {}
+    for b in space.blocks:
+        kernel[b.index] = int(relaxed.kernel_probs[b.index].argmax())
+        width[b.index] = min(max(round(float(relaxed.width_index[b.index])), 0), len(b.widths) - 1)
+    for cl in space.costed_layers():
+        bw, ba = relaxed.bit_index[cl.key]
+        bits[cl.key] = (
+            min(max(round(float(bw)), 0), len(cl.w_bits) - 1),
+            min(max(round(float(ba)), 0), len(cl.a_bits) - 1),
+        )
+    return ArchState(kernel, width, bits)
+
+
+def cheapest_state(space, table: CostTable, weights: Mapping[str, float]) -> ArchState:
+    """The exactly cheapest architecture for Σ_m weights[m]·cost_m (per block, choices interact
+    only through the shared kernel and width, so an exhaustive search per block is exact)."""
+    metrics = tuple(weights)
+    w = torch.tensor([weights[m] for m in metrics], dtype=torch.float64).view(-1, 1, 1, 1, 1)
+    layers = {cl.key: cl for cl in space.costed_layers()}
+    scal = {
+        k: (torch.stack([getattr(table.entries[k], m) for m in metrics]) * w).sum(0) for k in layers
+    }  # [K, W, WB, AB]
+    kernel, width, bits = {}, {}, {}
+    for role in _FIXED_ROLES:
+        g = scal[LayerKey(role)][0, 0]
+        flat = int(g.argmin())
+        bits[LayerKey(role)] = divmod(flat, g.shape[1])
+    for b in space.blocks:
+        keys = [LayerKey(r, b.index) for r in _BLOCK_ROLES if LayerKey(r, b.index) in layers]
+        best_bits = {k: scal[k].flatten(2).min(dim=2) for k in keys}  # values/indices [K, W]
+        total = sum(v.values for v in best_bits.values())  # [K_real, W]
+        flat = int(total.argmin())
+        k, wi = divmod(flat, total.shape[1])
+        choices = space.kernel_choices(b.index)
+        if "skip" in choices and float(total.min()) > 0:
+            kernel[b.index] = len(choices) - 1
+        else:
+            kernel[b.index] = k
+        width[b.index] = wi
+        for key in keys:
+            kk = k if key.role == "dw" else 0
+            bits[key] = divmod(int(best_bits[key].indices[kk, wi]), scal[key].shape[3])
+    return ArchState(kernel, width, bits)
+
+
+def derive_within_budget(
+    space, table: CostTable, relaxed, targets: Targets, max_steps: int = 10_000
+) -> tuple[Architecture, dict[str, float], int]:
+    """The derived architecture, its exact cost and the number of repair steps taken.
+
+    Args:
+        space: the search space.
+        table: its cost table.
+        relaxed: the supernet's relaxed distribution (``kernel_probs``, ``width_index``,
+            ``bit_index``), e.g. ``SuperNet.relaxed()``.
+        targets: budget; the returned architecture's exact cost never exceeds it.
+
+    Raises:
+        BudgetError: not even the cheapest architecture meets the targets.
+    """
+    active = targets.active()
+    metrics = ("latency_ms", "energy_mj")
+    costs = _Costs(space, table, metrics)
+    state = argmax_state(space, relaxed)
+    cost = costs.total(state)
+    steps = 0
+    if active and not targets.fits(cost):
+        scores = _scores(space, relaxed)
+        while not targets.fits(cost) and steps < max_steps:
+            best = None
+            for move in _moves(space, state, costs):
+                cand = _apply(state, move)
+                c = costs.total(cand)
+                # Normalised saving on the targets that are violated now.
+                saved = sum((cost[m] - c[m]) / t for m, t in active.items() if cost[m] > t)
+                worse = any(c[m] > t and c[m] > cost[m] for m, t in active.items())
+                if saved <= 0 or worse:
+                    continue
+                ratio = max(_logp_loss(scores, state, cand, move), 0.0) / saved
+                if best is None or ratio < best[0]:
+                    best = (ratio, cand, c)
+            if best is None:
+                break
+            _, state, cost = best
+            steps += 1
+        if not targets.fits(cost):
+            state = cheapest_state(space, table, {m: 1.0 / t for m, t in active.items()})
+            cost = costs.total(state)
+            if not targets.fits(cost):
+                raise BudgetError(
+                    f"no architecture of space {space.name!r} meets {targets.describe()}: the "
+                    f"cheapest for this budget costs "
+                    + ", ".join(f"{m}={cost[m]:.6g}" for m in active)
+                )
+    arch = state.to_arch(space)
+    metrics_out = {m: cost[m] for m in metrics}
+    for m, t in active.items():
+        metrics_out[f"target_{m}"] = t
+    assert not active or targets.fits(cost) and math.isfinite(sum(cost.values()))
+    return arch.with_metrics(**metrics_out), cost, steps

@@ -1,0 +1,122 @@
+"""Derivation within budget: the derived architecture's exact cost never exceeds the target."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from dnas.cost.table import build_table
+from dnas.cost.targets import BudgetError, Targets, resolve_targets
+from dnas.derive import ArchState, derive_within_budget
+from dnas.derive.budget import argmax_state, cheapest_state
+from dnas.space import load_space
+
+
+@dataclass
+class Relaxed:
+    kernel_probs: dict
+    width_index: dict
+    bit_index: dict
+
+
+@pytest.fixture(scope="module")
+def space():
+    return load_space("fmnist_mbv2")
+
+
+@pytest.fixture(scope="module")
+def table(space):
+    return build_table(space, backend="torch")
+
+
+def random_relaxed(space, seed, peak=1.0):
+    g = torch.Generator().manual_seed(seed)
+    probs = {
+        b.index: (peak * torch.randn(len(space.kernel_choices(b.index)), generator=g)).softmax(0)
+        for b in space.blocks
+    }
+    widths = {b.index: torch.rand((), generator=g) * (len(b.widths) - 1) for b in space.blocks}
+    bits = {
+        cl.key: (
+            torch.rand((), generator=g) * (len(cl.w_bits) - 1),
+            torch.rand((), generator=g) * (len(cl.a_bits) - 1),
+        )
+        for cl in space.costed_layers()
+    }
+    return Relaxed(probs, widths, bits)
+
+
+def test_arch_state_round_trip(space):
+    for seed in range(5):
+        arch = space.random_arch(random.Random(seed))
+        assert ArchState.from_arch(space, arch).to_arch(space) == arch
+
+
+@pytest.mark.parametrize("frac", [0.0, 0.05, 0.2, 0.5])
+@pytest.mark.parametrize("seed", range(3))
+def test_derived_cost_never_exceeds_latency_target(space, table, frac, seed):
+    targets = resolve_targets({"latency_frac": frac}, table.extremes(space))
+    arch, cost, _ = derive_within_budget(space, table, random_relaxed(space, seed), targets)
+    space.validate_arch(arch)
+    lat, en = table.arch_cost(space, arch)
+    assert lat <= targets.latency_ms * (1 + 1e-12)
+    assert cost["latency_ms"] == pytest.approx(lat, rel=1e-12)
+    assert arch.metrics["latency_ms"] == pytest.approx(lat, rel=1e-12)
+    assert arch.metrics["target_latency_ms"] == targets.latency_ms
+
+
+def test_both_targets_met(space, table):
+    ext = table.extremes(space)
+    targets = resolve_targets({"latency_frac": 0.15, "energy_frac": 0.1}, ext)
+    arch, _, steps = derive_within_budget(space, table, random_relaxed(space, 7), targets)
+    lat, en = table.arch_cost(space, arch)
+    assert lat <= targets.latency_ms * (1 + 1e-12) and en <= targets.energy_mj * (1 + 1e-12)
+    assert steps > 0
+
+
+def test_argmax_kept_when_within_budget(space, table):
+    relaxed = random_relaxed(space, 3)
+    argmax = argmax_state(space, relaxed).to_arch(space)
+    loose = Targets(latency_ms=table.arch_cost(space, argmax)[0] * 1.01)
+    arch, _, steps = derive_within_budget(space, table, relaxed, loose)
+    assert steps == 0 and arch == argmax
+
+
+def test_repair_keeps_confident_kernels(space, table):
+    # Kernels are near-certain; bits sit half-way between two choices: lowering bits loses far less
+    # log-probability than changing a kernel, so the repair must keep every kernel.
+    relaxed = random_relaxed(space, 4, peak=40.0)
+    for key in relaxed.bit_index:
+        relaxed.bit_index[key] = (torch.tensor(4.5), torch.tensor(4.5))
+    for b in space.blocks:
+        relaxed.width_index[b.index] = torch.tensor(float(len(b.widths) - 1))
+    start = argmax_state(space, relaxed)
+    start_lat = table.arch_cost(space, start.to_arch(space))[0]
+    arch, _, steps = derive_within_budget(
+        space, table, relaxed, Targets(latency_ms=0.9 * start_lat)
+    )
+    assert steps > 0
+    assert ArchState.from_arch(space, arch).kernel == start.kernel
+
+
+def test_cheapest_state_is_the_minimum(space, table):
+    ext = table.extremes(space)
+    s = cheapest_state(space, table, {"latency_ms": 1.0})
+    assert table.arch_cost(space, s.to_arch(space))[0] == pytest.approx(ext["min_latency_ms"])
+
+
+def test_unreachable_and_malformed_targets(space, table):
+    ext = table.extremes(space)
+    with pytest.raises(BudgetError, match=r"unreachable: the cheapest network of the space costs"):
+        resolve_targets({"latency_ms": ext["min_latency_ms"] * 0.5}, ext)
+    with pytest.raises(BudgetError, match="not both"):
+        resolve_targets({"latency_ms": 1.0, "latency_frac": 0.5}, ext)
+    with pytest.raises(BudgetError, match=r"\[0, 1\]"):
+        resolve_targets({"energy_frac": 1.5}, ext)
+    with pytest.raises(BudgetError, match="allowed"):
+        resolve_targets({"latency_s": 1.0}, ext)
+    t = resolve_targets({"latency_frac": 0.0}, ext)
+    assert t.latency_ms == pytest.approx(ext["min_latency_ms"])
