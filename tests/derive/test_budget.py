@@ -61,7 +61,7 @@ def test_derived_cost_never_exceeds_latency_target(space, table, frac, seed):
     targets = resolve_targets({"latency_frac": frac}, table.extremes(space))
     arch, cost, _ = derive_within_budget(space, table, random_relaxed(space, seed), targets)
     space.validate_arch(arch)
-    lat, en = table.arch_cost(space, arch)
+    lat, _ = table.arch_cost(space, arch)
     assert lat <= targets.latency_ms * (1 + 1e-12)
     assert cost["latency_ms"] == pytest.approx(lat, rel=1e-12)
     assert arch.metrics["latency_ms"] == pytest.approx(lat, rel=1e-12)

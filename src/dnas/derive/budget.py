@@ -276,5 +276,5 @@ def derive_within_budget(
     metrics_out = {m: cost[m] for m in metrics}
     for m, t in active.items():
         metrics_out[f"target_{m}"] = t
-    assert not active or targets.fits(cost) and math.isfinite(sum(cost.values()))
+    assert not active or (targets.fits(cost) and math.isfinite(sum(cost.values())))
     return arch.with_metrics(**metrics_out), cost, steps
