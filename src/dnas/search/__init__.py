@@ -1,0 +1,1 @@
+"""The differentiable search: budget losses, the Lightning search module and its callbacks."""
