@@ -1,0 +1,81 @@
+"""dnas-search end to end on synthetic data: arch.yaml within budget, metrics, plot, checkpoint."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+
+import pytest
+import torch
+from hydra import compose, initialize_config_module
+
+from dnas.cli.search import run
+from dnas.cost.table import load_or_build
+from dnas.cost.hardware import BitFusionConfig
+from dnas.space import Architecture, load_space
+
+SMALL = [
+    "data=synthetic",
+    "data.num_train=512",
+    "data.num_test=128",
+    "trainer.max_epochs=2",
+    "trainer.accelerator=cpu",
+    "trainer.enable_model_summary=false",
+    "search.warmup_epochs=1",
+    "search.bn_batches=2",
+    "final.bn_batches=2",
+    "target.latency_frac=0.1",
+]
+
+
+def compose_search(*overrides):
+    with initialize_config_module("dnas.conf", version_base="1.3"):
+        return compose("search", overrides=list(overrides), return_hydra_config=True)
+
+
+@pytest.mark.parametrize("loss", ["hinge", "lagrangian"])
+def test_search_writes_arch_within_budget(tmp_path, loss, monkeypatch):
+    monkeypatch.setenv("DNAS_CACHE", str(tmp_path / "cache"))
+    cfg = compose_search(*SMALL, f"loss={loss}", f"hydra.runtime.output_dir={tmp_path}")
+    acc = run(cfg, output_dir=tmp_path)
+    assert 0.0 <= acc <= 1.0
+    arch = Architecture.load(tmp_path / "arch.yaml")
+    space = load_space("fmnist_mbv2")
+    space.validate_arch(arch)
+    table, _, built = load_or_build(space, BitFusionConfig())
+    assert not built  # the search cached the table
+    lat, en = table.arch_cost(space, arch)
+    assert arch.metrics["latency_ms"] == pytest.approx(lat, rel=1e-9)
+    assert arch.metrics["energy_mj"] == pytest.approx(en, rel=1e-9)
+    assert lat <= arch.metrics["target_latency_ms"] * (1 + 1e-12)
+    assert arch.metrics["test_acc"] == pytest.approx(acc)
+    with open(tmp_path / "metrics.csv", newline="") as f:
+        cols = set(next(csv.reader(f)))
+    for c in ("train/loss_epoch", "val/acc", "cost/expected_latency_ms",
+              "cost/expected_energy_mj", "cost/derived_latency_ms", "arch/entropy", "arch/tau"):
+        assert c in cols, c
+    assert (tmp_path / "search.png").stat().st_size > 10_000
+    state = torch.load(tmp_path / "supernet.pt", weights_only=True)
+    assert any("arch" in k for k in state)
+
+
+def test_unreachable_target_fails_before_training(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "dnas.cli.search", "data=synthetic", "target.latency_frac=null",
+         "target.latency_ms=0.0001", f"hydra.run.dir={tmp_path}"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 2
+    assert "unreachable" in out.stderr and "cheapest" in out.stderr
+    assert not (tmp_path / "arch.yaml").exists()
+
+
+def test_missing_data_fails_before_training(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "dnas.cli.search", f"data.root={tmp_path}/nowhere",
+         f"hydra.run.dir={tmp_path}"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 2
+    assert "apt-get install -y dataset-fashion-mnist" in out.stderr
