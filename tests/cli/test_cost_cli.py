@@ -86,3 +86,12 @@ def test_missing_column_and_unknown_hardware(tmp_path, capsys):
     src = write(tmp_path / "in.csv", HEADER + "\n8,8,1,1,4,1,8,8\n")
     assert main(["eval", src, "-o", str(tmp_path / "o.csv"), "--hardware", "nope"]) == 2
     assert "unknown hardware 'nope'" in capsys.readouterr().err
+
+
+def test_eval_with_triton_backend_equals_torch(tmp_path):
+    pytest.importorskip("triton")
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    src = str(DATA / "bitfusion_examples.csv")
+    assert main(["eval", src, "-o", str(a), "--backend", "torch"]) == 0
+    assert main(["eval", src, "-o", str(b), "--backend", "triton"]) == 0
+    assert read_rows(a) == read_rows(b)
