@@ -14,12 +14,19 @@ Public API:
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 import torch
 
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
+# Triton builds its standard library (tl.max, tl.cdiv, ...) when it is first imported, as compiled
+# or as interpreted functions depending on TRITON_INTERPRET at that moment; a kernel defined later
+# under the interpreter cannot call compiled ones. So the variable only helps if triton is not
+# imported yet: remember whether it was, to refuse clearly instead of failing inside a kernel.
+_LATE = False
+if not torch.cuda.is_available() and "TRITON_INTERPRET" not in os.environ:
+    _LATE = "triton" in sys.modules
+    os.environ["TRITON_INTERPRET"] = "1"
 
 __all__ = ["available", "bitfusion_cost"]
 
@@ -35,11 +42,29 @@ def available() -> bool:
         import triton  # noqa: F401
     except ImportError:
         return False
-    return torch.cuda.is_available() or interpreted()
+    return torch.cuda.is_available() or (interpreted() and not _LATE)
+
+
+def unavailable_reason() -> str:
+    """Why ``available()`` is False (empty when it is True)."""
+    if available():
+        return ""
+    if _LATE:
+        return (
+            "triton was imported before dnas_kernels without TRITON_INTERPRET=1, so its CPU "
+            "interpreter is off: set TRITON_INTERPRET=1 before anything imports triton"
+        )
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return "the `triton` package is not installed"
+    return "no CUDA GPU, and TRITON_INTERPRET is not 1"
 
 
 def __getattr__(name: str) -> Any:
     if name == "bitfusion_cost":
+        if not available():
+            raise RuntimeError(f"the Triton kernels cannot run here: {unavailable_reason()}")
         from dnas_kernels.bitfusion import bitfusion_cost
 
         return bitfusion_cost

@@ -285,3 +285,22 @@ def test_gpu_path_compiles_without_fp64_fma():
     if out.returncode == 0 and out.stdout.startswith("SKIP"):
         pytest.skip(out.stdout.strip())
     assert out.returncode == 0 and out.stdout.strip() == "OK", out.stdout + out.stderr
+
+
+def test_triton_imported_first_is_refused_clearly():
+    code = (
+        "import os; os.environ.pop('TRITON_INTERPRET', None)\n"
+        "import triton, torch\n"
+        "from dnas.cost.backend import resolve_backend\n"
+        "try:\n"
+        "    resolve_backend('triton')\n"
+        "except RuntimeError as e:\n"
+        "    print(e)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+    if torch.cuda.is_available():
+        pytest.skip("a GPU runs the compiled kernel")
+    assert "imported before dnas_kernels" in out.stdout, out.stdout + out.stderr

@@ -31,9 +31,14 @@ def resolve_backend(name: str) -> str:
     if name == "auto":
         return "triton" if torch.cuda.is_available() and triton_available() else "torch"
     if name == "triton" and not triton_available():
+        reason = "the `triton` package is not installed"
+        if importlib.util.find_spec("triton") is not None:
+            import dnas_kernels
+
+            reason = dnas_kernels.unavailable_reason()
         raise RuntimeError(
-            "the triton cost backend needs the `triton` package (>=3.2) and a CUDA GPU, or "
-            "TRITON_INTERPRET=1 to run it on the CPU; use --backend torch otherwise"
+            f"the triton cost backend cannot run: {reason}. It needs triton (>=3.2) and a CUDA "
+            "GPU, or TRITON_INTERPRET=1 on the CPU; use --backend torch otherwise"
         )
     return name
 
