@@ -83,7 +83,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
         weight_scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
         **OmegaConf.to_container(cfg.search, resolve=True),
     )
-    logger = instantiate(cfg.logger) if cfg.get("logger") else False
+    logger = instantiate(cfg.logger, save_dir=str(out)) if cfg.get("logger") else False
     trainer: pl.Trainer = instantiate(
         cfg.trainer, logger=logger, callbacks=[RichProgressBar()], default_root_dir=str(out)
     )
