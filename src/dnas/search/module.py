@@ -138,15 +138,16 @@ class SearchModule(pl.LightningModule):
                 sched.step()
         with torch.no_grad():
             expected = self.expected_cost(self.supernet.relaxed())
+            entropy = float(self.supernet.entropy())
         self.log("cost/expected_latency_ms", expected["latency_ms"].float())
         self.log("cost/expected_energy_mj", expected["energy_mj"].float())
-        self.log("arch/entropy", self.supernet.entropy())
+        self.log("arch/entropy", entropy)
         self.log("arch/tau", float(self.supernet.tau))
         for i, m in enumerate(self.targets.active()):
             self.log(f"budget/lambda_{m}", self.budget.lam[i])
         self._record(expected_latency_ms=float(expected["latency_ms"]),
                      expected_energy_mj=float(expected["energy_mj"]),
-                     tau=float(self.supernet.tau), entropy=float(self.supernet.entropy()))
+                     tau=float(self.supernet.tau), entropy=entropy)
 
     # ------------------------------------------------------------------------ derive and eval
     def derive(self):
