@@ -13,6 +13,7 @@ def plot_search(history: list[dict[str, float]], targets: Targets, path: str | P
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     path = Path(path)
     fig, (ax_lat, ax_en, ax_acc) = plt.subplots(1, 3, figsize=(13, 3.8))
@@ -36,6 +37,8 @@ def plot_search(history: list[dict[str, float]], targets: Targets, path: str | P
     ax_acc.set_ylabel("accuracy of the derived net (%)")
     ax_acc.set_title("validation accuracy")
     ax_acc.grid(alpha=0.3)
+    for ax in (ax_lat, ax_en, ax_acc):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
