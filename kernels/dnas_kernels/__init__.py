@@ -36,20 +36,29 @@ def interpreted() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "yes", "on")
 
 
+def _stdlib_interpreted() -> bool:
+    """Whether triton's standard library was built for the interpreter (see the note above)."""
+    import triton.language.standard as std
+
+    return type(std.cdiv).__name__ == "InterpretedFunction"
+
+
 def available() -> bool:
     """True if triton imports and kernels can run: on a CUDA GPU or under the interpreter."""
     try:
         import triton  # noqa: F401
     except ImportError:
         return False
-    return torch.cuda.is_available() or (interpreted() and not _LATE)
+    if torch.cuda.is_available():
+        return True
+    return interpreted() and not _LATE and _stdlib_interpreted()
 
 
 def unavailable_reason() -> str:
     """Why ``available()`` is False (empty when it is True)."""
     if available():
         return ""
-    if _LATE:
+    if _LATE or (interpreted() and not _stdlib_interpreted()):
         return (
             "triton was imported before dnas_kernels without TRITON_INTERPRET=1, so its CPU "
             "interpreter is off: set TRITON_INTERPRET=1 before anything imports triton"

@@ -11,8 +11,8 @@ import torch
 from hydra import compose, initialize_config_module
 
 from dnas.cli.search import run
-from dnas.cost.table import load_or_build
 from dnas.cost.hardware import BitFusionConfig
+from dnas.cost.table import load_or_build
 from dnas.space import Architecture, load_space
 
 SMALL = [
@@ -52,8 +52,15 @@ def test_search_writes_arch_within_budget(tmp_path, loss, monkeypatch):
     assert arch.metrics["test_acc"] == pytest.approx(acc)
     with open(tmp_path / "metrics.csv", newline="") as f:
         cols = set(next(csv.reader(f)))
-    for c in ("train/loss_epoch", "val/acc", "cost/expected_latency_ms",
-              "cost/expected_energy_mj", "cost/derived_latency_ms", "arch/entropy", "arch/tau"):
+    for c in (
+        "train/loss_epoch",
+        "val/acc",
+        "cost/expected_latency_ms",
+        "cost/expected_energy_mj",
+        "cost/derived_latency_ms",
+        "arch/entropy",
+        "arch/tau",
+    ):
         assert c in cols, c
     assert (tmp_path / "search.png").stat().st_size > 10_000
     state = torch.load(tmp_path / "supernet.pt", weights_only=True)
@@ -62,9 +69,18 @@ def test_search_writes_arch_within_budget(tmp_path, loss, monkeypatch):
 
 def test_unreachable_target_fails_before_training(tmp_path):
     out = subprocess.run(
-        [sys.executable, "-m", "dnas.cli.search", "data=synthetic", "target.latency_frac=null",
-         "target.latency_ms=0.0001", f"hydra.run.dir={tmp_path}"],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "dnas.cli.search",
+            "data=synthetic",
+            "target.latency_frac=null",
+            "target.latency_ms=0.0001",
+            f"hydra.run.dir={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert out.returncode == 2
     assert "unreachable" in out.stderr and "cheapest" in out.stderr
@@ -73,9 +89,64 @@ def test_unreachable_target_fails_before_training(tmp_path):
 
 def test_missing_data_fails_before_training(tmp_path):
     out = subprocess.run(
-        [sys.executable, "-m", "dnas.cli.search", f"data.root={tmp_path}/nowhere",
-         f"hydra.run.dir={tmp_path}"],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "dnas.cli.search",
+            f"data.root={tmp_path}/nowhere",
+            f"hydra.run.dir={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert out.returncode == 2
     assert "apt-get install -y dataset-fashion-mnist" in out.stderr
+
+
+@pytest.mark.slow
+def test_quick_experiment_on_fashion_mnist(tmp_path):
+    """The README's demo: `dnas-search experiment=quick` on the real data, within budget."""
+    from dnas.data import FashionMNISTDataModule
+
+    try:
+        FashionMNISTDataModule().check()
+    except Exception as e:
+        pytest.skip(f"Fashion-MNIST not installed: {e}")
+    out = subprocess.run(
+        [sys.executable, "-m", "dnas.cli.search", "experiment=quick", f"hydra.run.dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    arch = Architecture.load(tmp_path / "arch.yaml")
+    assert arch.metrics["latency_ms"] <= arch.metrics["target_latency_ms"]
+    assert arch.metrics["test_acc"] > 0.5  # 12k images, 3 epochs: well above chance (10 %)
+    for f in ("metrics.csv", "search.png", "supernet.pt", "history.json"):
+        assert (tmp_path / f).is_file(), f
+
+
+@pytest.mark.slow
+def test_multirun_sweep_over_targets(tmp_path):
+    """A Hydra multirun over budgets: one run directory and one arch.yaml per target."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dnas.cli.search",
+            "-m",
+            *SMALL[:-1],
+            "target.latency_frac=0.05,0.5",
+            f"hydra.sweep.dir={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    archs = [Architecture.load(tmp_path / str(i) / "arch.yaml") for i in range(2)]
+    lat = [a.metrics["latency_ms"] for a in archs]
+    tgt = [a.metrics["target_latency_ms"] for a in archs]
+    assert tgt[0] < tgt[1]
+    assert lat[0] <= tgt[0] and lat[1] <= tgt[1]

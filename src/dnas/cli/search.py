@@ -50,26 +50,34 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     data = instantiate(cfg.data)
     if hasattr(data, "check"):
         data.check()
-    if tuple(getattr(data, "input_shape", ())) not in ((), (space.in_channels, space.resolution,
-                                                        space.resolution)):
+    if tuple(getattr(data, "input_shape", ())) not in (
+        (),
+        (space.in_channels, space.resolution, space.resolution),
+    ):
         raise ValueError(
             f"data {type(data).__name__} gives inputs {tuple(data.input_shape)}, space "
             f"{space.name!r} expects {(space.in_channels, space.resolution, space.resolution)}"
         )
     table, table_path, built = load_or_build(space, hw, cfg.table.path, cfg.table.backend)
-    console.print(f"cost table: {table_path} ({'built' if built else 'cached'}, "
-                  f"{table.num_entries:,} entries)")
+    console.print(
+        f"cost table: {table_path} ({'built' if built else 'cached'}, "
+        f"{table.num_entries:,} entries)"
+    )
     extremes = table.extremes(space)
     targets = resolve_targets(OmegaConf.to_container(cfg.target, resolve=True), extremes)
     if len(targets.active()) > 1:
         s = cheapest_state(space, table, {m: 1 / t for m, t in targets.active().items()})
         lat, en = table.arch_cost(space, s.to_arch(space))
         if not targets.fits({"latency_ms": lat, "energy_mj": en}):
-            raise BudgetError(f"no architecture of {space.name!r} meets {targets.describe()} "
-                              f"together (closest: {lat:.4g} ms, {en:.4g} mJ)")
-    console.print(f"budget: {targets.describe()}  (space spans "
-                  f"{extremes['min_latency_ms']:.4g}-{extremes['max_latency_ms']:.4g} ms, "
-                  f"{extremes['min_energy_mj']:.4g}-{extremes['max_energy_mj']:.4g} mJ)")
+            raise BudgetError(
+                f"no architecture of {space.name!r} meets {targets.describe()} "
+                f"together (closest: {lat:.4g} ms, {en:.4g} mJ)"
+            )
+    console.print(
+        f"budget: {targets.describe()}  (space spans "
+        f"{extremes['min_latency_ms']:.4g}-{extremes['max_latency_ms']:.4g} ms, "
+        f"{extremes['min_energy_mj']:.4g}-{extremes['max_energy_mj']:.4g} mJ)"
+    )
 
     loss_cfg = OmegaConf.to_container(cfg.loss, resolve=True)
     budget = BudgetLoss(targets=targets, **loss_cfg)

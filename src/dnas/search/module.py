@@ -64,8 +64,15 @@ class SearchModule(pl.LightningModule):
         if not 0 < tau_min <= tau0:
             raise ValueError(f"need 0 < tau_min <= tau0, got tau0={tau0}, tau_min={tau_min}")
         self.save_hyperparameters(
-            {"warmup_epochs": warmup_epochs, "tau0": tau0, "tau_min": tau_min, "hard": hard,
-             "budget": budget.kind, "targets": targets.active(), "space": space.name}
+            {
+                "warmup_epochs": warmup_epochs,
+                "tau0": tau0,
+                "tau_min": tau_min,
+                "hard": hard,
+                "budget": budget.kind,
+                "targets": targets.active(),
+                "space": space.name,
+            }
         )
         self.automatic_optimization = False
         self.space, self.table, self.targets = space, table, targets
@@ -73,7 +80,10 @@ class SearchModule(pl.LightningModule):
         self.expected_cost = ExpectedCost(table, space)
         self.budget = budget
         self._weight_opt, self._arch_opt, self._sched = (
-            weight_optimizer, arch_optimizer, weight_scheduler)
+            weight_optimizer,
+            arch_optimizer,
+            weight_scheduler,
+        )
         self.warmup_epochs, self.tau0, self.tau_min = warmup_epochs, tau0, tau_min
         self.bn_batches = bn_batches
         self.val_acc = MulticlassAccuracy(space.num_classes, average="micro")
@@ -115,8 +125,7 @@ class SearchModule(pl.LightningModule):
         self.manual_backward(loss)
         w_opt.step()
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True)
-        self.log("train/acc", (logits.argmax(1) == yw).float().mean(), on_step=False,
-                 on_epoch=True)
+        self.log("train/acc", (logits.argmax(1) == yw).float().mean(), on_step=False, on_epoch=True)
         if not self.searching or not isinstance(batch, dict) or "arch" not in batch:
             return
         xa, ya = batch["arch"]
@@ -145,16 +154,20 @@ class SearchModule(pl.LightningModule):
         self.log("arch/tau", float(self.supernet.tau))
         for i, m in enumerate(self.targets.active()):
             self.log(f"budget/lambda_{m}", self.budget.lam[i])
-        self._record(expected_latency_ms=float(expected["latency_ms"]),
-                     expected_energy_mj=float(expected["energy_mj"]),
-                     tau=float(self.supernet.tau), entropy=entropy)
+        self._record(
+            expected_latency_ms=float(expected["latency_ms"]),
+            expected_energy_mj=float(expected["energy_mj"]),
+            tau=float(self.supernet.tau),
+            entropy=entropy,
+        )
 
     # ------------------------------------------------------------------------ derive and eval
     def derive(self):
         """The current derived architecture (within budget) and its exact cost."""
         with torch.no_grad():
             arch, cost, _ = derive_within_budget(
-                self.space, self.table, self.supernet.relaxed(), self.targets)
+                self.space, self.table, self.supernet.relaxed(), self.targets
+            )
         self.derived, self.derived_cost = arch, cost
         return arch, cost
 
@@ -182,8 +195,11 @@ class SearchModule(pl.LightningModule):
         self.log("cost/derived_latency_ms", self.derived_cost["latency_ms"], prog_bar=True)
         self.log("cost/derived_energy_mj", self.derived_cost["energy_mj"])
         if not self.trainer.sanity_checking:
-            self._record(val_acc=float(acc), derived_latency_ms=self.derived_cost["latency_ms"],
-                         derived_energy_mj=self.derived_cost["energy_mj"])
+            self._record(
+                val_acc=float(acc),
+                derived_latency_ms=self.derived_cost["latency_ms"],
+                derived_energy_mj=self.derived_cost["energy_mj"],
+            )
 
     def on_test_epoch_start(self) -> None:
         self._prepare_derived(self._bn_loader())
