@@ -20,9 +20,11 @@ import platform
 import random
 import sys
 import time
+from importlib import resources
 from pathlib import Path
 
 import torch
+import yaml
 
 from dnas.cost.backend import evaluate
 from dnas.cost.batch import COUNTER_COLUMNS
@@ -63,9 +65,12 @@ def best_of(fn, repeats: int) -> float:
 
 
 def apq_468() -> SearchSpace:
-    d = load_space("apq_mbv2").to_dict()
+    """APQ's space with APQ's bit-widths {4, 6, 8} (``dnas-lut space=apq_mbv2 space.bits=[4,6,8]``)."""
+    d = yaml.safe_load((resources.files("dnas") / "conf" / "space" / "apq_mbv2.yaml").read_text())
     d["bits"] = [4, 6, 8]
-    return SearchSpace.from_dict(d)
+    space = SearchSpace.from_dict(d)
+    assert all(b.bits.w_bits == (4, 6, 8) for b in space.searchable_blocks)
+    return space
 
 
 def main() -> None:
