@@ -12,6 +12,7 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import csv
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -48,3 +49,28 @@ EXAMPLES = load_examples()
 )
 def example(request):
     return EXAMPLES[request.param]
+
+
+@dataclass
+class Relaxed:
+    """A stand-in for ``dnas.supernet.RelaxedArch`` built by hand in tests."""
+
+    kernel_probs: dict
+    width_index: dict
+    bit_index: dict
+
+
+@pytest.fixture(scope="session")
+def space():
+    """The default search space."""
+    from dnas.space import load_space
+
+    return load_space("fmnist_mbv2")
+
+
+@pytest.fixture(scope="session")
+def table(space):
+    """Its BitFusion cost table (built once per test session)."""
+    from dnas.cost.table import build_table
+
+    return build_table(space, backend="torch")

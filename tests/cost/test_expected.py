@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 
 import pytest
 import torch
@@ -11,25 +10,8 @@ import torch
 from dnas.cost.expected import ExpectedCost, interp3
 from dnas.cost.hardware import BitFusionConfig
 from dnas.cost.oracle import layer_cost
-from dnas.cost.table import build_table
-from dnas.space import LayerKey, load_space
-
-
-@dataclass
-class Relaxed:
-    kernel_probs: dict
-    width_index: dict
-    bit_index: dict
-
-
-@pytest.fixture(scope="module")
-def space():
-    return load_space("fmnist_mbv2")
-
-
-@pytest.fixture(scope="module")
-def table(space):
-    return build_table(space, backend="torch")
+from dnas.space import LayerKey
+from tests.conftest import Relaxed
 
 
 def one_hot_relaxed(space, arch) -> Relaxed:

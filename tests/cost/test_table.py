@@ -13,16 +13,6 @@ from dnas.cost.table import CostTable, TableError, build_table, import_csv
 from dnas.space import load_space
 
 
-@pytest.fixture(scope="module")
-def space():
-    return load_space("fmnist_mbv2")
-
-
-@pytest.fixture(scope="module")
-def table(space):
-    return build_table(space, backend="torch")
-
-
 def test_table_covers_every_grid_point(space, table):
     assert set(table.entries) == {c.key for c in space.costed_layers()}
     assert table.num_entries == space.num_grid_entries

@@ -3,33 +3,14 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 
 import pytest
 import torch
 
-from dnas.cost.table import build_table
 from dnas.cost.targets import BudgetError, Targets, resolve_targets
 from dnas.derive import ArchState, derive_within_budget
 from dnas.derive.budget import argmax_state, cheapest_state
-from dnas.space import load_space
-
-
-@dataclass
-class Relaxed:
-    kernel_probs: dict
-    width_index: dict
-    bit_index: dict
-
-
-@pytest.fixture(scope="module")
-def space():
-    return load_space("fmnist_mbv2")
-
-
-@pytest.fixture(scope="module")
-def table(space):
-    return build_table(space, backend="torch")
+from tests.conftest import Relaxed
 
 
 def random_relaxed(space, seed, peak=1.0):

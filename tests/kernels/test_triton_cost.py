@@ -13,11 +13,9 @@ import torch
 if not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"
 
-import csv
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -37,21 +35,9 @@ from dnas.cost.layer import LayerShape
 from dnas.cost.loop_order import reference_loop_orders
 from dnas.cost.oracle import LayerCost, layer_cost
 from dnas_kernels.bitfusion import bitfusion_cost
+from tests.conftest import EXAMPLES
 
 pytestmark = pytest.mark.skipif(not dnas_kernels.available(), reason="triton cannot run here")
-
-TESTS = Path(__file__).resolve().parents[1]
-EXAMPLES_CSV = (
-    next(
-        (
-            p
-            for p in (TESTS / "fixtures", TESTS / "data")
-            if (p / "bitfusion_examples.csv").is_file()
-        ),
-        TESTS / "fixtures",
-    )
-    / "bitfusion_examples.csv"
-)
 
 
 def dw(c: int, k: int, s: int, o: int, b: int, w: int, a: int) -> LayerShape:
@@ -176,23 +162,9 @@ def test_tiny_buffers_cover_both_outcomes(tiny_batch):
 
 
 def test_simulator_examples():
-    with open(EXAMPLES_CSV, newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = [r for _, r in EXAMPLES]
     assert len(rows) == 10
-    layers = [
-        LayerShape(
-            in_channels=int(r["in_channels"]),
-            out_channels=int(r["out_channels"]),
-            kernel_size=int(r["kernel_size"]),
-            stride=int(r["stride"]),
-            output_h=int(r["output_h"]),
-            batch=int(r["batch"]),
-            w_bits=int(r["w_bits"]),
-            a_bits=int(r["a_bits"]),
-            im2col=r["im2col"] == "1",
-        )
-        for r in rows
-    ]
+    layers = [layer for layer, _ in EXAMPLES]
     batch = run(layers, DEFAULT_HW)
     energies = batch.energies_nj(DEFAULT_HW)
     for i, r in enumerate(rows):

@@ -10,20 +10,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from dnas.cost.batch import COUNTER_COLUMNS
+from dnas.cost.batch import COUNTER_COLUMNS, PARAM_COLUMNS
 from dnas.cost.hardware import load_hardware
 from dnas.cost.layer import LayerShape
 
-REQUIRED = (
-    "in_channels",
-    "out_channels",
-    "kernel_size",
-    "stride",
-    "output_h",
-    "batch",
-    "w_bits",
-    "a_bits",
-)
+REQUIRED = PARAM_COLUMNS[:8]  # in_channels … a_bits
 OPTIONAL = {"groups": "1", "im2col": "0"}
 OUTPUT = (
     "cycles",

@@ -205,15 +205,15 @@ def _energy_nj(hw: BitFusionConfig, compute, wbuf_rd, wbuf_wr, ibuf_rd, ibuf_wr,
     return core + sram + f(dram) * hw.e_dram_nj_per_bit
 
 
-def _evaluate_orders(cand: dict, sl: slice, loops, orders, ranks, hw: BitFusionConfig):
-    """Steps 6-9 for candidates ``sl`` under every evaluated loop order: ``[c, R]`` tensors."""
-    n = cand["n"][sl]  # [c, L]
+def _evaluate_orders(cand: dict, loops, orders, hw: BitFusionConfig):
+    """Steps 6-9 for every candidate under every loop order given: ``[c, R]`` tensors."""
+    n = cand["n"]  # [c, L]
     caps = (hw.wbuf_cap_bits, hw.ibuf_cap_bits, hw.obuf_cap_bits)
     L = len(loops)
     fills, residents = [], []
     for di, d in enumerate(_DATA):
         idx = torch.tensor([lp in _INDEXES[loops][d] for lp in loops])
-        fp = cand["footprint"][sl, di : di + 1].expand(-1, orders.shape[0])
+        fp = cand["footprint"][:, di : di + 1].expand(-1, orders.shape[0])
         fill, resident = fp.clone(), fp.clone()
         live = torch.ones_like(fill, dtype=torch.bool)
         for pos in range(L - 1, -1, -1):  # innermost loop first
@@ -234,9 +234,9 @@ def _evaluate_orders(cand: dict, sl: slice, loops, orders, ranks, hw: BitFusionC
     fin = residents[2]
     mid = dram_rd + dram_wr - init - fin
     bw = hw.dram_bits_per_cycle
-    compute = cand["compute"][sl].unsqueeze(1)
+    compute = cand["compute"].unsqueeze(1)
     stall = (_cdiv(mid, bw) - compute).clamp(min=0) + _cdiv(init, bw) + _cdiv(fin, bw)
-    reads = cand["reads"][sl]
+    reads = cand["reads"]
     r_wgt, r_act, r_out = (reads[:, i : i + 1] for i in range(3))
     obuf = f_out + r_out
     energy = _energy_nj(hw, compute, r_wgt, f_wgt, r_act, f_act, obuf, dram_rd + dram_wr)
@@ -252,127 +252,77 @@ def _evaluate_orders(cand: dict, sl: slice, loops, orders, ranks, hw: BitFusionC
     }
 
 
+class _RunningBest:
+    """Per layer, the best candidate so far by (cycles, energy, order rank, tiling rank)."""
+
+    INF = torch.iinfo(torch.int64).max
+
+    def __init__(self, n_layers: int) -> None:
+        self.n = n_layers
+        self.key = torch.full((n_layers, 3), self.INF, dtype=torch.int64)  # cycles, rank, tiling
+        self.energy = torch.full((n_layers,), float("inf"), dtype=torch.float64)
+        self.counters = torch.full((n_layers, 11), -1, dtype=torch.int64)
+        self.tiles = torch.full((n_layers, 4), -1, dtype=torch.int64)
+        self.order_index = torch.full((n_layers,), -1, dtype=torch.int64)
+
+    def _segment_min(self, seg: torch.Tensor, values: torch.Tensor, fill) -> torch.Tensor:
+        out = torch.full((self.n,), fill, dtype=values.dtype)
+        return out.scatter_reduce(0, seg, values, "amin")
+
+    def fold(self, cand: dict, ev: dict, ranks: torch.Tensor) -> None:
+        """Fold the ``[c, R]`` evaluations of one chunk of candidates into the running best."""
+        c, R = ev["cycles"].shape
+        seg = cand["layer"].unsqueeze(1).expand(c, R).reshape(-1)
+        cyc, en = ev["cycles"].reshape(-1), ev["energy"].reshape(-1)
+        rk = ranks.unsqueeze(0).expand(c, R).reshape(-1)
+        tr = cand["tiling_rank"].unsqueeze(1).expand(c, R).reshape(-1)
+        # Lexicographic min per layer within the chunk, one key at a time.
+        mask = cyc == self._segment_min(seg, cyc, self.INF)[seg]
+        mask &= en == self._segment_min(seg, torch.where(mask, en, torch.inf), torch.inf)[seg]
+        mask &= rk == self._segment_min(seg, torch.where(mask, rk, self.INF), self.INF)[seg]
+        mask &= tr == self._segment_min(seg, torch.where(mask, tr, self.INF), self.INF)[seg]
+        pos = torch.nonzero(mask).squeeze(1)  # one winner per layer present in the chunk
+        layer = seg[pos]
+        new, old = torch.stack([cyc[pos], rk[pos], tr[pos]], dim=1), self.key[layer]
+        new_e, old_e = en[pos], self.energy[layer]
+        tie_e = new_e == old_e
+        better = (new[:, 0] < old[:, 0]) | (
+            (new[:, 0] == old[:, 0])
+            & (
+                (new_e < old_e)
+                | (tie_e & (new[:, 1] < old[:, 1]))
+                | (tie_e & (new[:, 1] == old[:, 1]) & (new[:, 2] < old[:, 2]))
+            )
+        )
+        pos, layer = pos[better], layer[better]
+        self.key[layer], self.energy[layer] = new[better], new_e[better]
+        ci = pos // R
+        at = lambda k: ev[k].reshape(-1)[pos]  # noqa: E731
+        reads, obuf = cand["reads"][ci], at("obuf")
+        self.counters[layer] = torch.stack(
+            [at("cycles"), cand["compute"][ci], at("stall"), at("dram_rd"), at("dram_wr"),
+             reads[:, 0], at("wbuf_wr"), reads[:, 1], at("ibuf_wr"), obuf, obuf],
+            dim=1,
+        )  # fmt: skip
+        self.tiles[layer] = cand["sizes"][ci]
+        self.order_index[layer] = ranks[pos % R]
+
+
 def _group_best(params: torch.Tensor, depthwise: bool, hw: BitFusionConfig):
     """Best schedule of every layer of one kind; rows with no fitting tiling get -1."""
     loops = DEPTHWISE_LOOPS if depthwise else DENSE_LOOPS
-    n_layers = params.shape[0]
-    counters = torch.full((n_layers, 11), -1, dtype=torch.int64)
-    tiles = torch.full((n_layers, 4), -1, dtype=torch.int64)
-    order_index = torch.full((n_layers,), -1, dtype=torch.int64)
     cand = _tile_grid(params, depthwise, hw)
-    # Running best per layer of the lexicographic key (cycles, energy, order rank, tiling rank).
-    inf_i = torch.iinfo(torch.int64).max
-    best_key_i = torch.full((n_layers, 3), inf_i, dtype=torch.int64)  # cycles, rank, tiling
-    best_e = torch.full((n_layers,), float("inf"), dtype=torch.float64)
-    weights = 1 << torch.arange(len(loops))
-    trivial = ((cand["n"] == 1).long() * weights).sum(1)
+    best = _RunningBest(params.shape[0])
+    # Candidates with the same single-tile loops share their loop-order classes.
+    trivial = ((cand["n"] == 1).long() * (1 << torch.arange(len(loops)))).sum(1)
     for mask in torch.unique(trivial).tolist():
         orders, ranks = _order_classes(loops, mask)
-        R = orders.shape[0]
         group = torch.nonzero(trivial == mask).squeeze(1)
-        step = max(1, _CHUNK_ELEMENTS // R)
+        step = max(1, _CHUNK_ELEMENTS // orders.shape[0])
         for start in range(0, group.numel(), step):
-            idx = group[start : start + step]
-            sub = {k: v[idx] for k, v in cand.items()}
-            _reduce_chunk(
-                sub,
-                loops,
-                orders,
-                ranks,
-                hw,
-                n_layers,
-                inf_i,
-                best_key_i,
-                best_e,
-                counters,
-                tiles,
-                order_index,
-            )
-    return counters, tiles, order_index
-
-
-def _reduce_chunk(
-    cand,
-    loops,
-    orders,
-    ranks,
-    hw,
-    n_layers,
-    inf_i,
-    best_key_i,
-    best_e,
-    counters,
-    tiles,
-    order_index,
-) -> None:
-    """Evaluate one chunk of candidates under ``orders`` and fold it into the running best."""
-    R = orders.shape[0]
-    ev = _evaluate_orders(cand, slice(None), loops, orders, ranks, hw)
-    lay = cand["layer"]
-    c = lay.shape[0]
-    # Lexicographic min per layer over (cycles, energy, order rank, tiling rank), one key at a time.
-    flat_lay = lay.unsqueeze(1).expand(c, R).reshape(-1)
-    cyc = ev["cycles"].reshape(-1)
-    en = ev["energy"].reshape(-1)
-    rk = ranks.unsqueeze(0).expand(c, R).reshape(-1)
-    tr = cand["tiling_rank"].unsqueeze(1).expand(c, R).reshape(-1)
-    m_cyc = torch.full((n_layers,), inf_i, dtype=torch.int64).scatter_reduce(
-        0, flat_lay, cyc, "amin"
-    )
-    mask = cyc == m_cyc[flat_lay]
-    m_en = torch.full((n_layers,), float("inf"), dtype=torch.float64).scatter_reduce(
-        0, flat_lay, torch.where(mask, en, torch.inf), "amin"
-    )
-    mask &= en == m_en[flat_lay]
-    m_rk = torch.full((n_layers,), inf_i, dtype=torch.int64).scatter_reduce(
-        0, flat_lay, torch.where(mask, rk, inf_i), "amin"
-    )
-    mask &= rk == m_rk[flat_lay]
-    m_tr = torch.full((n_layers,), inf_i, dtype=torch.int64).scatter_reduce(
-        0, flat_lay, torch.where(mask, tr, inf_i), "amin"
-    )
-    mask &= tr == m_tr[flat_lay]
-    pos = torch.nonzero(mask).squeeze(1)  # exactly one winner per layer present in the chunk
-    win_layer = flat_lay[pos]
-    # Keep the chunk's winner where it beats the running best (same lexicographic key).
-    new = torch.stack([cyc[pos], rk[pos], tr[pos]], dim=1)
-    old = best_key_i[win_layer]
-    new_e, old_e = en[pos], best_e[win_layer]
-    better = (new[:, 0] < old[:, 0]) | (
-        (new[:, 0] == old[:, 0])
-        & (
-            (new_e < old_e)
-            | (
-                (new_e == old_e)
-                & ((new[:, 1] < old[:, 1]) | ((new[:, 1] == old[:, 1]) & (new[:, 2] < old[:, 2])))
-            )
-        )
-    )
-    pos, win_layer = pos[better], win_layer[better]
-    best_key_i[win_layer] = new[better]
-    best_e[win_layer] = new_e[better]
-    cand_i = pos // R
-    flat = lambda k: ev[k].reshape(-1)[pos]  # noqa: E731
-    reads = cand["reads"][cand_i]
-    obuf = flat("obuf")
-    counters[win_layer] = torch.stack(
-        [
-            flat("cycles"),
-            cand["compute"][cand_i],
-            flat("stall"),
-            flat("dram_rd"),
-            flat("dram_wr"),
-            reads[:, 0],
-            flat("wbuf_wr"),
-            reads[:, 1],
-            flat("ibuf_wr"),
-            obuf,
-            obuf,
-        ],
-        dim=1,
-    )
-    tiles[win_layer] = cand["sizes"][cand_i]
-    order_index[win_layer] = ranks[pos % R]
+            sub = {k: v[group[start : start + step]] for k, v in cand.items()}
+            best.fold(sub, _evaluate_orders(sub, loops, orders, hw), ranks)
+    return best.counters, best.tiles, best.order_index
 
 
 def bitfusion_cost_torch(
