@@ -74,10 +74,10 @@ def test_bits_not_increasing():
     refused(d, "stages[0].w_bits", "strictly increasing")
 
 
-def test_bits_below_one():
+def test_bits_below_two():
     d = fmnist()
-    d["stages"][2]["a_bits"] = [0, 4, 8]
-    refused(d, "stages[2].a_bits", ">= 1")
+    d["stages"][2]["a_bits"] = [1, 4, 8]
+    refused(d, "stages[2].a_bits", ">= 2")
 
 
 def test_bits_above_default_max():

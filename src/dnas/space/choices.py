@@ -87,9 +87,16 @@ def check_widths(values: Any, field: str) -> tuple[int, ...]:
     return check_increasing(values, field, minimum=1)
 
 
+MIN_BITS = 2
+
+
 def check_bits(values: Any, field: str, max_bits: int | None = None) -> tuple[int, ...]:
-    """Bit-widths: integers in ``[1, max_bits]``, strictly increasing."""
-    bits = check_increasing(values, field, minimum=1)
+    """Bit-widths: integers in ``[2, max_bits]``, strictly increasing.
+
+    Two bits is the floor: a symmetric (weight or signed activation) quantizer needs a level on each
+    side of zero, and BitFusion's lowest native precision is 2.
+    """
+    bits = check_increasing(values, field, minimum=MIN_BITS)
     if max_bits is not None and bits[-1] > max_bits:
         raise SpaceError(field, f"{bits[-1]} bits exceeds the highest precision {max_bits}")
     return bits
