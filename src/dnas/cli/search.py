@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import hydra
@@ -34,6 +35,13 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     from dnas.search.plot import plot_search
     from dnas.space import SearchSpace
 
+    # Lightning noise that says nothing about the user's run.
+    for message in (
+        r".*isinstance\(treespec, LeafSpec\)",  # Lightning's own use of a deprecated torch API
+        r"Experiment logs directory .* exists and is not empty",  # the run dir holds .hydra/
+        r"The number of training batches .* is smaller than the logging interval",
+    ):
+        warnings.filterwarnings("ignore", message=message)
     console = Console(stderr=True)
     if output_dir is None:
         from hydra.core.hydra_config import HydraConfig
