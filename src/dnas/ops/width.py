@@ -45,6 +45,17 @@ class FractionalWidth(OrderedIndex):
         keep = (self.band <= lo).to(f.dtype)
         return torch.where(self.band == lo + 1, f, keep)
 
+    def active_channels(self) -> int:
+        """Channels with a non-zero mask or a θ-gradient: ``c_{⌊θ⌋+1}`` (all when not searchable).
+
+        Computing only these leading channels gives the same outputs and gradients as the full
+        masked width, at the cost of the width θ points at.
+        """
+        if not self.searchable:
+            return self.max_width
+        lo, _ = self.lower_and_fraction()
+        return self.widths[int(lo) + 1]
+
     def width(self) -> int:
         """The discrete width of this forward (discrete modes, see ``ArchChoice.index``)."""
         return self.widths[self.index()]

@@ -100,9 +100,11 @@ class SearchableBlock(nn.Module):
         kernel_weights = scale = None
         if self.kernel.searchable:
             kernel_weights, scale = self.kernel.relaxed_sample()
-        h = x if self.expand is None else self.bn1(self.expand(x))
+        # Only the leading channels that the width mask (or θ's gradient) reaches are computed.
+        active = self.width.active_channels()
+        h = x if self.expand is None else self.bn1(self.expand(x, out_channels=active))
         h = self.bn2(self.dw(h, kernel_weights=kernel_weights))
-        mask = self.width.mask() if self.width.searchable else None
+        mask = self.width.mask()[:active] if self.width.searchable else None
         y = self.bn3(self.project(h, in_mask=mask))
         if scale is not None:
             y = y * scale
