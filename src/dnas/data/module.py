@@ -8,6 +8,7 @@ live here.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any
 
 import pytorch_lightning as pl
@@ -78,7 +79,7 @@ def split_indices(
     }
 
 
-class TensorDataModule(pl.LightningDataModule):
+class TensorDataModule(pl.LightningDataModule, ABC):
     """Splits held in memory as normalised tensors, served by :class:`TensorLoader`.
 
     Splits: ``weights`` (weight steps), ``arch`` (architecture steps), ``val`` (monitoring; the
@@ -146,9 +147,9 @@ class TensorDataModule(pl.LightningDataModule):
 
     # -- to implement -------------------------------------------------------------------------
 
+    @abstractmethod
     def _load(self) -> dict[str, Batch]:
         """Load every split as ``(x [N, C, H, W] float32, y [N] int64)``, keyed by ``SPLITS``."""
-        raise NotImplementedError
 
     def check(self) -> None:
         """Fail early, with a clear message, if the data cannot be loaded (cheap)."""

@@ -11,6 +11,7 @@ Modes (shared by all ops, set by ``SuperNet.set_mode``):
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Literal
 
 import torch
@@ -29,7 +30,7 @@ def check_mode(mode: str) -> str:
     return mode
 
 
-class ArchChoice(nn.Module):
+class ArchChoice(nn.Module, ABC):
     """One choice among ``num_choices`` options, with a sampling mode.
 
     Subclasses own the architecture parameter (named ``arch_*``) of the relaxation and implement
@@ -69,9 +70,9 @@ class ArchChoice(nn.Module):
             self._fixed = int(index)
         self.mode = mode
 
+    @abstractmethod
     def argmax(self) -> int:
         """The most likely option under the current architecture parameters."""
-        raise NotImplementedError
 
     def index(self) -> int:
         """The discrete option of this forward: drawn (uniform), given (fixed) or argmax.
