@@ -66,3 +66,12 @@ def test_cli_summary_and_bad_input(tmp_path):
     assert bad.returncode == 2
     assert "bits" in bad.stderr and "16" in bad.stderr
     assert not (tmp_path / "b.pt").exists()
+
+
+def test_export_then_import_measured_table(tmp_path):
+    csv_path, out = tmp_path / "template.csv", tmp_path / "measured.pt"
+    run(cfg_for(f"out={tmp_path / 't.pt'}", f"export_csv={csv_path}", "backend=torch"))
+    res = run(cfg_for(f"measured_csv={csv_path}", "device_name=mydev", f"out={out}"))
+    table = CostTable.load(out, load_space("fmnist_mbv2"))
+    assert table.header.source == "measured" and table.header.hardware_name == "mydev"
+    assert res["entries"] == load_space("fmnist_mbv2").num_grid_entries

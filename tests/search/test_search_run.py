@@ -150,3 +150,12 @@ def test_multirun_sweep_over_targets(tmp_path):
     tgt = [a.metrics["target_latency_ms"] for a in archs]
     assert tgt[0] < tgt[1]
     assert lat[0] <= tgt[0] and lat[1] <= tgt[1]
+
+
+def test_data_and_space_mismatch_fails_before_training(tmp_path):
+    cfg = compose_search(
+        "space=cifar_mbv2", "data=synthetic", f"hydra.runtime.output_dir={tmp_path}"
+    )
+    with pytest.raises(ValueError, match=r"\(1, 28, 28\).*expects \(3, 32, 32\)"):
+        run(cfg, output_dir=tmp_path)
+    assert not (tmp_path / "arch.yaml").exists()
