@@ -30,7 +30,7 @@ Kernel steps ↔ BITFUSION.md steps (marked "Step k" in the kernel):
     choice of the schedule.
 
 Numerics: counters are int64 throughout (they reach ~1e12). Energy is float64 and summed in exactly
-the order of ``oracle.energy_nj`` so ties between schedules resolve identically. The float energy
+the order of ``BitFusionConfig.energy_nj`` so ties between schedules resolve identically. The float energy
 constants are handed to the kernel as a float64 tensor rather than as scalars because Triton types
 Python float kernel arguments as fp32; every integer constant of ``hw`` is a kernel scalar. On a GPU
 the launch disables fp fusion (FMA contraction), which would change the rounding of the energy sums.
@@ -362,7 +362,7 @@ def _bitfusion_kernel(
             cycles = compute + stall
             # ---- Step 8: buffer writes: wbuf_wr = fill_w, ibuf_wr = fill_a, obuf rd = wr. ----
             obuf = fill_o + out_rd
-            # ---- Step 9: energy, float64, in oracle.energy_nj's summation order. ----
+            # ---- Step 9: energy, float64, in BitFusionConfig.energy_nj's summation order. ----
             obuf_f = obuf.to(tl.float64)
             sram = (
                 wgt_rd.to(tl.float64) * e_wbuf_rd

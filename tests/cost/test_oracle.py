@@ -6,24 +6,12 @@ import json
 
 import pytest
 
+from dnas.cost.batch import COUNTER_COLUMNS
 from dnas.cost.hardware import BitFusionConfig
 from dnas.cost.layer import LayerShape
 from dnas.cost.oracle import layer_cost
 
-INT_FIELDS = (
-    "cycles",
-    "compute_cycles",
-    "mem_stall_cycles",
-    "dram_read_bits",
-    "dram_write_bits",
-    "wbuf_read_bits",
-    "wbuf_write_bits",
-    "ibuf_read_bits",
-    "ibuf_write_bits",
-    "obuf_read_bits",
-    "obuf_write_bits",
-    "perf_factor",
-)
+INT_FIELDS = (*COUNTER_COLUMNS, "perf_factor")
 FLOAT_FIELDS = (
     "latency_ms",
     "total_energy_nJ",

@@ -105,17 +105,17 @@ class CostBatch:
         """Energy breakdown in nJ (float64 ``[n]`` each), summed in the oracle's order."""
         c = self.counters.to(torch.float64)
         col = {name: c[:, i] for i, name in enumerate(COUNTER_COLUMNS)}
-        core = hw.e_core_nj_per_cycle * col["compute_cycles"]
-        sram = (
-            col["wbuf_read_bits"] * hw.e_wbuf_rd_nj_per_bit
-            + col["wbuf_write_bits"] * hw.e_wbuf_wr_nj_per_bit
-            + col["ibuf_read_bits"] * hw.e_ibuf_rd_nj_per_bit
-            + col["ibuf_write_bits"] * hw.e_ibuf_wr_nj_per_bit
-            + col["obuf_read_bits"] * hw.e_obuf_rd_nj_per_bit
-            + col["obuf_write_bits"] * hw.e_obuf_wr_nj_per_bit
+        total, core, sram, dram = hw.energy_nj(
+            col["compute_cycles"],
+            col["wbuf_read_bits"],
+            col["wbuf_write_bits"],
+            col["ibuf_read_bits"],
+            col["ibuf_write_bits"],
+            col["obuf_read_bits"],
+            col["obuf_write_bits"],
+            col["dram_read_bits"] + col["dram_write_bits"],
         )
-        dram = (col["dram_read_bits"] + col["dram_write_bits"]) * hw.e_dram_nj_per_bit
-        return {"total": core + sram + dram, "core": core, "sram": sram, "dram": dram}
+        return {"total": total, "core": core, "sram": sram, "dram": dram}
 
     def latency_ms(self, hw: BitFusionConfig) -> torch.Tensor:
         return self.column("cycles").to(torch.float64) / hw.cycles_per_ms

@@ -87,6 +87,27 @@ class BitFusionConfig:
             self.pmax_bits // max(w_bits, self.pmin_bits)
         )
 
+    def energy_nj(
+        self, compute, wbuf_rd, wbuf_wr, ibuf_rd, ibuf_wr, obuf_rd, obuf_wr, dram_bits
+    ) -> tuple:
+        """Step 9: (total, core, sram, dram) energy in nJ from cycles and bit counters.
+
+        The one place the energy sum is written: every backend calls it with Python ints or
+        float64 tensors, so that all of them add in the same order and agree to the bit (ties
+        between schedules are broken on energy).
+        """
+        core = self.e_core_nj_per_cycle * compute
+        sram = (
+            wbuf_rd * self.e_wbuf_rd_nj_per_bit
+            + wbuf_wr * self.e_wbuf_wr_nj_per_bit
+            + ibuf_rd * self.e_ibuf_rd_nj_per_bit
+            + ibuf_wr * self.e_ibuf_wr_nj_per_bit
+            + obuf_rd * self.e_obuf_rd_nj_per_bit
+            + obuf_wr * self.e_obuf_wr_nj_per_bit
+        )
+        dram = dram_bits * self.e_dram_nj_per_bit
+        return core + sram + dram, core, sram, dram
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

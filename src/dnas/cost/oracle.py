@@ -71,21 +71,6 @@ class LayerCost:
         return ">".join(self.best_loop_order)
 
 
-def energy_nj(hw: BitFusionConfig, compute: int, counters: dict[str, int]) -> tuple[float, ...]:
-    """(total, core, sram, dram) energy in nJ from the compute cycles and the bit counters."""
-    core = hw.e_core_nj_per_cycle * compute
-    sram = (
-        counters["wbuf_rd"] * hw.e_wbuf_rd_nj_per_bit
-        + counters["wbuf_wr"] * hw.e_wbuf_wr_nj_per_bit
-        + counters["ibuf_rd"] * hw.e_ibuf_rd_nj_per_bit
-        + counters["ibuf_wr"] * hw.e_ibuf_wr_nj_per_bit
-        + counters["obuf_rd"] * hw.e_obuf_rd_nj_per_bit
-        + counters["obuf_wr"] * hw.e_obuf_wr_nj_per_bit
-    )
-    dram = (counters["dram_rd"] + counters["dram_wr"]) * hw.e_dram_nj_per_bit
-    return core + sram + dram, core, sram, dram
-
-
 def _walk(order, tiles, footprint, indexes, caps):
     """Step 6: DRAM fills and resident sizes of each datum for one loop order (outermost first)."""
     fill = dict(footprint)
@@ -129,7 +114,17 @@ def _schedule(hw, tiles, footprint, indexes, compute, reads, order_list):
             "dram_rd": dram_rd,
             "dram_wr": dram_wr,
         }
-        energies = energy_nj(hw, compute, counters)
+        c = counters
+        energies = hw.energy_nj(
+            compute,
+            c["wbuf_rd"],
+            c["wbuf_wr"],
+            c["ibuf_rd"],
+            c["ibuf_wr"],
+            c["obuf_rd"],
+            c["obuf_wr"],
+            c["dram_rd"] + c["dram_wr"],
+        )
         yield compute + stall, energies[0], oi, (stall, counters, energies)
 
 

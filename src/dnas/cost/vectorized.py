@@ -189,22 +189,6 @@ def _tile_grid(params: torch.Tensor, depthwise: bool, hw: BitFusionConfig):
     }
 
 
-def _energy_nj(hw: BitFusionConfig, compute, wbuf_rd, wbuf_wr, ibuf_rd, ibuf_wr, obuf, dram):
-    """Total energy in nJ, summed in the same order as ``oracle.energy_nj`` (bit-identical)."""
-    f = lambda t: t.to(torch.float64)  # noqa: E731
-    core = hw.e_core_nj_per_cycle * f(compute)
-    of = f(obuf)
-    sram = (
-        f(wbuf_rd) * hw.e_wbuf_rd_nj_per_bit
-        + f(wbuf_wr) * hw.e_wbuf_wr_nj_per_bit
-        + f(ibuf_rd) * hw.e_ibuf_rd_nj_per_bit
-        + f(ibuf_wr) * hw.e_ibuf_wr_nj_per_bit
-        + of * hw.e_obuf_rd_nj_per_bit
-        + of * hw.e_obuf_wr_nj_per_bit
-    )
-    return core + sram + f(dram) * hw.e_dram_nj_per_bit
-
-
 def _evaluate_orders(cand: dict, loops, orders, hw: BitFusionConfig):
     """Steps 6-9 for every candidate under every loop order given: ``[c, R]`` tensors."""
     n = cand["n"]  # [c, L]
@@ -239,7 +223,17 @@ def _evaluate_orders(cand: dict, loops, orders, hw: BitFusionConfig):
     reads = cand["reads"]
     r_wgt, r_act, r_out = (reads[:, i : i + 1] for i in range(3))
     obuf = f_out + r_out
-    energy = _energy_nj(hw, compute, r_wgt, f_wgt, r_act, f_act, obuf, dram_rd + dram_wr)
+    f = lambda t: t.to(torch.float64)  # noqa: E731
+    energy = hw.energy_nj(
+        f(compute),
+        f(r_wgt),
+        f(f_wgt),
+        f(r_act),
+        f(f_act),
+        f(obuf),
+        f(obuf),
+        f(dram_rd + dram_wr),
+    )[0]
     return {
         "cycles": compute + stall,
         "energy": energy,
