@@ -224,15 +224,9 @@ def _evaluate_orders(cand: dict, loops, orders, hw: BitFusionConfig):
     r_wgt, r_act, r_out = (reads[:, i : i + 1] for i in range(3))
     obuf = f_out + r_out
     f = lambda t: t.to(torch.float64)  # noqa: E731
+    of = f(obuf)
     energy = hw.energy_nj(
-        f(compute),
-        f(r_wgt),
-        f(f_wgt),
-        f(r_act),
-        f(f_act),
-        f(obuf),
-        f(obuf),
-        f(dram_rd + dram_wr),
+        f(compute), f(r_wgt), f(f_wgt), f(r_act), f(f_act), of, of, f(dram_rd + dram_wr)
     )[0]
     return {
         "cycles": compute + stall,
