@@ -55,7 +55,7 @@ def test_save_failure_keeps_old_file(fmnist, tmp_path, monkeypatch):
     def boom(*_args, **_kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr("dnas.space.architecture.os.replace", boom)
+    monkeypatch.setattr("dnas.atomic.os.replace", boom)
     with pytest.raises(OSError, match="disk full"):
         fmnist.smallest_arch().save(path)
     assert path.read_text() == before

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
+from dnas.atomic import atomic_path
 from dnas.cost.batch import COUNTER_COLUMNS, PARAM_COLUMNS
 from dnas.cost.hardware import load_hardware
 from dnas.cost.layer import LayerShape
@@ -85,17 +84,10 @@ def read_layers(
 
 def write_atomic(path: Path, header: list[str], rows: list[dict]) -> None:
     """Write a CSV through a temporary file and a rename: never a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=header, lineterminator="\n")
-            w.writeheader()
-            w.writerows(rows)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=header, lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
 
 
 def cmd_eval(args: argparse.Namespace) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from typing import Any
 import torch
 
 import dnas
+from dnas.atomic import atomic_path
 from dnas.cost.hardware import BitFusionConfig
 
 TABLE_FORMAT_VERSION = 1
@@ -126,15 +126,8 @@ class CostTable:
                 for k, t in sorted(self.entries.items())
             ],
         }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        os.close(fd)
-        try:
+        with atomic_path(path) as tmp:
             torch.save(payload, tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
         return path
 
     @classmethod
@@ -249,17 +242,10 @@ def _grid(shape: tuple[int, ...]) -> Iterable[tuple[int, ...]]:
 
 
 def _write_csv_atomic(path: Path, header, rows) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            w = csv.writer(f, lineterminator="\n")
-            w.writerow(header)
-            w.writerows(rows)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(header)
+        w.writerows(rows)
 
 
 def _rebuild_hint(space, hw, path) -> str:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -11,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from dnas.atomic import atomic_path
 from dnas.space.choices import SKIP, KernelChoice, check_int
 from dnas.space.errors import SpaceError
 from dnas.space.spec import check_keys
@@ -228,15 +227,8 @@ class Architecture:
             "# conv (a_bits: bits of the conv's input activation); metrics carry units in names.\n"
             + yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
         )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(text)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(path) as tmp:
+            tmp.write_text(text)
         return path
 
     @classmethod
