@@ -101,3 +101,26 @@ def test_unreachable_and_malformed_targets(space, table):
         resolve_targets({"latency_s": 1.0}, ext)
     t = resolve_targets({"latency_frac": 0.0}, ext)
     assert t.latency_ms == pytest.approx(ext["min_latency_ms"])
+
+
+@pytest.mark.parametrize("half", [0.5, 1.5, 2.5, 3.5, 4.5])
+def test_supernet_and_derivation_round_ties_alike(space, half):
+    """One rounding rule: at θ = 2.5 and β = 4.5 the supernet's argmax and the derivation agree
+    (both round half up; Python's round would give 2 and 4)."""
+    from dnas.supernet import SuperNet
+
+    supernet = SuperNet(space)
+    for layer in supernet._layers.values():
+        for q in (layer.wq.bits, layer.aq.bits):
+            if q.searchable:
+                q.arch_index.data.fill_(min(half, q.num_choices - 1.5))
+    for block in supernet.searchable_blocks():
+        if block.width.searchable:
+            block.width.arch_index.data.fill_(min(half, block.width.num_choices - 1.5))
+    from_supernet = supernet.derive()
+    from_derive = argmax_state(space, supernet.relaxed()).to_arch(space)
+    assert from_derive == from_supernet
+    # and the tie went up
+    block = next(b for b in supernet.searchable_blocks() if b.width.searchable)
+    theta = float(block.width.arch_index)
+    assert from_supernet.blocks[block.spec.index].width == block.spec.widths[int(theta) + 1]

@@ -154,3 +154,19 @@ def test_channels_last_is_kept_and_beta_gradient_independent_of_layout(x):
 def test_clip_pushed_to_zero_does_not_divide_by_zero(x):
     q = quantize_act(x, torch.tensor(-1.0), 4)
     assert torch.isfinite(q).all()
+
+
+@pytest.mark.parametrize("beta, end", [(6.2, -1), (7.5, -1), (-0.3, 0)])
+def test_fractional_clamps_outside_its_range(x, beta, end):
+    """Outside [0, n − 1] the quantizer is the end bit-width's (no extrapolation), like the
+    expected cost, and β gets no gradient there (as through a clamp)."""
+    bits = (2, 3, 4, 5, 6, 7, 8)
+    b = torch.tensor(beta, requires_grad=True)
+    w = x.clone().requires_grad_()
+    q = quantize_weight_frac(w, b, bits)
+    torch.testing.assert_close(q, quantize_weight(x, bits[end]), rtol=0, atol=0)
+    clip = torch.tensor(2.0, requires_grad=True)
+    qa = quantize_act_frac(w, clip, b, bits, signed=True)
+    torch.testing.assert_close(qa, quantize_act(x, clip, bits[end], signed=True), rtol=0, atol=0)
+    (q.sum() + qa.sum()).backward()
+    assert b.grad is not None and float(b.grad) == 0.0

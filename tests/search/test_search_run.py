@@ -159,3 +159,40 @@ def test_data_and_space_mismatch_fails_before_training(tmp_path):
     with pytest.raises(ValueError, match=r"\(1, 28, 28\).*expects \(3, 32, 32\)"):
         run(cfg, output_dir=tmp_path)
     assert not (tmp_path / "arch.yaml").exists()
+
+
+def test_evaluating_the_derived_architecture_keeps_the_supernets_statistics(tmp_path):
+    """Validation and test re-estimate BN for the derived architecture; the supernet's own
+    statistics (those of the sub-networks it trained) come back afterwards, so ``supernet.pt``
+    holds them and not the derived architecture's (reset blocks at mean 0 / var 1)."""
+    from dnas.cost.targets import resolve_targets
+    from dnas.search.losses import BudgetLoss
+    from dnas.search.module import SearchModule
+    from dnas.supernet import bn_statistics
+
+    space = load_space("fmnist_mbv2")
+    table, _, _ = load_or_build(space, BitFusionConfig(), str(tmp_path / "t.pt"), "torch")
+    targets = resolve_targets({"latency_frac": 0.1}, table.extremes(space))
+    module = SearchModule(
+        space,
+        table,
+        targets,
+        BudgetLoss(targets=targets, kind="hinge"),
+        weight_optimizer=lambda p: torch.optim.SGD(p, lr=0.01),
+        arch_optimizer=lambda p: torch.optim.Adam(p, lr=0.01),
+        bn_batches=2,
+    )
+    gen = torch.Generator().manual_seed(0)
+    batches = [torch.randn(8, 1, 28, 28, generator=gen) for _ in range(3)]
+    module.supernet.set_mode("uniform")
+    with torch.no_grad():
+        for x in batches:
+            module.supernet(x)
+    before = bn_statistics(module.supernet)
+    module._prepare_derived(lambda n: batches[:n])
+    changed = bn_statistics(module.supernet)
+    assert any(not torch.equal(before[k], changed[k]) for k in before)  # it did re-estimate
+    module._restore_supernet_bn()
+    after = bn_statistics(module.supernet)
+    for k in before:
+        torch.testing.assert_close(after[k], before[k], rtol=0, atol=0, msg=k)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from dnas.supernet import ChildNet, recalibrate_bn
+from dnas.supernet import ChildNet, SuperNet, recalibrate_bn
 
 from .conftest import randomize
 
@@ -22,12 +22,55 @@ def _archs(space):
         yield space.random_arch(rng)
 
 
+def _calibration(n: int = 3, seed: int = 5) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randn(8, 1, 28, 28, generator=gen) for _ in range(n)]
+
+
 def test_child_equals_supernet_in_fixed_mode(supernet, space, images):
-    supernet.eval()
+    """Same weights, BN re-estimated on the same batches: the same network (the supernet's
+    randomized statistics are not the child's, so a copied-statistics child fails this)."""
+    batches = _calibration()
     for arch in _archs(space):
         supernet.set_mode("fixed", arch)
-        child = ChildNet.from_supernet(supernet, arch).eval()
+        child = ChildNet.from_supernet(supernet, arch, batches, num_batches=3).eval()
+        recalibrate_bn(supernet, batches, 3)
+        supernet.eval()
         torch.testing.assert_close(child(images), supernet(images), atol=1e-5, rtol=1e-4)
+
+
+def test_child_from_warmed_up_supernet_has_its_own_statistics(space, images):
+    """After uniform warm-up the supernet's statistics average over many sub-networks; the
+    child's must be its own: those a plain re-estimation of the child gives."""
+    torch.manual_seed(0)
+    supernet = SuperNet(space)
+    supernet.set_mode("uniform")
+    supernet.train()
+    with torch.no_grad():
+        for x in _calibration(6, seed=9):
+            supernet(x)
+    arch = space.random_arch(4)
+    batches = _calibration()
+    child = ChildNet.from_supernet(supernet, arch, batches, num_batches=3)
+    ref = ChildNet(space, arch)
+    ref.load_state_dict(child.state_dict())
+    recalibrate_bn(ref, batches, 3)
+    for (name, a), b in zip(child.named_buffers(), ref.buffers()):
+        if "running" in name:
+            torch.testing.assert_close(a, b, msg=name)
+    # ... and they differ from the supernet's own (the old copy would have kept those).
+    supernet_var = supernet.last_bn.running_var
+    assert not torch.allclose(child.last_bn.running_var, supernet_var)
+
+
+def test_from_supernet_requires_calibration(supernet, space):
+    arch = space.random_arch(0)
+    with pytest.raises(TypeError):
+        ChildNet.from_supernet(supernet, arch)  # type: ignore[call-arg]
+    with pytest.raises(ValueError, match="re-estimated"):
+        ChildNet.from_supernet(supernet, arch, _calibration(), num_batches=0)
+    with pytest.raises(ValueError, match="no batch"):
+        ChildNet.from_supernet(supernet, arch, [], num_batches=2)
 
 
 def test_child_structure(space):

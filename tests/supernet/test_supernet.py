@@ -203,3 +203,43 @@ def test_relaxation_is_exact_at_one_hot_and_integer_points(supernet, space, imag
     relaxed = supernet(images)
     supernet.set_mode("fixed", arch)
     torch.testing.assert_close(relaxed, supernet(images), atol=1e-5, rtol=1e-4)
+
+
+def _force_kernel(supernet, index: int | None) -> None:
+    """Make every kernel choice draw option ``index`` (``None``: skip) with certainty."""
+    with torch.no_grad():
+        for block in supernet.searchable_blocks():
+            if block.kernel.searchable:
+                logits = block.kernel.arch_logits
+                logits.fill_(-1e4)
+                logits[-1 if index is None else index] = 1e4
+
+
+def _skippable(supernet):
+    return [b for b in supernet.searchable_blocks() if b.kernel.has_skip]
+
+
+def test_drawn_skip_does_not_move_running_statistics(supernet, images):
+    """A drawn skip runs its branch only for α_skip's gradient: its BNs keep their statistics."""
+    supernet.set_mode("gumbel")
+    supernet.train()
+    _force_kernel(supernet, None)
+    blocks = _skippable(supernet)
+    assert blocks
+    before = [{n: b.clone() for n, b in blk.named_buffers() if "running" in n} for blk in blocks]
+    supernet(images).sum().backward()
+    for blk, old in zip(blocks, before):
+        for n, b in blk.named_buffers():
+            if "running" in n:
+                torch.testing.assert_close(b, old[n], msg=n)
+        assert blk.kernel.arch_logits.grad is not None  # the branch still gave α its gradient
+
+
+def test_drawn_kernel_moves_running_statistics(supernet, images):
+    supernet.set_mode("gumbel")
+    supernet.train()
+    _force_kernel(supernet, 0)
+    blk = _skippable(supernet)[0]
+    before = blk.bn2.running_mean.clone()
+    supernet(images)
+    assert not torch.allclose(blk.bn2.running_mean, before)

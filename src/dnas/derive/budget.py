@@ -17,7 +17,7 @@ import torch
 
 from dnas.cost.table import CostTable
 from dnas.cost.targets import BudgetError, Targets
-from dnas.space import Architecture, BlockChoice, ConvBits, LayerKey
+from dnas.space import Architecture, BlockChoice, ConvBits, LayerKey, nearest_index
 
 _BLOCK_ROLES = ("expand", "dw", "project")
 _FIXED_ROLES = ("stem", "last", "classifier")
@@ -181,12 +181,14 @@ def argmax_state(space, relaxed) -> ArchState:
     kernel, width, bits = {}, {}, {}
     for b in space.blocks:
         kernel[b.index] = int(relaxed.kernel_probs[b.index].argmax())
-        width[b.index] = min(max(round(float(relaxed.width_index[b.index])), 0), len(b.widths) - 1)
+        width[b.index] = nearest_index(
+            float(torch.as_tensor(relaxed.width_index[b.index]).detach()), len(b.widths)
+        )
     for cl in space.costed_layers():
         bw, ba = relaxed.bit_index[cl.key]
         bits[cl.key] = (
-            min(max(round(float(bw)), 0), len(cl.w_bits) - 1),
-            min(max(round(float(ba)), 0), len(cl.a_bits) - 1),
+            nearest_index(float(torch.as_tensor(bw).detach()), len(cl.w_bits)),
+            nearest_index(float(torch.as_tensor(ba).detach()), len(cl.a_bits)),
         )
     return ArchState(kernel, width, bits)
 

@@ -17,6 +17,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from dnas.space import nearest_index
+
 Mode = Literal["gumbel", "uniform", "fixed", "argmax"]
 MODES: tuple[str, ...] = ("gumbel", "uniform", "fixed", "argmax")
 ARCH_PREFIX = "arch_"
@@ -119,11 +121,10 @@ class OrderedIndex(ArchChoice):
         return self.arch_index if self.searchable else self._zero
 
     def argmax(self) -> int:
-        """The nearest option to θ (ties round up)."""
+        """The nearest option to θ (``dnas.space.nearest_index``: clamped, ties round up)."""
         if not self.searchable:
             return 0
-        theta = float(self.arch_index.detach().clamp(0, self.num_choices - 1))
-        return min(int(theta + 0.5), self.num_choices - 1)
+        return nearest_index(float(self.arch_index.detach()), self.num_choices)
 
     def lower_and_fraction(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(i, f)``: lower option ``i`` ≤ n − 2 and fraction ``f = θ − i`` ∈ [0, 1] (0-dim)."""

@@ -15,9 +15,29 @@ class SlicedBatchNorm2d(nn.BatchNorm2d):
     in ``nn.BatchNorm2d``.
     """
 
-    def forward(self, x: Tensor) -> Tensor:
-        """``x`` ``[B, c, H, W]`` with ``c ≤ num_features`` → same shape."""
+    def forward(self, x: Tensor, update_stats: bool = True) -> Tensor:
+        """``x`` ``[B, c, H, W]`` with ``c ≤ num_features`` → same shape.
+
+        Args:
+            x: input.
+            update_stats: in training, whether this batch updates the running statistics. With
+                ``False`` the batch is normalised by its own statistics and the running ones (and
+                ``num_batches_tracked``) are left untouched: a forward that is not a real
+                sub-network's (a drawn ``skip`` whose branch runs only for its gradient) must not
+                move them.
+        """
         c = x.shape[1]
+        if self.training and not update_stats:
+            return F.batch_norm(
+                x,
+                None,
+                None,
+                None if self.weight is None else self.weight[:c],
+                None if self.bias is None else self.bias[:c],
+                True,
+                0.0,
+                self.eps,
+            )
         if c == self.num_features:
             return super().forward(x)
         factor = 0.0 if self.momentum is None else self.momentum

@@ -78,12 +78,17 @@ def _clip(x: Tensor, clip: float, signed: bool) -> Tensor:
     return x.clamp(-clip if signed else 0.0, clip)
 
 
-def _split(beta: Tensor, levels: Tensor) -> tuple[float, float, float]:
-    """Levels of the two neighbouring bit-widths of β and the fraction ``f``."""
+def _split(beta: Tensor, levels: Tensor) -> tuple[float, float, float, bool]:
+    """Levels of the two neighbouring bit-widths of β, the fraction ``f`` and whether β is in range.
+
+    β is clamped to ``[0, n − 1]`` first, as the expected cost clamps it: outside its range the
+    quantizer is the end bit-width's (no extrapolation) and β gets no gradient (as ``clamp``'s).
+    """
     n = levels.numel()
-    b = float(beta)
+    raw = float(beta)
+    b = min(max(raw, 0.0), float(n - 1))
     lo = min(max(math.floor(b), 0), n - 2)
-    return float(levels[lo]), float(levels[lo + 1]), b - lo
+    return float(levels[lo]), float(levels[lo + 1]), b - lo, 0.0 <= raw <= n - 1
 
 
 def _mix(q_lo: Tensor, q_hi: Tensor, diff: Tensor, f: float) -> Tensor:
@@ -124,6 +129,15 @@ def _act_grads(
     return (gx if needs[0] else None), gclip
 
 
+def _beta_grad(ctx, g: Tensor, diff: Tensor, index: int) -> Tensor | None:
+    """∂L/∂β = ⟨g, Q_hi − Q_lo⟩ inside β's range, 0 outside (where the forward clamps β)."""
+    if not ctx.needs_input_grad[index]:
+        return None
+    if not ctx.in_range:
+        return torch.zeros((), dtype=g.dtype, device=g.device)
+    return _dot(g, diff)
+
+
 # --------------------------------------------------------------------------------- functions
 class _WeightQuant(Function):
     @staticmethod
@@ -138,7 +152,7 @@ class _WeightQuant(Function):
 class _FracWeightQuant(Function):
     @staticmethod
     def forward(ctx, w: Tensor, beta: Tensor, levels: Tensor) -> Tensor:  # type: ignore[override]
-        n_lo, n_hi, f = _split(beta, levels)
+        n_lo, n_hi, f, ctx.in_range = _split(beta, levels)
         q_lo, q_hi = _wq(w, n_lo), _wq(w, n_hi)
         diff = q_hi - q_lo
         ctx.save_for_backward(diff)
@@ -147,7 +161,7 @@ class _FracWeightQuant(Function):
     @staticmethod
     def backward(ctx, g: Tensor) -> tuple[Tensor, Tensor | None, None]:  # type: ignore[override]
         (diff,) = ctx.saved_tensors
-        gbeta = _dot(g, diff) if ctx.needs_input_grad[1] else None
+        gbeta = _beta_grad(ctx, g, diff, 1)
         return g, gbeta, None
 
 
@@ -171,7 +185,7 @@ class _FracActQuant(Function):
     def forward(  # type: ignore[override]
         ctx, x: Tensor, clip: Tensor, beta: Tensor, levels: Tensor, signed: bool
     ) -> Tensor:
-        n_lo, n_hi, f = _split(beta, levels)
+        n_lo, n_hi, f, ctx.in_range = _split(beta, levels)
         c = max(float(clip), MIN_CLIP)
         y = _clip(x, c, signed)
         q_lo = _round_to(y, c, n_lo, inplace=False)
@@ -187,7 +201,7 @@ class _FracActQuant(Function):
     ) -> tuple[Tensor | None, Tensor | None, Tensor | None, None, None]:
         x, diff = ctx.saved_tensors
         gx, gclip = _act_grads(ctx.needs_input_grad, g, x, ctx.clip, ctx.signed)
-        gbeta = _dot(g, diff) if ctx.needs_input_grad[2] else None
+        gbeta = _beta_grad(ctx, g, diff, 2)
         return gx, gclip, gbeta, None, None
 
 

@@ -22,7 +22,7 @@ from dnas.cost.table import CostTable
 from dnas.cost.targets import Targets
 from dnas.derive import derive_within_budget
 from dnas.search.losses import BudgetLoss
-from dnas.supernet import SuperNet, recalibrate_bn
+from dnas.supernet import SuperNet, bn_statistics, load_bn_statistics, recalibrate_bn
 
 
 class SearchModule(pl.LightningModule):
@@ -91,6 +91,7 @@ class SearchModule(pl.LightningModule):
         self.history: list[dict[str, float]] = []
         self.derived = None
         self.derived_cost: dict[str, float] = {}
+        self._supernet_bn: dict[str, torch.Tensor] | None = None
 
     # ------------------------------------------------------------------------------ optimisers
     def configure_optimizers(self):
@@ -172,10 +173,21 @@ class SearchModule(pl.LightningModule):
         return arch, cost
 
     def _prepare_derived(self, loader_fn: Callable | None) -> None:
+        """Run the derived architecture with BN statistics re-estimated for it.
+
+        The supernet's own statistics are kept aside and put back by ``_restore_supernet_bn``
+        after the evaluation, so training and the saved ``supernet.pt`` keep them.
+        """
         arch, _ = self.derive()
         self.supernet.set_mode("fixed", arch)
         if loader_fn is not None and self.bn_batches > 0:
+            self._supernet_bn = bn_statistics(self.supernet)
             recalibrate_bn(self.supernet, loader_fn(self.bn_batches), self.bn_batches)
+
+    def _restore_supernet_bn(self) -> None:
+        if self._supernet_bn is not None:
+            load_bn_statistics(self.supernet, self._supernet_bn)
+            self._supernet_bn = None
 
     def _bn_loader(self):
         dm = getattr(self.trainer, "datamodule", None)
@@ -190,6 +202,7 @@ class SearchModule(pl.LightningModule):
         self.val_acc.update(self.supernet(x), y)
 
     def on_validation_epoch_end(self) -> None:
+        self._restore_supernet_bn()
         acc = self.val_acc.compute()
         self.log("val/acc", acc, prog_bar=True)
         self.log("cost/derived_latency_ms", self.derived_cost["latency_ms"], prog_bar=True)
@@ -210,6 +223,7 @@ class SearchModule(pl.LightningModule):
         self.test_acc.update(self.supernet(x), y)
 
     def on_test_epoch_end(self) -> None:
+        self._restore_supernet_bn()
         self.log("test/acc", self.test_acc.compute())
 
     def _record(self, **values: float) -> None:

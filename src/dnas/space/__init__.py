@@ -6,7 +6,7 @@ each of its choices; ``costed_layers()`` and ``arch_indices()`` are what cost ta
 """
 
 from dnas.space.architecture import Architecture, BlockChoice, ConvBits
-from dnas.space.choices import SKIP, BitChoices, KernelChoice, ratio_widths
+from dnas.space.choices import SKIP, BitChoices, KernelChoice, nearest_index, ratio_widths
 from dnas.space.errors import SpaceError
 from dnas.space.layers import ROLES, CostedLayer, LayerKey
 from dnas.space.registry import builtin_space_names, load_space
@@ -32,5 +32,6 @@ __all__ = [
     "StemSpec",
     "builtin_space_names",
     "load_space",
+    "nearest_index",
     "ratio_widths",
 ]

@@ -24,6 +24,18 @@ DEFAULT_WIDTH_STEP = 8
 DEFAULT_MAX_BITS = 8
 
 
+def nearest_index(value: float, num_choices: int) -> int:
+    """The option nearest a continuous index into ``num_choices`` ordered options.
+
+    The one rounding rule of the project (the supernet's argmax and the derivation both use it):
+    clamp to ``[0, n − 1]``, then round half *up*, so θ = 2.5 picks option 3 everywhere.
+    """
+    if num_choices < 1:
+        raise ValueError(f"need at least one option, got {num_choices}")
+    v = min(max(float(value), 0.0), float(num_choices - 1))
+    return min(math.floor(v + 0.5), num_choices - 1)
+
+
 def check_int(value: Any, field: str, minimum: int = 1) -> int:
     """An integer ``>= minimum`` (bools are refused: YAML ``yes`` is not a channel count)."""
     if isinstance(value, bool) or not isinstance(value, int):

@@ -6,7 +6,7 @@ initialised from the supernet as in once-for-all.
 """
 
 from dnas.supernet.block import SearchableBlock, StaticBlock
-from dnas.supernet.bn import recalibrate_bn
+from dnas.supernet.bn import bn_statistics, load_bn_statistics, recalibrate_bn
 from dnas.supernet.child import ChildNet
 from dnas.supernet.network import QuantMobileNetV2
 from dnas.supernet.relaxed import RelaxedArch
@@ -19,6 +19,8 @@ __all__ = [
     "SearchableBlock",
     "StaticBlock",
     "SuperNet",
+    "bn_statistics",
     "is_arch_parameter",
+    "load_bn_statistics",
     "recalibrate_bn",
 ]

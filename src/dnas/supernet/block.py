@@ -38,6 +38,14 @@ def set_bits_mode(layer: QuantLayer, mode: str, choices: BitChoices, bits: ConvB
     layer.aq.bits.set_mode(mode, a)
 
 
+def _one_hot(kernel_weights: Tensor, scale: Tensor | None) -> bool:
+    """Whether a relaxed sample picks exactly one kernel (and not skip) in its forward value."""
+    if scale is not None and float(scale) != 1.0:
+        return False
+    w = kernel_weights.detach()
+    return bool(((w == 0) | (w == 1)).all()) and float(w.sum()) == 1.0
+
+
 class SearchableBlock(nn.Module):
     """An inverted-residual block with searchable kernel (or skip), hidden width and bits.
 
@@ -72,7 +80,7 @@ class SearchableBlock(nn.Module):
         self.dw = QuantDepthwiseConv2d(hidden, spec.kernels, spec.stride, wb, ab, dw_signed, clip)
         self.bn2 = SlicedBatchNorm2d(hidden)
         self.project = QuantConv2d(hidden, spec.out_channels, 1, 1, wb, ab, False, clip)
-        self.bn3 = nn.BatchNorm2d(spec.out_channels)
+        self.bn3 = SlicedBatchNorm2d(spec.out_channels)
 
     def convs(self) -> dict[str, QuantLayer]:
         """The block's quantized convs by role: ``expand`` (if any), ``dw``, ``project``."""
@@ -100,12 +108,18 @@ class SearchableBlock(nn.Module):
         kernel_weights = scale = None
         if self.kernel.searchable:
             kernel_weights, scale = self.kernel.relaxed_sample()
+        # Running statistics move only when the branch is a real sub-network: a hard sample of one
+        # kernel. A drawn skip still runs the branch (α_skip's gradient needs its output), with the
+        # expected kernel mix, and soft samples mix kernels: neither is an architecture.
+        update = kernel_weights is None or _one_hot(kernel_weights, scale)
         # Only the leading channels that the width mask (or θ's gradient) reaches are computed.
         active = self.width.active_channels()
-        h = x if self.expand is None else self.bn1(self.expand(x, out_channels=active))
-        h = self.bn2(self.dw(h, kernel_weights=kernel_weights))
+        h = x
+        if self.expand is not None:
+            h = self.bn1(self.expand(x, out_channels=active), update_stats=update)
+        h = self.bn2(self.dw(h, kernel_weights=kernel_weights), update_stats=update)
         mask = self.width.mask()[:active] if self.width.searchable else None
-        y = self.bn3(self.project(h, in_mask=mask))
+        y = self.bn3(self.project(h, in_mask=mask), update_stats=update)
         if scale is not None:
             y = y * scale
         return x + y if self.residual else y

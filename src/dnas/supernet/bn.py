@@ -52,3 +52,29 @@ def recalibrate_bn(model: nn.Module, batches: Iterable[Any], num_batches: int) -
             m.momentum = momentum
         model.train(was_training)
     return used
+
+
+def _bn_modules(model: nn.Module) -> dict[str, _BatchNorm]:
+    return {
+        n: m
+        for n, m in model.named_modules()
+        if isinstance(m, _BatchNorm) and m.track_running_stats
+    }
+
+
+def bn_statistics(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of every BN's running statistics (``running_mean``, ``running_var``,
+    ``num_batches_tracked``), keyed like the state dict."""
+    out = {}
+    for name, m in _bn_modules(model).items():
+        for buf in ("running_mean", "running_var", "num_batches_tracked"):
+            out[f"{name}.{buf}" if name else buf] = getattr(m, buf).detach().clone()
+    return out
+
+
+@torch.no_grad()
+def load_bn_statistics(model: nn.Module, stats: dict[str, torch.Tensor]) -> None:
+    """Put back statistics taken by ``bn_statistics`` (same model structure)."""
+    for name, m in _bn_modules(model).items():
+        for buf in ("running_mean", "running_var", "num_batches_tracked"):
+            getattr(m, buf).copy_(stats[f"{name}.{buf}" if name else buf])

@@ -7,12 +7,16 @@ and every conv quantizes at its fixed bits.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
 from dnas.ops import QuantLayer
 from dnas.space import Architecture, BitChoices, ConvBits, SearchSpace
 from dnas.supernet.block import SearchableBlock, StaticBlock
+from dnas.supernet.bn import recalibrate_bn
 from dnas.supernet.network import QuantMobileNetV2
 from dnas.supernet.supernet import SuperNet
 
@@ -62,13 +66,34 @@ class ChildNet(QuantMobileNetV2):
         self.arch = arch
 
     @classmethod
-    def from_supernet(cls, supernet: SuperNet, arch: Architecture) -> ChildNet:
-        """The child of ``arch`` initialised from the supernet's weights.
+    def from_supernet(
+        cls,
+        supernet: SuperNet,
+        arch: Architecture,
+        calibration: Iterable[Any],
+        num_batches: int = 50,
+    ) -> ChildNet:
+        """The child of ``arch`` initialised from the supernet's weights, BN re-estimated.
 
-        Kernels are cropped, channels sliced, BN affine parameters and running statistics and the
-        PACT clips copied. In eval mode its forward equals the supernet's in mode "fixed" with
-        the same ``arch``.
+        Kernels are cropped, channels sliced, BN affine parameters and PACT clips copied (as
+        once-for-all's ``get_active_subnet``). The supernet's running statistics average over
+        every sub-network that ran, so they are *not* the child's: its statistics are re-estimated
+        on ``calibration`` (``recalibrate_bn``), which is why that argument is required. In eval
+        mode the child's forward then equals the supernet's in mode "fixed" with the same ``arch``
+        re-estimated on the same batches.
+
+        Args:
+            supernet: the trained supernet (left unchanged).
+            arch: the child's architecture (validated against the supernet's space).
+            calibration: training batches (tensors or ``(inputs, ...)`` tuples), e.g.
+                ``datamodule.bn_recalibration_loader(num_batches)``.
+            num_batches: how many of them to use (≥ 1).
         """
+        if num_batches < 1:
+            raise ValueError(
+                f"num_batches must be >= 1: a child's BN statistics must be re-estimated, got "
+                f"{num_batches}"
+            )
         ref = next(supernet.parameters())
         child = cls(supernet.space, arch, channels_last=supernet.channels_last)
         child.to(device=ref.device, dtype=ref.dtype)
@@ -95,6 +120,9 @@ class ChildNet(QuantMobileNetV2):
             _copy_bn(child.last_bn, supernet.last_bn)
             _copy_layer(child.classifier, supernet.classifier.weight, supernet.classifier)
             child.classifier.bias.copy_(supernet.classifier.bias)
+        used = recalibrate_bn(child, calibration, num_batches)
+        if used < 1:
+            raise ValueError("calibration gave no batch: the child's BN statistics are unset")
         return child
 
 
@@ -104,8 +132,10 @@ def _copy_layer(dst: QuantLayer, weight: Tensor, src: QuantLayer) -> None:
 
 
 def _copy_bn(dst: nn.BatchNorm2d, src: nn.BatchNorm2d) -> None:
-    """Copy the leading ``dst.num_features`` channels of ``src``'s parameters and statistics."""
+    """Copy the leading ``dst.num_features`` channels of ``src``'s affine parameters.
+
+    Running statistics are not copied: ``from_supernet`` re-estimates them.
+    """
     c = dst.num_features
-    for name in ("weight", "bias", "running_mean", "running_var"):
+    for name in ("weight", "bias"):
         getattr(dst, name).copy_(getattr(src, name)[:c])
-    dst.num_batches_tracked.copy_(src.num_batches_tracked)
