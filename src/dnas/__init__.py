@@ -4,3 +4,12 @@ Importing the package is cheap: it never imports Triton, Lightning or Hydra and 
 """
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # ``dnas.load_child`` without making ``import dnas`` pay for torch and the supernet.
+    if name == "load_child":
+        from dnas.train.load import load_child
+
+        return load_child
+    raise AttributeError(f"module 'dnas' has no attribute {name!r}")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import sys
-import warnings
 from pathlib import Path
 
 import hydra
@@ -26,6 +25,13 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     from pytorch_lightning.callbacks import RichProgressBar
     from rich.console import Console
 
+    from dnas.cli.common import (
+        check_data,
+        resolved_config,
+        silence_lightning,
+        write_run_record,
+    )
+    from dnas.cli.common import output_dir as make_output_dir
     from dnas.cost.hardware import BitFusionConfig
     from dnas.cost.table import load_or_build
     from dnas.cost.targets import BudgetError, resolve_targets
@@ -34,21 +40,11 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     from dnas.search.module import SearchModule
     from dnas.search.plot import plot_search
     from dnas.space import SearchSpace
+    from dnas.train.load import SPACE_FILE, save_space
 
-    # Lightning noise that says nothing about the user's run.
-    for message in (
-        r".*isinstance\(treespec, LeafSpec\)",  # Lightning's own use of a deprecated torch API
-        r"Experiment logs directory .* exists and is not empty",  # the run dir holds .hydra/
-        r"The number of training batches .* is smaller than the logging interval",
-    ):
-        warnings.filterwarnings("ignore", message=message)
+    silence_lightning()
     console = Console(stderr=True)
-    if output_dir is None:
-        from hydra.core.hydra_config import HydraConfig
-
-        output_dir = HydraConfig.get().runtime.output_dir
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_output_dir(output_dir)
     pl.seed_everything(int(cfg.seed), workers=True)
 
     # Everything that can fail is checked before training starts.
@@ -56,16 +52,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     space = SearchSpace.from_dict(OmegaConf.to_container(cfg.space, resolve=True))
     space.validate_bits(hw.pmax_bits)
     data = instantiate(cfg.data)
-    if hasattr(data, "check"):
-        data.check()
-    if tuple(getattr(data, "input_shape", ())) not in (
-        (),
-        (space.in_channels, space.resolution, space.resolution),
-    ):
-        raise ValueError(
-            f"data {type(data).__name__} gives inputs {tuple(data.input_shape)}, space "
-            f"{space.name!r} expects {(space.in_channels, space.resolution, space.resolution)}"
-        )
+    check_data(space, data)
     table, table_path, built = load_or_build(space, hw, cfg.table.path, cfg.table.backend)
     console.print(
         f"cost table: {table_path} ({'built' if built else 'cached'}, "
@@ -114,6 +101,13 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     if trainer.is_global_zero:
         arch.save(out / "arch.yaml")
         torch.save(module.supernet.state_dict(), out / "supernet.pt")
+        save_space(space, out / SPACE_FILE)
+        write_run_record(
+            out,
+            "dnas",
+            table_hash=table.header.content_hash,
+            config=resolved_config(cfg),
+        )
         (out / "history.json").write_text(json.dumps(module.history, indent=1))
         plot_search(module.history, targets, out / "search.png")
         if logger and hasattr(logger, "log_dir"):

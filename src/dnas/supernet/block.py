@@ -40,7 +40,7 @@ def set_bits_mode(layer: QuantLayer, mode: str, choices: BitChoices, bits: ConvB
 
 def _one_hot(kernel_weights: Tensor, scale: Tensor | None) -> bool:
     """Whether a relaxed sample picks exactly one kernel (and not skip) in its forward value."""
-    if scale is not None and float(scale) != 1.0:
+    if scale is not None and float(scale.detach()) != 1.0:
         return False
     w = kernel_weights.detach()
     return bool(((w == 0) | (w == 1)).all()) and float(w.sum()) == 1.0

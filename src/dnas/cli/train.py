@@ -1,0 +1,224 @@
+"""``dnas-train``: finetune the child network of a searched architecture (Hydra entry point).
+
+Checks the architecture, the initial weights, the data and the cost table before any training,
+builds the static child (inheriting the search's supernet weights with batch-norm statistics
+re-estimated, or from scratch), trains it quantization-aware at its fixed bits, tests it, and
+writes to the run directory: ``model.pt`` (a state dict), ``arch.yaml`` (with the exact cost and
+the finetuned test accuracy), ``space.yaml``, ``run.json``, ``metrics.csv``, ``history.json`` and
+``train.png``. ``dnas.load_child(run_dir)`` rebuilds the trained network from those files.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+
+def resolve_init(init: str, arch_path: Path) -> str:
+    """``auto`` → the ``supernet.pt`` beside the architecture if present, else ``scratch``."""
+    from dnas.train.load import SUPERNET_FILE, TrainError
+
+    if init in (None, "", "auto"):
+        candidate = arch_path.parent / SUPERNET_FILE
+        return str(candidate) if candidate.is_file() else "scratch"
+    if init == "scratch":
+        return init
+    path = Path(init).expanduser()
+    if path.is_dir():
+        path = path / SUPERNET_FILE
+    if not path.is_file():
+        raise TrainError(f"init={init}: no such supernet checkpoint (or use init=scratch)")
+    return str(path)
+
+
+@__import__("torch").no_grad()
+def evaluate(model, loader) -> float:
+    """Top-1 accuracy of ``model`` (eval mode) over ``loader``."""
+    was = model.training
+    model.eval()
+    correct = total = 0
+    for x, y in loader:
+        correct += int((model(x).argmax(1) == y).sum())
+        total += int(y.numel())
+    model.train(was)
+    return correct / max(total, 1)
+
+
+def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
+    """Finetune one child from a composed config; returns its test accuracy."""
+    import pytorch_lightning as pl
+    import torch
+    from hydra.utils import instantiate
+    from pytorch_lightning.callbacks import RichProgressBar
+    from rich.console import Console
+
+    from dnas.atomic import atomic_path
+    from dnas.cli.common import (
+        check_data,
+        read_run_record,
+        resolved_config,
+        silence_lightning,
+        write_run_record,
+    )
+    from dnas.cli.common import (
+        output_dir as make_output_dir,
+    )
+    from dnas.cost.hardware import BitFusionConfig
+    from dnas.cost.table import load_or_build
+    from dnas.space import SearchSpace
+    from dnas.train.load import (
+        ARCH_FILE,
+        MODEL_FILE,
+        SPACE_FILE,
+        TrainError,
+        init_child,
+        load_arch,
+        resolve_arch_path,
+        save_space,
+    )
+    from dnas.train.module import ChildModule
+    from dnas.train.plot import plot_training
+
+    silence_lightning()
+    console = Console(stderr=True)
+    if OmegaConf.is_missing(cfg, "arch"):
+        raise TrainError("no architecture given: dnas-train arch=RUN_DIR (a dnas-search run)")
+    pl.seed_everything(int(cfg.seed), workers=True)
+
+    # Everything that can fail is checked before training starts.
+    hw = BitFusionConfig.from_dict(OmegaConf.to_container(cfg.hardware, resolve=True))
+    space = SearchSpace.from_dict(OmegaConf.to_container(cfg.space, resolve=True))
+    space.validate_bits(hw.pmax_bits)
+    arch_path = resolve_arch_path(cfg.arch)
+    arch = load_arch(arch_path, space)
+    init = resolve_init(cfg.init, arch_path)
+    data = instantiate(cfg.data)
+    check_data(space, data)
+    table, _, _ = load_or_build(space, hw, cfg.table.path, cfg.table.backend)
+    latency_ms, energy_mj = table.arch_cost(space, arch)
+    if init != "scratch":
+        from dnas.train.load import load_supernet
+
+        load_supernet(init, space)  # a foreign or damaged checkpoint fails here, not later
+    out = make_output_dir(output_dir)
+
+    data.setup("fit")
+    tcfg = cfg.train
+    t0 = time.perf_counter()
+    child = init_child(
+        space,
+        arch,
+        init,
+        data.bn_recalibration_loader(int(tcfg.bn_batches)),
+        int(tcfg.bn_batches),
+    )
+    init_s = time.perf_counter() - t0
+    init_acc = None
+    if init != "scratch":
+        init_acc = evaluate(child, data.test_dataloader())
+        console.print(
+            f"inherited {init} (BN re-estimated on {tcfg.bn_batches} batches): "
+            f"test accuracy before finetuning {100 * init_acc:.2f}%"
+        )
+    console.print(
+        f"child: {arch.depth} of {arch.num_blocks} blocks, {latency_ms:.4f} ms, {energy_mj:.4f} mJ "
+        f"on {hw.name}; init {'scratch' if init == 'scratch' else 'supernet'}"
+    )
+    module = ChildModule(
+        child,
+        instantiate(cfg.optimizer),
+        warmup_epochs=float(tcfg.warmup_epochs),
+        label_smoothing=float(tcfg.label_smoothing),
+    )
+    logger = instantiate(cfg.logger, save_dir=str(out)) if cfg.get("logger") else False
+    trainer: pl.Trainer = instantiate(
+        cfg.trainer, logger=logger, callbacks=[RichProgressBar()], default_root_dir=str(out)
+    )
+    t0 = time.perf_counter()
+    trainer.fit(module, datamodule=data)
+    train_s = time.perf_counter() - t0
+    test = trainer.test(module, datamodule=data, verbose=False)
+    test_acc = float(test[0]["test/acc"]) if test else float("nan")
+    val_acc = module.history[-1].get("val_acc", float("nan")) if module.history else float("nan")
+
+    source = read_run_record(arch_path.parent)
+    metrics = dict(arch.metrics)
+    if "test_acc" in metrics and "supernet_acc" not in metrics and source.get("method") != "train":
+        metrics["supernet_acc"] = metrics.pop("test_acc")
+    metrics.pop("val_acc", None)
+    metrics.update(
+        latency_ms=latency_ms,
+        energy_mj=energy_mj,
+        test_acc=test_acc,
+        val_acc=val_acc,
+        finetune_epochs=float(trainer.current_epoch),
+        finetune_s=train_s,
+    )
+    if init_acc is not None:
+        metrics["inherited_acc"] = init_acc
+    result = type(arch)(
+        blocks=arch.blocks,
+        stem=arch.stem,
+        last=arch.last,
+        classifier=arch.classifier,
+        space=space.name,
+        space_fingerprint=space.fingerprint(),
+        metrics=metrics,
+    )
+    if trainer.is_global_zero:
+        with atomic_path(out / MODEL_FILE) as tmp:
+            torch.save(module.child.state_dict(), tmp)
+        save_space(space, out / SPACE_FILE)
+        result.save(out / ARCH_FILE)
+        (out / "history.json").write_text(json.dumps(module.history, indent=1))
+        plot_training(
+            module.history,
+            out / "train.png",
+            title=f"{space.name}: {latency_ms:.4f} ms, {energy_mj:.4f} mJ, "
+            f"test {100 * test_acc:.2f}%",
+        )
+        if logger and hasattr(logger, "log_dir"):
+            csv_file = Path(logger.log_dir) / "metrics.csv"
+            if csv_file.is_file() and csv_file.parent != out:
+                (out / "metrics.csv").write_bytes(csv_file.read_bytes())
+        write_run_record(
+            out,
+            "train",
+            source_method=source.get("method", "dnas"),
+            source=str(arch_path.parent.resolve()),
+            init="scratch" if init == "scratch" else str(Path(init).resolve()),
+            table_hash=table.header.content_hash,
+            init_s=init_s,
+            train_s=train_s,
+            config=resolved_config(cfg),
+        )
+    console.print(
+        f"finetuned: test accuracy {100 * test_acc:.2f}% in {train_s / 60:.1f} min "
+        f"({latency_ms:.4f} ms, {energy_mj:.4f} mJ) -> {out}"
+    )
+    return test_acc
+
+
+@hydra.main(config_path="../conf", config_name="train", version_base="1.3")
+def _hydra_main(cfg: DictConfig) -> float:
+    from dnas.cost.table import TableError
+    from dnas.space import SpaceError
+
+    try:
+        return run(cfg)
+    except (TableError, SpaceError, ValueError, FileNotFoundError) as e:
+        print(f"dnas-train: error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def main() -> None:
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

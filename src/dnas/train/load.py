@@ -1,0 +1,138 @@
+"""Build a child network from an architecture (scratch or a supernet's weights) and load a
+trained one back from its run directory (no Lightning, no Hydra)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from dnas.space import Architecture, SearchSpace, SpaceError
+from dnas.supernet import ChildNet, SuperNet
+
+MODEL_FILE = "model.pt"
+SPACE_FILE = "space.yaml"
+ARCH_FILE = "arch.yaml"
+SUPERNET_FILE = "supernet.pt"
+
+
+class TrainError(ValueError):
+    """A problem with the inputs of a training run (architecture, checkpoint, space)."""
+
+
+def resolve_arch_path(arch: str | Path) -> Path:
+    """``arch`` itself, or ``arch/arch.yaml`` when it is a run directory."""
+    path = Path(arch).expanduser()
+    if path.is_dir():
+        path = path / ARCH_FILE
+    if not path.is_file():
+        raise TrainError(
+            f"architecture file not found: {path} (give arch=RUN_DIR or arch=RUN_DIR/arch.yaml "
+            "of a dnas-search run)"
+        )
+    return path
+
+
+def load_arch(path: Path, space: SearchSpace) -> Architecture:
+    """Read ``path`` and check that it is an architecture of ``space``."""
+    try:
+        arch = Architecture.load(path)
+    except (SpaceError, yaml.YAMLError) as e:
+        raise TrainError(f"{path} is not a dnas architecture: {e}") from None
+    try:
+        space.validate_arch(arch)
+    except SpaceError as e:
+        other = (
+            f" (it was derived in space {arch.space!r}: pass space={arch.space})"
+            if (arch.space and arch.space != space.name)
+            else ""
+        )
+        raise TrainError(f"{path} does not fit space {space.name!r}: {e}{other}") from None
+    return arch
+
+
+def load_supernet(path: str | Path, space: SearchSpace) -> SuperNet:
+    """A ``SuperNet`` of ``space`` with the weights of ``path`` (a ``supernet.pt`` state dict).
+
+    Raises:
+        TrainError: the file is missing, not a trusted state dict, or of another space.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise TrainError(f"supernet checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # unpickling errors come in many types
+        raise TrainError(
+            f"{path} is not a supernet state dict this dnas can load safely "
+            f"({type(e).__name__}); use the supernet.pt a dnas-search run wrote"
+        ) from None
+    if not isinstance(state, Mapping):
+        raise TrainError(f"{path} does not hold a state dict")
+    supernet = SuperNet(space)
+    own = supernet.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
+        raise TrainError(
+            f"{path} is not a supernet of space {space.name!r}: {len(missing)} missing, "
+            f"{len(unexpected)} unexpected and {len(shapes)} differently shaped tensors"
+            + (f" (e.g. {(shapes or missing or unexpected)[0]})")
+            + "; pass the space the search ran on (space=...)"
+        )
+    supernet.load_state_dict(state)
+    return supernet
+
+
+def init_child(
+    space: SearchSpace,
+    arch: Architecture,
+    init: str | Path,
+    calibration: Iterable[Any] | None = None,
+    bn_batches: int = 50,
+) -> ChildNet:
+    """The child network of ``arch``, from random weights or inherited from a supernet.
+
+    Args:
+        space: the search space.
+        arch: the architecture (validated).
+        init: ``"scratch"`` or the path of a ``supernet.pt``.
+        calibration: training batches for re-estimating BN statistics (inherited weights only).
+        bn_batches: how many of them.
+    """
+    if str(init) == "scratch":
+        return ChildNet(space, arch)
+    if calibration is None:
+        raise TrainError("inheriting supernet weights needs calibration batches for batch norm")
+    supernet = load_supernet(init, space)
+    return ChildNet.from_supernet(supernet, arch, calibration, bn_batches)
+
+
+def save_space(space: SearchSpace, path: Path) -> None:
+    from dnas.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(yaml.safe_dump(space.to_dict(), sort_keys=False))
+
+
+def load_child(run_dir: str | Path, map_location: str | torch.device = "cpu") -> ChildNet:
+    """The trained child network of a ``dnas-train`` run directory, in eval mode.
+
+    Rebuilt from the directory's ``space.yaml``, ``arch.yaml`` and ``model.pt`` (a state dict
+    loaded with ``weights_only=True``); its outputs equal those of the trained model.
+    """
+    run = Path(run_dir).expanduser()
+    files = {name: run / name for name in (SPACE_FILE, ARCH_FILE, MODEL_FILE)}
+    missing = [str(p) for p in files.values() if not p.is_file()]
+    if missing:
+        raise TrainError(f"{run} is not a dnas-train run directory: missing {', '.join(missing)}")
+    space = SearchSpace.from_dict(yaml.safe_load(files[SPACE_FILE].read_text()))
+    arch = load_arch(files[ARCH_FILE], space)
+    child = ChildNet(space, arch)
+    state = torch.load(files[MODEL_FILE], map_location=map_location, weights_only=True)
+    child.load_state_dict(state)
+    return child.to(map_location).eval()

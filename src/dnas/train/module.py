@@ -1,0 +1,111 @@
+"""The Lightning module that finetunes a child network (quantization-aware, at its fixed bits)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torchmetrics.classification import MulticlassAccuracy
+
+from dnas.supernet import ChildNet
+
+
+def warmup_cosine(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
+    """LR factor per step: linear warm-up from ~0 to 1, then cosine decay to 0 at ``total_steps``."""
+    total_steps, warmup_steps = max(1, total_steps), max(0, min(warmup_steps, total_steps - 1))
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / (warmup_steps + 1)
+        t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(t, 1.0)))
+
+    return factor
+
+
+class ChildModule(pl.LightningModule):
+    """Quantization-aware training of a ``ChildNet``: cross-entropy, cosine LR per step.
+
+    Args:
+        child: the network (random or inherited weights).
+        optimizer: ``params -> Optimizer`` (e.g. a partial SGD).
+        warmup_epochs: linear LR warm-up (fraction of an epoch allowed); then cosine to 0.
+        label_smoothing: cross-entropy label smoothing.
+    """
+
+    def __init__(
+        self,
+        child: ChildNet,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        warmup_epochs: float = 0.0,
+        label_smoothing: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if warmup_epochs < 0:
+            raise ValueError(f"warmup_epochs must be >= 0, got {warmup_epochs}")
+        if not 0 <= label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        self.child = child
+        self._optimizer = optimizer
+        self.warmup_epochs, self.label_smoothing = float(warmup_epochs), float(label_smoothing)
+        n = child.space.num_classes
+        self.val_acc = MulticlassAccuracy(n, average="micro")
+        self.test_acc = MulticlassAccuracy(n, average="micro")
+        self.history: list[dict[str, float]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Images ``[B, C, R, R]`` → logits ``[B, num_classes]``."""
+        return self.child(x)
+
+    def configure_optimizers(self):
+        opt = self._optimizer(self.child.parameters())
+        total = int(self.trainer.estimated_stepping_batches)
+        epochs = max(1, int(self.trainer.max_epochs or 1))
+        warmup = round(self.warmup_epochs * total / epochs)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(total, warmup))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        x, y = batch["weights"] if isinstance(batch, dict) else batch
+        logits = self.child(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"non-finite training loss at epoch {self.current_epoch}, step {self.global_step}"
+            )
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True)
+        self.log("train/acc", (logits.argmax(1) == y).float().mean(), on_step=False, on_epoch=True)
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        loss = self.trainer.callback_metrics.get("train/loss_epoch")
+        if loss is not None:
+            self._record(train_loss=float(loss))
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        x, y = batch
+        self.val_acc.update(self.child(x), y)
+
+    def on_validation_epoch_end(self) -> None:
+        acc = self.val_acc.compute()
+        self.val_acc.reset()
+        self.log("val/acc", acc, prog_bar=True)
+        if not self.trainer.sanity_checking:
+            self._record(val_acc=float(acc))
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        x, y = batch
+        self.test_acc.update(self.child(x), y)
+
+    def on_test_epoch_end(self) -> None:
+        self.log("test/acc", self.test_acc.compute())
+        self.test_acc.reset()
+
+    def _record(self, **values: float) -> None:
+        epoch = self.current_epoch
+        if not self.history or self.history[-1]["epoch"] != epoch:
+            self.history.append({"epoch": epoch})
+        self.history[-1].update({k: v for k, v in values.items() if math.isfinite(v)})
