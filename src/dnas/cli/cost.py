@@ -1,4 +1,13 @@
-"""``dnas-cost``: evaluate the BitFusion cost model on layers listed in a CSV file."""
+"""``dnas-cost``: evaluate the BitFusion cost model on the layers of a CSV file or an architecture.
+
+``dnas-cost eval IN.csv -o OUT.csv`` costs arbitrary layers; ``dnas-cost arch ARCH.yaml`` costs every
+layer an architecture runs (one table row per layer: shape, bits, cycles, memory-stall share,
+latency, energy) and checks the totals against the ``latency_ms``/``energy_mj`` the YAML records.
+
+A layer is *memory-bound* when it stalls on DRAM longer than it computes:
+``mem_stall_cycles > compute_cycles``, i.e. a memory-stall share above 50 % of its cycles
+(``cycles = compute_cycles + mem_stall_cycles``).
+"""
 
 from __future__ import annotations
 
@@ -7,11 +16,16 @@ import csv
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dnas.atomic import atomic_path
 from dnas.cost.batch import COUNTER_COLUMNS, PARAM_COLUMNS
 from dnas.cost.hardware import load_hardware
 from dnas.cost.layer import LayerShape
+
+if TYPE_CHECKING:
+    from dnas.cost.hardware import BitFusionConfig
+    from dnas.space import Architecture, SearchSpace
 
 REQUIRED = PARAM_COLUMNS[:8]  # in_channels … a_bits
 OPTIONAL = {"groups": "1", "im2col": "0"}
@@ -138,6 +152,305 @@ def cmd_eval(args: argparse.Namespace) -> None:
     )
 
 
+# ------------------------------------------------------------------------------------ dnas-cost arch
+ARCH_COLUMNS = (
+    "layer",
+    "role",
+    "block",
+    "in_channels",
+    "out_channels",
+    "kernel_size",
+    "stride",
+    "output_h",
+    "groups",
+    "depthwise",
+    "im2col",
+    "w_bits",
+    "a_bits",
+    "macs",
+    "cycles",
+    "compute_cycles",
+    "mem_stall_cycles",
+    "mem_stall_share",
+    "memory_bound",
+    "latency_ms",
+    "energy_mj",
+)
+
+
+def layer_name(key) -> str:
+    """``stem``, ``expand.3``, ``dw.3``, ``project.3``, ``last``, ``classifier``."""
+    return key.role if key.block < 0 else f"{key.role}.{key.block}"
+
+
+def load_arch(path: Path) -> Architecture:
+    """An architecture YAML, or an InputError saying in one line why it is not one."""
+    import yaml
+
+    from dnas.space import Architecture, SpaceError
+
+    if path.is_dir():
+        raise InputError(f"{path} is a directory; give the arch.yaml in it")
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    try:
+        return Architecture.load(path)
+    except yaml.YAMLError as e:
+        reason = " ".join(str(e).split())
+        raise InputError(f"{path}: not valid YAML ({reason})") from None
+    except SpaceError as e:
+        where = e.field.removeprefix(str(path)).removeprefix(": ")  # load() prefixes the path
+        detail = f"{where}: {e.reason}" if where else e.reason
+        raise InputError(
+            f"{path} is not an architecture (an arch.yaml written by dnas-search or "
+            f"Architecture.save): {detail}"
+        ) from None
+
+
+def resolve_arch_space(arch: Architecture, arch_path: Path, space_arg: str | None) -> SearchSpace:
+    """``--space`` (a built-in name or a YAML path), else the space the architecture names."""
+    import yaml
+
+    from dnas.space import SpaceError, builtin_space_names, load_space
+
+    if space_arg is None:
+        if not arch.space:
+            raise InputError(f"{arch_path} names no search space; give one with --space NAME|PATH")
+        try:
+            space = load_space(arch.space)
+        except ValueError:
+            raise InputError(
+                f"{arch_path} was derived in space {arch.space!r}, which is not built in "
+                f"(built-in: {', '.join(builtin_space_names())}); give its config with "
+                "--space PATH"
+            ) from None
+    else:
+        try:
+            space = load_space(space_arg)
+        except SpaceError as e:
+            raise InputError(f"--space {space_arg}: not a valid search space ({e})") from None
+        except yaml.YAMLError as e:
+            reason = " ".join(str(e).split())
+            raise InputError(f"--space {space_arg}: not valid YAML ({reason})") from None
+    try:
+        space.validate_arch(arch)
+    except SpaceError as e:
+        if space_arg is None:
+            hint = "give the space it was derived in with --space NAME|PATH"
+        elif arch.space and arch.space != space.name:
+            hint = f"it names space {arch.space!r}: try --space {arch.space}"
+        else:
+            hint = "give the space it was derived in with --space NAME|PATH"
+        raise InputError(f"{arch_path} does not fit space {space.name!r}: {e}; {hint}") from None
+    return space
+
+
+def reference_hardware(arch_path: Path) -> tuple[BitFusionConfig, str]:
+    """The hardware the YAML's ``latency_ms``/``energy_mj`` were computed on.
+
+    The run's ``.hydra/config.yaml`` beside the architecture when it records a hardware (a search
+    run with ``hardware.*`` overrides), otherwise the default BitFusion.
+    """
+    import yaml
+
+    from dnas.cost.hardware import BitFusionConfig
+
+    cfg_file = arch_path.parent / ".hydra" / "config.yaml"
+    if cfg_file.is_file():
+        try:
+            cfg = yaml.safe_load(cfg_file.read_text())
+            if isinstance(cfg, dict) and isinstance(cfg.get("hardware"), dict):
+                return BitFusionConfig.from_dict(cfg["hardware"]), f"{cfg_file}'s hardware"
+        except (yaml.YAMLError, ValueError, TypeError):
+            pass  # not a readable run config: fall back to the default
+    return BitFusionConfig(), "the default hardware"
+
+
+def cost_arch(
+    space: SearchSpace, arch: Architecture, hw: BitFusionConfig, backend: str = "auto"
+) -> tuple[list[dict], dict]:
+    """Cost every layer ``arch`` runs on ``hw``: per-layer rows (ARCH_COLUMNS) and the totals.
+
+    Latency and energy are derived exactly as ``build_table`` derives a table's entries, and the
+    totals are summed in ``CostTable.arch_cost``'s order (``space.arch_indices``), so on the
+    table's hardware they equal ``table.arch_cost(space, arch)`` bit for bit.
+    """
+    from dnas.cost.backend import evaluate
+    from dnas.cost.table import _NJ_PER_MJ
+
+    shapes = space.arch_layer_shapes(arch)  # ordered like space.arch_indices(arch)
+    for key, s in shapes.items():
+        try:
+            s.check_bits(hw)
+        except ValueError as e:
+            raise InputError(f"layer {layer_name(key)} on hardware {hw.name!r}: {e}") from None
+    res = evaluate(list(shapes.values()), hw, backend)
+    bad = res.infeasible.nonzero().flatten().tolist()
+    if bad:
+        names = [layer_name(k) for k in shapes]
+        raise InputError(
+            f"{len(bad)} layer(s) fit no tiling of hardware {hw.name!r}'s buffers, e.g. "
+            f"{names[bad[0]]} ({list(shapes.values())[bad[0]]}); enlarge the buffers"
+        )
+    latency = res.latency_ms(hw).tolist()
+    energy = (res.energies_nj(hw)["total"] / _NJ_PER_MJ).tolist()
+    cycles = res.column("cycles").tolist()
+    compute = res.column("compute_cycles").tolist()
+    stall = res.column("mem_stall_cycles").tolist()
+    rows = []
+    lat_total = en_total = 0.0
+    for i, (key, s) in enumerate(shapes.items()):
+        lat_total += latency[i]  # the same float additions, in the same order, as arch_cost
+        en_total += energy[i]
+        rows.append(
+            {
+                "layer": layer_name(key),
+                "role": key.role,
+                "block": key.block,
+                "in_channels": s.in_channels,
+                "out_channels": s.out_channels,
+                "kernel_size": s.kernel_size,
+                "stride": s.stride,
+                "output_h": s.output_h,
+                "groups": s.groups,
+                "depthwise": int(s.depthwise),
+                "im2col": int(s.im2col),
+                "w_bits": s.w_bits,
+                "a_bits": s.a_bits,
+                "macs": s.macs,
+                "cycles": cycles[i],
+                "compute_cycles": compute[i],
+                "mem_stall_cycles": stall[i],
+                "mem_stall_share": stall[i] / cycles[i] if cycles[i] else 0.0,
+                "memory_bound": int(stall[i] > compute[i]),
+                "latency_ms": latency[i],
+                "energy_mj": energy[i],
+            }
+        )
+    tc, ts = sum(cycles), sum(stall)
+    total = {
+        "layer": "total",
+        "macs": sum(r["macs"] for r in rows),
+        "cycles": tc,
+        "compute_cycles": sum(compute),
+        "mem_stall_cycles": ts,
+        "mem_stall_share": ts / tc if tc else 0.0,
+        "memory_bound": "",  # a property of single layers
+        "latency_ms": lat_total,
+        "energy_mj": en_total,
+    }
+    return rows, total
+
+
+def _csv_row(row: dict) -> dict:
+    return {k: repr(v) if isinstance(v, float) else v for k, v in row.items()}
+
+
+def _print_arch_table(rows: list[dict], total: dict, title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if not console.is_terminal:
+        console.width = max(console.width, 132)  # no wrapped columns in a pipe or a log
+    t = Table(title=title, caption="memory-bound: mem_stall_cycles > compute_cycles")
+    for name, justify in (
+        ("layer", "left"),
+        ("in→out", "right"),
+        ("kernel", "right"),
+        ("stride", "right"),
+        ("out", "right"),
+        ("w/a bits", "center"),
+        ("cycles", "right"),
+        ("mem stall", "right"),
+        ("latency (ms)", "right"),
+        ("energy (mJ)", "right"),
+        ("bound", "left"),
+    ):
+        t.add_column(name, justify=justify, no_wrap=True)
+    for r in rows:
+        dw = r["depthwise"]
+        t.add_row(
+            r["layer"],
+            f"{r['in_channels']} dw" if dw else f"{r['in_channels']}→{r['out_channels']}",
+            f"{r['kernel_size']}×{r['kernel_size']}",
+            str(r["stride"]),
+            f"{r['output_h']}×{r['output_h']}",
+            f"{r['w_bits']}/{r['a_bits']}",
+            f"{r['cycles']:,}",
+            f"{100 * r['mem_stall_share']:.1f} %",
+            f"{r['latency_ms']:.6f}",
+            f"{r['energy_mj']:.6f}",
+            "[yellow]memory[/]" if r["memory_bound"] else "compute",
+        )
+    t.add_section()
+    t.add_row(
+        f"total ({len(rows)} layers)",
+        "",
+        "",
+        "",
+        "",
+        "",
+        f"{total['cycles']:,}",
+        f"{100 * total['mem_stall_share']:.1f} %",
+        f"{total['latency_ms']:.6f}",
+        f"{total['energy_mj']:.6f}",
+        f"{sum(r['memory_bound'] for r in rows)} memory",
+        style="bold",
+    )
+    console.print(t)
+
+
+def cmd_arch(args: argparse.Namespace) -> int:
+    import yaml
+
+    from dnas.cost.backend import resolve_backend
+
+    arch_path = Path(args.arch)
+    arch = load_arch(arch_path)
+    space = resolve_arch_space(arch, arch_path, args.space)
+    try:
+        hw = load_hardware(args.hardware)
+    except yaml.YAMLError as e:
+        reason = " ".join(str(e).split())
+        raise InputError(f"--hardware {args.hardware}: not valid YAML ({reason})") from None
+    backend = resolve_backend(args.backend)
+    rows, total = cost_arch(space, arch, hw, backend)
+    if args.csv:
+        out = [_csv_row(r) for r in rows] + [_csv_row(total)]
+        write_atomic(Path(args.csv), list(ARCH_COLUMNS), out)
+    _print_arch_table(rows, total, f"{arch_path} on {hw.name} (space {space.name})")
+    lat, en = total["latency_ms"], total["energy_mj"]
+    print(f"total: latency_ms={lat!r} energy_mj={en!r} ({len(rows)} layers, {hw.name})")
+    if args.csv:
+        print(f"per-layer costs -> {args.csv}", file=sys.stderr)
+    recorded = {m: arch.metrics[m] for m in ("latency_ms", "energy_mj") if m in arch.metrics}
+    if not recorded:
+        print(f"{arch_path} records no latency_ms/energy_mj: nothing to compare")
+        return 0
+    ref, ref_name = reference_hardware(arch_path)
+    if hw.fingerprint() != ref.fingerprint():
+        theirs = ref.to_dict()
+        diff = sorted(k for k, v in hw.to_dict().items() if k != "name" and theirs[k] != v)
+        print(
+            f"{arch_path}'s latency_ms/energy_mj are for {ref.name} ({ref_name}); "
+            f"--hardware {args.hardware} differs in {', '.join(diff)}: not compared"
+        )
+        return 0
+    got = {"latency_ms": lat, "energy_mj": en}
+    differ = [m for m, v in recorded.items() if got[m] != v]
+    if differ:
+        detail = ", ".join(f"{m} {got[m]!r} != {recorded[m]!r} recorded" for m in differ)
+        print(
+            f"dnas-cost: error: the totals do not match {arch_path}'s metrics on {hw.name}: "
+            f"{detail} (was it costed with another space, hardware or dnas version?)",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"matches {arch_path}'s " + " and ".join(recorded) + " exactly")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dnas-cost",
@@ -163,17 +476,43 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--backend", default="auto", choices=("auto", "torch", "triton"))
     ev.set_defaults(func=cmd_eval)
+    ar = sub.add_parser(
+        "arch",
+        help="cost every layer of an architecture (arch.yaml)",
+        description=(
+            "Print the cost of every layer ARCH.yaml runs (shape, bits, cycles, memory-stall "
+            "share, latency, energy; memory-bound: mem_stall_cycles > compute_cycles) and the "
+            "totals, and check them against the latency_ms/energy_mj the YAML records (exit 1 if "
+            "they differ)."
+        ),
+    )
+    ar.add_argument("arch", metavar="ARCH.yaml")
+    ar.add_argument(
+        "--space",
+        metavar="NAME|PATH",
+        help="built-in space name or YAML path (default: the space ARCH.yaml names)",
+    )
+    ar.add_argument(
+        "--hardware",
+        default="bitfusion",
+        metavar="NAME|PATH",
+        help="built-in hardware name or YAML path (default: bitfusion)",
+    )
+    ar.add_argument(
+        "--csv", metavar="OUT.csv", help="also write the per-layer costs and a total row"
+    )
+    ar.add_argument("--backend", default="auto", choices=("auto", "torch", "triton"))
+    ar.set_defaults(func=cmd_arch)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        return args.func(args) or 0
     except (InputError, ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"dnas-cost: error: {e}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":
