@@ -1,0 +1,471 @@
+"""``dnas-pareto``: gather the architectures of many runs into one accuracy-vs-cost Pareto picture.
+
+``dnas-pareto DIR... [-o OUTDIR]`` reads every ``arch.yaml`` under the given run or multirun
+directories (recursively; hidden folders such as ``.hydra`` are skipped) and writes
+``OUTDIR/pareto.csv`` and ``OUTDIR/pareto.png`` (atomically; OUTDIR defaults to the current
+directory). Typical use after a sweep::
+
+    dnas-search -m target.latency_frac=0.1,0.3,0.6   # or: dnas-search experiment=pareto_sweep
+    dnas-pareto multirun/search/DATE/TIME -o results/
+
+One CSV row per architecture (``run_dir`` is the folder holding its ``arch.yaml``):
+
+``method``
+    What produced the architecture, from ``run.json`` beside ``arch.yaml`` (``dnas``,
+    ``evolution_predictor``, ``evolution_direct``, ``random``, …). Without ``run.json`` (older
+    runs) a folder holding ``model.pt`` is a ``dnas-train`` run, any other a ``dnas-search`` run.
+    A ``dnas-train`` run (``"method": "train"``, the finetuned child of a search) is reported under
+    the method of the search it came from (``source_method``, followed through a chain of
+    finetunings; ``dnas`` when unknown, as ``dnas-train`` itself assumes) with ``finetuned_acc``
+    set: a row with a ``finetuned_acc`` is a finetuned network.
+``target_metric``, ``target_value``
+    The budget: ``latency_ms`` and the value of ``target_latency_ms`` when the YAML has it,
+    otherwise ``energy_mj`` and ``target_energy_mj``; empty when the run had no budget.
+``latency_ms``, ``energy_mj``
+    The architecture's exact BitFusion cost (required: a YAML without them is skipped).
+``supernet_acc``, ``finetuned_acc``
+    Test accuracy as a fraction in [0, 1]. For a search (and any non-``train`` method) the YAML's
+    ``test_acc`` is the accuracy inside the supernet: ``supernet_acc``, and ``finetuned_acc`` is
+    empty. For a finetuned run ``test_acc`` is ``finetuned_acc`` and the YAML's ``supernet_acc``
+    (when recorded) is carried over. Missing or NaN accuracies are empty.
+``on_front_latency``, ``on_front_energy``
+    ``True`` when no other architecture of the same *series* is at least as accurate and at most
+    as costly (latency, resp. energy) and strictly better in one of the two. A series is one method
+    and one kind of accuracy: the finetuned rows of a method form one series (ranked by
+    ``finetuned_acc``) and its other rows another (ranked by ``supernet_acc``), so accuracies
+    measured differently are never compared. Rows without an accuracy are never on a front.
+
+The plot has two panels, accuracy (%) against latency and against energy: one colour and marker per
+method (filled for finetuned accuracy, hollow for accuracy inside the supernet), each series' front
+joined by a step line (the best accuracy reachable within a cost). An unreadable ``arch.yaml`` or
+``run.json`` is skipped with a warning naming it; no ``arch.yaml`` at all, or a directory that does
+not exist, is an error (exit code 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import re
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from dnas.atomic import atomic_path
+
+ARCH_FILE = "arch.yaml"
+RUN_FILE = "run.json"
+MODEL_FILE = "model.pt"  # what a dnas-train run leaves beside its arch.yaml
+TRAIN = "train"
+DEFAULT_SOURCE = "dnas"
+COLUMNS = (
+    "method",
+    "target_metric",
+    "target_value",
+    "latency_ms",
+    "energy_mj",
+    "supernet_acc",
+    "finetuned_acc",
+    "on_front_latency",
+    "on_front_energy",
+    "run_dir",
+)
+COSTS = (("latency_ms", "latency", "ms"), ("energy_mj", "energy", "mJ"))
+# Known methods keep their look from one plot to the next; others take what is left.
+STYLES = {
+    "dnas": ("tab:blue", "o"),
+    "evolution_predictor": ("tab:orange", "s"),
+    "evolution_direct": ("tab:green", "^"),
+    "random": ("tab:gray", "D"),
+    TRAIN: ("tab:purple", "v"),
+}
+SPARE_STYLES = (
+    ("tab:red", "P"),
+    ("tab:brown", "X"),
+    ("tab:pink", "<"),
+    ("tab:olive", ">"),
+    ("tab:cyan", "h"),
+)
+
+
+class ParetoError(ValueError):
+    """A problem with the command line: reported in one line, exit code 2."""
+
+
+class RunError(ValueError):
+    """A run directory that cannot be read: skipped with a warning."""
+
+
+@dataclass
+class Row:
+    """One architecture: what produced it, its budget, cost and accuracies."""
+
+    method: str
+    target_metric: str | None
+    target_value: float | None
+    latency_ms: float
+    energy_mj: float
+    supernet_acc: float | None
+    finetuned_acc: float | None
+    run_dir: Path
+    on_front_latency: bool = False
+    on_front_energy: bool = False
+
+    @property
+    def finetuned(self) -> bool:
+        return self.finetuned_acc is not None
+
+    @property
+    def accuracy(self) -> float | None:
+        """The accuracy the row is ranked and plotted by: finetuned when present."""
+        return self.finetuned_acc if self.finetuned else self.supernet_acc
+
+    @property
+    def series(self) -> tuple[str, bool]:
+        """Rows compared with each other: one method, one kind of accuracy."""
+        return (self.method, self.finetuned)
+
+    def csv_row(self) -> dict[str, str]:
+        def num(v: float | None) -> str:
+            return "" if v is None else repr(float(v))
+
+        return {
+            "method": self.method,
+            "target_metric": self.target_metric or "",
+            "target_value": num(self.target_value),
+            "latency_ms": num(self.latency_ms),
+            "energy_mj": num(self.energy_mj),
+            "supernet_acc": num(self.supernet_acc),
+            "finetuned_acc": num(self.finetuned_acc),
+            "on_front_latency": str(self.on_front_latency),
+            "on_front_energy": str(self.on_front_energy),
+            "run_dir": str(self.run_dir),
+        }
+
+
+# ------------------------------------------------------------------------------------- reading
+def natural_key(path: Path) -> list:
+    """Sort ``multirun/2`` before ``multirun/10``."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(path))]
+
+
+def find_arch_files(dirs: Sequence[str | Path]) -> list[Path]:
+    """Every ``arch.yaml`` under ``dirs`` (hidden folders skipped), once each, in natural order."""
+    found: dict[Path, Path] = {}
+    for d in dirs:
+        root = Path(d)
+        if not root.exists():
+            raise ParetoError(f"{root}: no such directory")
+        if not root.is_dir():
+            raise ParetoError(f"{root} is not a directory (give run or multirun directories)")
+        for parent, subdirs, files in os.walk(root):
+            subdirs[:] = [s for s in subdirs if not s.startswith(".")]
+            if ARCH_FILE in files:
+                path = Path(parent) / ARCH_FILE
+                found.setdefault(path.resolve(), path)
+    return sorted(found.values(), key=natural_key)
+
+
+def read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise RunError(f"{path}: unreadable ({' '.join(str(e).split())})") from None
+    if not isinstance(data, dict):
+        raise RunError(f"{path}: not a JSON object")
+    return data
+
+
+def run_method(run_dir: Path) -> tuple[str, dict]:
+    """The method of a run directory and its ``run.json`` (``{}`` when absent)."""
+    path = run_dir / RUN_FILE
+    if not path.is_file():
+        return (TRAIN if (run_dir / MODEL_FILE).is_file() else DEFAULT_SOURCE), {}
+    record = read_json(path)
+    method = record.get("method")
+    if not isinstance(method, str) or not method.strip():
+        raise RunError(f'{path}: no "method" (a non-empty string)')
+    return method.strip(), record
+
+
+def source_method(record: dict, run_dir: Path) -> str:
+    """The method of the search a finetuned run came from, through finetunings of finetunings."""
+    seen = {run_dir.resolve()}
+    for _ in range(32):
+        method = record.get("source_method")
+        if not isinstance(method, str) or not method.strip():
+            return DEFAULT_SOURCE
+        if method.strip() != TRAIN:
+            return method.strip()
+        source = record.get("source")
+        if not isinstance(source, str) or Path(source).resolve() in seen:
+            return DEFAULT_SOURCE
+        seen.add(Path(source).resolve())
+        try:
+            record = read_json(Path(source) / RUN_FILE)
+        except RunError:
+            return DEFAULT_SOURCE
+    return DEFAULT_SOURCE
+
+
+def _accuracy(metrics: dict[str, float], name: str) -> float | None:
+    v = metrics.get(name)
+    return None if v is None or math.isnan(v) else v
+
+
+def read_run(arch_path: Path) -> Row:
+    """The row of one ``arch.yaml`` and the ``run.json`` beside it.
+
+    Raises:
+        RunError: either file is unreadable, or the YAML lacks its cost.
+    """
+    import yaml
+
+    from dnas.space import Architecture, SpaceError
+
+    run_dir = arch_path.parent
+    try:
+        arch = Architecture.load(arch_path)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, SpaceError) as e:
+        reason = " ".join(str(e).split())
+        raise RunError(f"{arch_path}: not a readable architecture ({reason})") from None
+    m = arch.metrics
+    missing = [k for k in ("latency_ms", "energy_mj") if k not in m]
+    if missing:
+        raise RunError(f"{arch_path}: no {' or '.join(missing)} in its metrics")
+    method, record = run_method(run_dir)
+    if method == TRAIN:
+        method = source_method(record, run_dir)
+        supernet, finetuned = _accuracy(m, "supernet_acc"), _accuracy(m, "test_acc")
+    else:
+        supernet, finetuned = _accuracy(m, "test_acc"), None
+    target_metric = target_value = None
+    for metric in ("latency_ms", "energy_mj"):  # latency preferred when the run had both
+        if f"target_{metric}" in m:
+            target_metric, target_value = metric, m[f"target_{metric}"]
+            break
+    return Row(
+        method=method,
+        target_metric=target_metric,
+        target_value=target_value,
+        latency_ms=m["latency_ms"],
+        energy_mj=m["energy_mj"],
+        supernet_acc=supernet,
+        finetuned_acc=finetuned,
+        run_dir=run_dir,
+    )
+
+
+def collect(dirs: Sequence[str | Path], warn: Callable[[str], None]) -> list[Row]:
+    """The rows of every readable ``arch.yaml`` under ``dirs``, fronts marked."""
+    files = find_arch_files(dirs)
+    if not files:
+        raise ParetoError(f"no {ARCH_FILE} under {', '.join(map(str, dirs))}")
+    rows = []
+    for f in files:
+        try:
+            rows.append(read_run(f))
+        except RunError as e:
+            warn(f"skipping {e}")
+    if not rows:
+        raise ParetoError(f"none of the {len(files)} {ARCH_FILE} file(s) found could be read")
+    mark_fronts(rows)
+    return rows
+
+
+# -------------------------------------------------------------------------------------- fronts
+def non_dominated(points: Sequence[tuple[float, float]]) -> list[bool]:
+    """For each ``(cost, accuracy)``: True when no other point is at most as costly and at least as
+    accurate, and strictly better in one (lower cost is better, higher accuracy is better)."""
+    return [
+        not any(
+            c2 <= c and a2 >= a and (c2 < c or a2 > a)
+            for j, (c2, a2) in enumerate(points)
+            if j != i
+        )
+        for i, (c, a) in enumerate(points)
+    ]
+
+
+def mark_fronts(rows: Iterable[Row]) -> None:
+    """Set ``on_front_latency``/``on_front_energy`` within each series (method × accuracy kind)."""
+    by_series: dict[tuple[str, bool], list[Row]] = {}
+    for r in rows:
+        r.on_front_latency = r.on_front_energy = False
+        if r.accuracy is not None:
+            by_series.setdefault(r.series, []).append(r)
+    for members in by_series.values():
+        for metric, _, _ in COSTS:
+            flags = non_dominated([(getattr(r, metric), r.accuracy) for r in members])
+            for r, on in zip(members, flags):
+                setattr(r, f"on_front_{metric.split('_')[0]}", on)
+
+
+# ------------------------------------------------------------------------------------- writing
+def write_csv(rows: Sequence[Row], path: Path) -> Path:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n")
+        w.writeheader()
+        w.writerows(r.csv_row() for r in rows)
+    return path
+
+
+def _styles(methods: Iterable[str]) -> dict[str, tuple[str, str]]:
+    out, spare = {}, iter(SPARE_STYLES * 4)
+    for m in methods:
+        out[m] = STYLES.get(m) or next(spare, ("black", "*"))
+    return out
+
+
+def series_label(method: str, finetuned: bool) -> str:
+    return f"{method} (finetuned)" if finetuned else f"{method} (in supernet)"
+
+
+def plot_pareto(rows: Sequence[Row], path: Path) -> Path:
+    """Two panels, accuracy (%) against latency and energy; every series' front as a step line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plotted = [r for r in rows if r.accuracy is not None]
+    series = sorted({r.series for r in plotted})
+    styles = _styles(sorted({m for m, _ in series}))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, (metric, name, unit) in zip(axes, COSTS):
+        flag = f"on_front_{metric.split('_')[0]}"
+        for method, finetuned in series:
+            color, marker = styles[method]
+            members = [r for r in plotted if r.series == (method, finetuned)]
+            for on_front in (True, False):  # the front bold, dominated points faint
+                pts = [r for r in members if getattr(r, flag) == on_front]
+                if not pts:
+                    continue
+                ax.scatter(
+                    [getattr(r, metric) for r in pts],
+                    [100 * r.accuracy for r in pts],
+                    marker=marker,
+                    s=36,
+                    facecolors=color if finetuned else "none",
+                    edgecolors=color,
+                    linewidths=1.2,
+                    alpha=0.95 if on_front else 0.4,
+                    label=series_label(method, finetuned) if on_front else None,
+                    zorder=3,
+                )
+            front = sorted(
+                (getattr(r, metric), 100 * r.accuracy) for r in members if getattr(r, flag)
+            )
+            if front:
+                ax.step(
+                    *zip(*front),
+                    where="post",
+                    color=color,
+                    linestyle="-" if finetuned else "--",
+                    linewidth=1.4,
+                    alpha=0.8,
+                    zorder=2,
+                )
+        ax.set_xlabel(f"BitFusion {name} ({unit})")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(f"accuracy vs {name}")
+        ax.grid(alpha=0.3)
+        if series:
+            ax.legend(fontsize=8, loc="lower right")
+        else:
+            ax.text(0.5, 0.5, "no accuracy recorded", ha="center", transform=ax.transAxes)
+    fig.suptitle(f"{len(rows)} architectures; step lines: the Pareto front of each series")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return path
+
+
+def print_summary(rows: Sequence[Row]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if not console.is_terminal:
+        console.width = max(console.width, 140)
+
+    def pct(v: float | None) -> str:
+        return "" if v is None else f"{100 * v:.2f}"
+
+    t = Table(title=f"{len(rows)} architectures", caption="front: L latency, E energy")
+    for name, justify in (
+        ("method", "left"),
+        ("target", "right"),
+        ("latency ms", "right"),
+        ("energy mJ", "right"),
+        ("supernet %", "right"),
+        ("finetuned %", "right"),
+        ("front", "center"),
+        ("run dir", "left"),
+    ):
+        t.add_column(name, justify=justify, no_wrap=name != "run dir")
+    for r in rows:
+        target = "" if r.target_metric is None else f"{r.target_metric} ≤ {r.target_value:.4g}"
+        front = ("L" if r.on_front_latency else "") + ("E" if r.on_front_energy else "")
+        t.add_row(
+            r.method,
+            target,
+            f"{r.latency_ms:.4f}",
+            f"{r.energy_mj:.4f}",
+            pct(r.supernet_acc),
+            pct(r.finetuned_acc),
+            front or "·",
+            str(r.run_dir),
+        )
+    console.print(t)
+
+
+# ----------------------------------------------------------------------------------------- CLI
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dnas-pareto",
+        description=(
+            "Collect every arch.yaml under run or multirun directories into pareto.csv (one row "
+            "per architecture: method, target, latency, energy, accuracies, Pareto-front flags) "
+            "and pareto.png (accuracy against latency and energy, one front per method)."
+        ),
+    )
+    parser.add_argument("dirs", nargs="+", metavar="DIR", help="run or multirun directories")
+    parser.add_argument(
+        "-o",
+        "--outdir",
+        default=".",
+        metavar="OUTDIR",
+        help="where pareto.csv and pareto.png go (default: the current directory)",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def warn(message: str) -> None:
+        print(f"dnas-pareto: warning: {message}", file=sys.stderr)
+
+    try:
+        rows = collect(args.dirs, warn)
+        out = Path(args.outdir)
+        if out.exists() and not out.is_dir():
+            raise ParetoError(f"-o {out}: not a directory")
+        csv_path = write_csv(rows, out / "pareto.csv")
+        png_path = plot_pareto(rows, out / "pareto.png")
+    except (ParetoError, OSError) as e:
+        print(f"dnas-pareto: error: {e}", file=sys.stderr)
+        return 2
+    print_summary(rows)
+    print(f"{len(rows)} architectures -> {csv_path}, {png_path}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,287 @@
+"""dnas-pareto: rows, methods, budgets and Pareto-front flags from hand-made run directories."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+from dnas.cli.pareto import COLUMNS, main, non_dominated
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+# (sub-directory, run.json or None, model.pt?, metrics): a multirun of every kind of run.
+NAN = float("nan")
+RUNS = [
+    ("0", {"method": "dnas"}, False, dict(lat=0.2, en=0.30, acc=0.80, t_lat=0.25)),
+    ("1", {"method": "dnas"}, False, dict(lat=0.4, en=0.20, acc=0.85, t_lat=0.5)),
+    ("2", {"method": "dnas"}, False, dict(lat=0.6, en=0.50, acc=0.84, t_lat=0.7)),
+    ("3", {"method": "dnas"}, False, dict(lat=0.3, en=0.10, acc=0.78, t_en=0.12)),
+    ("4", None, False, dict(lat=0.5, en=0.25, acc=0.86, t_lat=0.55, t_en=0.3)),  # old search
+    ("5", None, True, dict(lat=0.4, en=0.20, acc=0.90, sup=0.85, t_lat=0.5)),  # old dnas-train
+    (
+        "6",
+        {"method": "train", "source_method": "evolution_predictor"},
+        True,
+        dict(lat=0.35, en=0.22, acc=0.88),
+    ),
+    ("7", {"method": "evolution_predictor"}, False, dict(lat=0.3, en=0.15, acc=0.82, t_lat=0.3)),
+    ("8", {"method": "evolution_predictor"}, False, dict(lat=0.3, en=0.15, acc=0.82, t_lat=0.3)),
+    ("9", {"method": "evolution_predictor"}, False, dict(lat=0.25, en=0.3)),  # no accuracy
+    ("10", {"method": "random"}, False, dict(lat=0.1, en=0.05, acc=NAN)),
+    ("11", {"method": "random"}, False, dict(lat=0.2, en=0.10, acc=0.5)),
+]
+# method, target_metric, target_value, supernet_acc, finetuned_acc, front latency, front energy
+EXPECTED = {
+    "0": ("dnas", "latency_ms", "0.25", "0.8", "", True, False),
+    "1": ("dnas", "latency_ms", "0.5", "0.85", "", True, True),
+    "2": ("dnas", "latency_ms", "0.7", "0.84", "", False, False),
+    "3": ("dnas", "energy_mj", "0.12", "0.78", "", False, True),
+    "4": ("dnas", "latency_ms", "0.55", "0.86", "", True, True),
+    "5": ("dnas", "latency_ms", "0.5", "0.85", "0.9", True, True),
+    "6": ("evolution_predictor", "", "", "", "0.88", True, True),
+    "7": ("evolution_predictor", "latency_ms", "0.3", "0.82", "", True, True),
+    "8": ("evolution_predictor", "latency_ms", "0.3", "0.82", "", True, True),
+    "9": ("evolution_predictor", "", "", "", "", False, False),
+    "10": ("random", "", "", "", "", False, False),
+    "11": ("random", "", "", "0.5", "", True, True),
+}
+
+
+def make_run(run_dir, space, seed, run_json, model, lat, en, acc=None, sup=None, **targets):
+    run_dir.mkdir(parents=True, exist_ok=True)
+    metrics = {"latency_ms": lat, "energy_mj": en, "val_acc": 0.1}
+    if acc is not None:
+        metrics["test_acc"] = acc
+    if sup is not None:
+        metrics["supernet_acc"] = sup
+    if "t_lat" in targets:
+        metrics["target_latency_ms"] = targets["t_lat"]
+    if "t_en" in targets:
+        metrics["target_energy_mj"] = targets["t_en"]
+    space.random_arch(seed).with_metrics(**metrics).save(run_dir / "arch.yaml")
+    if run_json is not None:
+        (run_dir / "run.json").write_text(json.dumps({**run_json, "dnas_version": "0.1.0"}))
+    if model:
+        (run_dir / "model.pt").write_bytes(b"weights")
+    return run_dir
+
+
+@pytest.fixture
+def multirun(tmp_path, space):
+    root = tmp_path / "multirun"
+    for seed, (sub, run_json, model, m) in enumerate(RUNS):
+        make_run(root / sub, space, seed, run_json, model, **m)
+    # Hydra's folder holds configs, never results: an arch.yaml there is not a run.
+    make_run(root / "0" / ".hydra", space, 99, None, False, lat=9.0, en=9.0, acc=1.0)
+    (root / "multirun.yaml").write_text("hydra: {}\n")
+    return root
+
+
+def read_rows(path):
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        assert tuple(reader.fieldnames) == COLUMNS
+        return list(reader)
+
+
+def test_rows_methods_targets_and_fronts(multirun, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main([str(multirun), "-o", str(out)]) == 0
+    captured = capsys.readouterr()
+    rows = read_rows(out / "pareto.csv")
+    assert [r["run_dir"] for r in rows] == [str(multirun / s) for s, *_ in RUNS]  # natural order
+    for r, (sub, _, _, m) in zip(rows, RUNS):
+        method, tm, tv, sup, fin, f_lat, f_en = EXPECTED[sub]
+        got = (r["method"], r["target_metric"], r["target_value"], r["supernet_acc"])
+        assert got == (method, tm, tv, sup), sub
+        assert r["finetuned_acc"] == fin, sub
+        assert (r["on_front_latency"], r["on_front_energy"]) == (str(f_lat), str(f_en)), sub
+        assert float(r["latency_ms"]) == m["lat"] and float(r["energy_mj"]) == m["en"]
+    assert "12 architectures" in captured.out  # the summary table
+    assert "dnas-pareto: warning" not in captured.err
+
+
+def test_fronts_match_a_brute_force_count(multirun, tmp_path):
+    """Every flagged point is undominated in its series, every unflagged one is dominated."""
+    assert main([str(multirun), "-o", str(tmp_path)]) == 0
+    rows = read_rows(tmp_path / "pareto.csv")
+    for cost, flag in (("latency_ms", "on_front_latency"), ("energy_mj", "on_front_energy")):
+        for r in rows:
+            acc = float(r["finetuned_acc"] or r["supernet_acc"] or "nan")
+            peers = [
+                q
+                for q in rows
+                if q["method"] == r["method"]
+                and bool(q["finetuned_acc"]) == bool(r["finetuned_acc"])
+                and (q["finetuned_acc"] or q["supernet_acc"])
+                and q is not r
+            ]
+            dominated = any(
+                float(q[cost]) <= float(r[cost])
+                and float(q["finetuned_acc"] or q["supernet_acc"]) >= acc
+                and (
+                    float(q[cost]) < float(r[cost])
+                    or float(q["finetuned_acc"] or q["supernet_acc"]) > acc
+                )
+                for q in peers
+            )
+            assert r[flag] == str(not math.isnan(acc) and not dominated), (r["run_dir"], cost)
+
+
+def test_non_dominated():
+    pts = [(1.0, 0.5), (2.0, 0.7), (2.0, 0.6), (3.0, 0.7), (0.5, 0.4), (1.0, 0.5)]
+    assert non_dominated(pts) == [True, True, False, False, True, True]
+
+
+def test_plot_is_a_png(multirun, tmp_path):
+    assert main([str(multirun), "-o", str(tmp_path / "o")]) == 0
+    png = tmp_path / "o" / "pareto.png"
+    data = png.read_bytes()
+    assert data[:8] == PNG_MAGIC and len(data) > 20_000
+    import matplotlib.image
+
+    h, w, _ = matplotlib.image.imread(png).shape
+    assert w > 2 * h > 600  # two panels side by side
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["pareto.csv", "pareto.png"]
+
+
+def test_default_outdir_is_cwd_and_dirs_combine(multirun, tmp_path, space, monkeypatch):
+    single = make_run(tmp_path / "outputs" / "search" / "run", space, 1, None, False, lat=1, en=2)
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    # A directory given twice (directly and inside its multirun) counts once.
+    assert main([str(multirun), str(multirun / "3"), str(tmp_path / "outputs")]) == 0
+    rows = read_rows(here / "pareto.csv")
+    assert len(rows) == len(RUNS) + 1
+    assert rows[-1]["run_dir"] == str(single)
+    assert rows[-1]["method"] == "dnas" and rows[-1]["supernet_acc"] == ""
+    assert rows[-1]["target_metric"] == "" and rows[-1]["on_front_latency"] == "False"
+    assert (here / "pareto.png").is_file()
+
+
+def test_finetuned_run_reports_the_search_method_through_a_chain(tmp_path, space):
+    search = make_run(
+        tmp_path / "r" / "search", space, 0, {"method": "random"}, False, 0.3, 0.2, 0.6
+    )
+    first = {"method": "train", "source_method": "random", "source": str(search)}
+    ft1 = make_run(tmp_path / "r" / "ft1", space, 0, first, True, 0.3, 0.2, 0.7, sup=0.6)
+    second = {"method": "train", "source_method": "train", "source": str(ft1)}
+    make_run(tmp_path / "r" / "ft2", space, 0, second, True, 0.3, 0.2, 0.75, sup=0.6)
+    lost = {"method": "train", "source_method": "train", "source": str(tmp_path / "gone")}
+    make_run(tmp_path / "r" / "ft3", space, 0, lost, True, 0.3, 0.2, 0.72)
+    assert main([str(tmp_path / "r"), "-o", str(tmp_path)]) == 0
+    rows = {r["run_dir"].split(os.sep)[-1]: r for r in read_rows(tmp_path / "pareto.csv")}
+    assert rows["search"]["method"] == "random" and rows["search"]["finetuned_acc"] == ""
+    assert rows["ft1"]["method"] == rows["ft2"]["method"] == "random"
+    assert rows["ft2"]["finetuned_acc"] == "0.75" and rows["ft2"]["supernet_acc"] == "0.6"
+    assert rows["ft3"]["method"] == "dnas"  # the source is gone: dnas, as dnas-train assumes
+    # Finetuned and in-supernet accuracies are separate series: both fronts hold a point.
+    assert rows["search"]["on_front_latency"] == "True"
+    assert rows["ft2"]["on_front_latency"] == "True" and rows["ft1"]["on_front_latency"] == "False"
+
+
+def test_unreadable_runs_are_skipped_with_a_warning(multirun, tmp_path, space, capsys):
+    (multirun / "12").mkdir()
+    (multirun / "12" / "arch.yaml").write_text("stem: [8\n")
+    make_run(multirun / "13", space, 13, None, False, lat=0.1, en=0.1, acc=0.9)
+    (multirun / "13" / "run.json").write_text("{not json")
+    (multirun / "14").mkdir()
+    (multirun / "14" / "arch.yaml").write_text("blocks: []\nstem: {w_bits: 8}\n")
+    make_run(multirun / "15", space, 15, {"method": ""}, False, lat=0.1, en=0.1, acc=0.9)
+    assert main([str(multirun), "-o", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    warnings = [line for line in err.splitlines() if line.startswith("dnas-pareto: warning: ")]
+    assert len(warnings) == 4
+    for sub, file in (("12", "arch.yaml"), ("13", "run.json"), ("14", "arch.yaml")):
+        assert any(str(multirun / sub / file) in w for w in warnings), sub
+    assert any(str(multirun / "15" / "run.json") in w and "method" in w for w in warnings)
+    assert len(read_rows(tmp_path / "pareto.csv")) == len(RUNS)
+
+
+def test_a_yaml_without_cost_is_skipped(tmp_path, space, capsys):
+    run = tmp_path / "m" / "0"
+    run.mkdir(parents=True)
+    space.random_arch(0).with_metrics(test_acc=0.5).save(run / "arch.yaml")
+    make_run(tmp_path / "m" / "1", space, 1, None, False, lat=0.1, en=0.1, acc=0.9)
+    assert main([str(tmp_path / "m"), "-o", str(tmp_path)]) == 0
+    assert "no latency_ms or energy_mj" in capsys.readouterr().err
+    assert len(read_rows(tmp_path / "pareto.csv")) == 1
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "file", "only_unreadable"])
+def test_errors(tmp_path, capsys, case):
+    target = tmp_path / "d"
+    if case == "empty":
+        (target / ".hydra").mkdir(parents=True)
+        (target / ".hydra" / "arch.yaml").write_text("{}")  # hidden: not looked at
+    elif case == "file":
+        target.write_text("x")
+    elif case == "only_unreadable":
+        target.mkdir()
+        (target / "arch.yaml").write_text("- 1\n")
+    out = tmp_path / "out"
+    assert main([str(target), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    error = [line for line in err.splitlines() if line.startswith("dnas-pareto: error: ")]
+    assert len(error) == 1 and "Traceback" not in err
+    assert {
+        "missing": "no such directory",
+        "empty": "no arch.yaml under",
+        "file": "is not a directory",
+        "only_unreadable": "could be read",
+    }[case] in error[0]
+    assert not out.exists()
+
+
+SMALL = [
+    "data=synthetic",
+    "data.num_train=512",
+    "data.num_test=128",
+    "trainer.max_epochs=2",
+    "trainer.accelerator=cpu",
+    "trainer.enable_model_summary=false",
+    "search.warmup_epochs=1",
+    "search.bn_batches=2",
+    "final.bn_batches=2",
+]
+
+
+@pytest.mark.slow
+def test_real_sweep_to_pareto(tmp_path, capsys):
+    """`dnas-search experiment=pareto_sweep` (a multirun without -m; two budgets here) on synthetic
+    data, then dnas-pareto on its sweep directory."""
+    sweep = tmp_path / "sweep"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dnas.cli.search",
+            "experiment=pareto_sweep",
+            *SMALL,
+            "target.latency_frac=0.05,0.5",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        env={**os.environ, "DNAS_CACHE": str(tmp_path / "cache")},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert main([str(sweep), "-o", str(tmp_path / "out")]) == 0
+    rows = read_rows(tmp_path / "out" / "pareto.csv")
+    assert [r["run_dir"] for r in rows] == [str(sweep / "0"), str(sweep / "1")]
+    assert all(r["method"] == "dnas" and r["target_metric"] == "latency_ms" for r in rows)
+    targets = [float(r["target_value"]) for r in rows]
+    assert targets[0] < targets[1]
+    for r in rows:
+        assert float(r["latency_ms"]) <= float(r["target_value"])
+        assert 0.0 <= float(r["supernet_acc"]) <= 1.0 and r["finetuned_acc"] == ""
+    assert any(r["on_front_latency"] == "True" for r in rows)
+    assert (tmp_path / "out" / "pareto.png").read_bytes()[:8] == PNG_MAGIC
