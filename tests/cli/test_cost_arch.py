@@ -11,7 +11,7 @@ import yaml
 
 from dnas.cli.cost import cost_arch, main
 from dnas.cost.hardware import BitFusionConfig, load_hardware
-from dnas.space import load_space
+from dnas.space import SearchSpace, load_space
 
 CONF = resources.files("dnas") / "conf"
 BITFUSION_YAML = load_hardware("bitfusion").to_dict()
@@ -166,6 +166,26 @@ def test_space_by_path(tmp_path, capsys, space, table):
     assert rc == 0 and "exactly" in out
 
 
+def test_run_directory_and_its_space_yaml(tmp_path, capsys):
+    """A run writes space.yaml beside arch.yaml (the space with the run's overrides): it is the
+    default space, and the run directory may stand for its arch.yaml."""
+    data = yaml.safe_load((CONF / "space" / "fmnist_mbv2.yaml").read_text())
+    custom = SearchSpace.from_dict({**data, "expand_ratios": [2, 4]})  # other widths, same name
+    arch = custom.smallest_arch()
+    assert custom.name == arch.space == "fmnist_mbv2"
+    _, total = cost_arch(custom, arch, BitFusionConfig(), "torch")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "space.yaml").write_text(yaml.safe_dump(custom.to_dict(), sort_keys=False))
+    metrics = {"latency_ms": total["latency_ms"], "energy_mj": total["energy_mj"]}
+    arch.with_metrics(**metrics).save(run_dir / "arch.yaml")
+    rc, out, err = run(capsys, run_dir)
+    assert rc == 0 and "exactly" in out, err
+    one_line_error(capsys, [run_dir, "--space", "fmnist_mbv2"], "does not fit space")
+    (run_dir / "space.yaml").write_text("name: broken\n")
+    one_line_error(capsys, [run_dir], "space.yaml: not a valid search space")
+
+
 def one_line_error(capsys, argv, *fragments):
     rc, _, err = run(capsys, *argv)
     assert rc == 2
@@ -204,7 +224,8 @@ def test_input_errors_are_one_line(tmp_path, capsys, space):
     arch_file = tmp_path / "arch.yaml"
     space.random_arch(1).save(arch_file)
     one_line_error(capsys, [tmp_path / "missing.yaml"], "missing.yaml: no such file")
-    one_line_error(capsys, [tmp_path], "is a directory")
+    (tmp_path / "empty").mkdir()
+    one_line_error(capsys, [tmp_path / "empty"], "is a directory without an arch.yaml")
     one_line_error(capsys, [CONF / "space" / "fmnist_mbv2.yaml"], "is not an architecture")
     (tmp_path / "bad.yaml").write_text("stem: [1\n")
     one_line_error(capsys, [tmp_path / "bad.yaml"], "not valid YAML")

@@ -183,18 +183,24 @@ def layer_name(key) -> str:
     return key.role if key.block < 0 else f"{key.role}.{key.block}"
 
 
-def load_arch(path: Path) -> Architecture:
-    """An architecture YAML, or an InputError saying in one line why it is not one."""
+def load_arch(path: Path) -> tuple[Architecture, Path]:
+    """The architecture of a YAML file, or of the ``arch.yaml`` in a run directory, and its path.
+
+    Raises:
+        InputError: saying in one line why there is no architecture there.
+    """
     import yaml
 
     from dnas.space import Architecture, SpaceError
 
     if path.is_dir():
-        raise InputError(f"{path} is a directory; give the arch.yaml in it")
+        if not (path / "arch.yaml").is_file():
+            raise InputError(f"{path} is a directory without an arch.yaml")
+        path = path / "arch.yaml"
     if not path.is_file():
         raise InputError(f"{path}: no such file")
     try:
-        return Architecture.load(path)
+        return Architecture.load(path), path
     except yaml.YAMLError as e:
         reason = " ".join(str(e).split())
         raise InputError(f"{path}: not valid YAML ({reason})") from None
@@ -207,37 +213,46 @@ def load_arch(path: Path) -> Architecture:
         ) from None
 
 
-def resolve_arch_space(arch: Architecture, arch_path: Path, space_arg: str | None) -> SearchSpace:
-    """``--space`` (a built-in name or a YAML path), else the space the architecture names."""
+def _load_space(name_or_path: str | Path, what: str) -> SearchSpace:
     import yaml
 
-    from dnas.space import SpaceError, builtin_space_names, load_space
+    from dnas.space import SpaceError, load_space
 
-    if space_arg is None:
-        if not arch.space:
-            raise InputError(f"{arch_path} names no search space; give one with --space NAME|PATH")
-        try:
-            space = load_space(arch.space)
-        except ValueError:
-            raise InputError(
-                f"{arch_path} was derived in space {arch.space!r}, which is not built in "
-                f"(built-in: {', '.join(builtin_space_names())}); give its config with "
-                "--space PATH"
-            ) from None
+    try:
+        return load_space(name_or_path)
+    except SpaceError as e:
+        raise InputError(f"{what}: not a valid search space ({e})") from None
+    except yaml.YAMLError as e:
+        raise InputError(f"{what}: not valid YAML ({' '.join(str(e).split())})") from None
+
+
+def resolve_arch_space(arch: Architecture, arch_path: Path, space_arg: str | None) -> SearchSpace:
+    """The space to cost ``arch`` in, checked to hold every choice of it.
+
+    ``--space`` (a built-in name or a YAML path); else the ``space.yaml`` a run writes beside its
+    ``arch.yaml`` (the exact space of the search, overrides included); else the built-in space the
+    architecture names.
+    """
+    from dnas.space import SpaceError, builtin_space_names
+
+    run_space = arch_path.parent / "space.yaml"
+    if space_arg is not None:
+        space = _load_space(space_arg, f"--space {space_arg}")
+    elif run_space.is_file():
+        space = _load_space(run_space, str(run_space))
+    elif not arch.space:
+        raise InputError(f"{arch_path} names no search space; give one with --space NAME|PATH")
+    elif arch.space not in builtin_space_names():
+        raise InputError(
+            f"{arch_path} was derived in space {arch.space!r}, which is not built in "
+            f"(built-in: {', '.join(builtin_space_names())}); give its config with --space PATH"
+        )
     else:
-        try:
-            space = load_space(space_arg)
-        except SpaceError as e:
-            raise InputError(f"--space {space_arg}: not a valid search space ({e})") from None
-        except yaml.YAMLError as e:
-            reason = " ".join(str(e).split())
-            raise InputError(f"--space {space_arg}: not valid YAML ({reason})") from None
+        space = _load_space(arch.space, f"space {arch.space!r}")
     try:
         space.validate_arch(arch)
     except SpaceError as e:
-        if space_arg is None:
-            hint = "give the space it was derived in with --space NAME|PATH"
-        elif arch.space and arch.space != space.name:
+        if space_arg is not None and arch.space and arch.space != space.name:
             hint = f"it names space {arch.space!r}: try --space {arch.space}"
         else:
             hint = "give the space it was derived in with --space NAME|PATH"
@@ -406,8 +421,7 @@ def cmd_arch(args: argparse.Namespace) -> int:
 
     from dnas.cost.backend import resolve_backend
 
-    arch_path = Path(args.arch)
-    arch = load_arch(arch_path)
+    arch, arch_path = load_arch(Path(args.arch))
     space = resolve_arch_space(arch, arch_path, args.space)
     try:
         hw = load_hardware(args.hardware)
@@ -486,11 +500,14 @@ def build_parser() -> argparse.ArgumentParser:
             "they differ)."
         ),
     )
-    ar.add_argument("arch", metavar="ARCH.yaml")
+    ar.add_argument(
+        "arch", metavar="ARCH.yaml", help="an arch.yaml, or a run directory holding one"
+    )
     ar.add_argument(
         "--space",
         metavar="NAME|PATH",
-        help="built-in space name or YAML path (default: the space ARCH.yaml names)",
+        help="built-in space name or YAML path (default: the space.yaml beside ARCH.yaml, "
+        "else the built-in space ARCH.yaml names)",
     )
     ar.add_argument(
         "--hardware",
