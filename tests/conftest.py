@@ -74,3 +74,41 @@ def table(space):
     from dnas.cost.table import build_table
 
     return build_table(space, backend="torch")
+
+
+# ----------------------------------------------- tiny search and training runs (synthetic data)
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="session")
+def search_run(tmp_path_factory, cache_dir) -> Path:
+    """The run directory of a 2-epoch search on synthetic data."""
+    from dnas.cli.search import run
+    from tests.runs import SEARCH, compose_config
+
+    out = tmp_path_factory.mktemp("search")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("DNAS_CACHE", str(cache_dir))
+    try:
+        run(compose_config("search", *SEARCH, f"hydra.runtime.output_dir={out}"), output_dir=out)
+    finally:
+        mp.undo()
+    return out
+
+
+@pytest.fixture(scope="session")
+def train_run(tmp_path_factory, cache_dir, search_run) -> Path:
+    """The run directory of a 1-epoch finetune of that search's child (inherited weights)."""
+    from dnas.cli.train import run
+    from tests.runs import TRAIN, compose_config
+
+    out = tmp_path_factory.mktemp("train")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("DNAS_CACHE", str(cache_dir))
+    try:
+        run(compose_config("train", *TRAIN, f"arch={search_run}"), output_dir=out)
+    finally:
+        mp.undo()
+    return out

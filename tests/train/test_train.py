@@ -15,8 +15,7 @@ from dnas.data import SyntheticDataModule
 from dnas.space import Architecture, load_space
 from dnas.supernet import ChildNet, SuperNet
 from dnas.train import TrainError, init_child, load_child, load_supernet
-
-from .conftest import TRAIN, compose_config
+from tests.runs import TRAIN, compose_config
 
 
 def _data():
@@ -30,7 +29,7 @@ def test_train_writes_a_loadable_child_with_exact_cost(train_run, search_run, ca
     searched = Architecture.load(search_run / "arch.yaml")
     assert arch == searched  # same choices
     space = load_space("fmnist_mbv2")
-    table, _, built = load_or_build(space, BitFusionConfig(), str(next(cache_dir.rglob("*.pt"))))
+    table, _, _ = load_or_build(space, BitFusionConfig(), str(next(cache_dir.rglob("*.pt"))))
     lat, en = table.arch_cost(space, arch)
     assert arch.metrics["latency_ms"] == lat and arch.metrics["energy_mj"] == en
     # the search's accuracy inside the supernet is kept apart from the finetuned one
@@ -111,5 +110,5 @@ def test_foreign_or_untrusted_checkpoint_is_refused(tmp_path, search_run):
 
 
 def test_load_child_names_what_is_missing(tmp_path):
-    with pytest.raises(TrainError, match="model.pt"):
+    with pytest.raises(TrainError, match=r"model\.pt"):
         load_child(tmp_path)

@@ -1,0 +1,135 @@
+"""``dnas-export RUN_DIR``: a trained child network (a ``dnas-train`` run) for deployment.
+
+Writes ``RUN_DIR/export/`` (or ``-o DIR``): ``model.safetensors`` (integer weights at their bits,
+per-channel scales, activation bits/clips/signedness, batch norm folded; the layer graph and the
+architecture in its metadata), ``arch.yaml`` and ``model.onnx`` (QuantizeLinear/DequantizeLinear;
+needs ``pip install "dnas[export]"``). Each output is checked before the command returns: the
+integer reference forward and, when written, onnxruntime must give the trained network's top-1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="dnas-export",
+        description=(
+            "Export a trained child network (a dnas-train run directory) as integers "
+            "(safetensors) and as ONNX with QuantizeLinear/DequantizeLinear."
+        ),
+        epilog=(
+            "examples:\n"
+            "  dnas-export outputs/train/2026-11-30/14-00-00\n"
+            "  dnas-export RUN_DIR -o deploy/ --no-onnx\n"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a dnas-train run directory")
+    p.add_argument("-o", "--output", metavar="DIR", help="output directory (RUN_DIR/export)")
+    p.add_argument("--no-onnx", action="store_true", help="write only the safetensors file")
+    p.add_argument(
+        "--check-batches",
+        type=int,
+        default=4,
+        metavar="N",
+        help="random batches of 64 inputs on which the exports are compared (default 4)",
+    )
+    return p
+
+
+def _normalization(run_dir: Path) -> dict[str, str]:
+    from dnas.cli.common import read_run_record
+
+    data = (read_run_record(run_dir).get("config") or {}).get("data") or {}
+    if "mean" in data and "std" in data:
+        return {"input_normalization": f"(x - {data['mean']}) / {data['std']}, x in [0, 1]"}
+    return {}
+
+
+def export_run(run_dir: Path, out: Path, onnx: bool = True, check_batches: int = 4) -> dict:
+    """Export a run directory; returns what was written and the agreement figures."""
+    import torch
+
+    from dnas.export import export_integer, load_safetensors, reference_forward, save_safetensors
+    from dnas.train.load import ARCH_FILE, load_child
+
+    child = load_child(run_dir)
+    arch_text = (run_dir / ARCH_FILE).read_text()
+    space = child.space
+    if onnx:
+        try:
+            import onnx as _onnx  # noqa: F401
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            raise ValueError(
+                'ONNX export needs onnx and onnxruntime: pip install "dnas[export]" '
+                "(or pass --no-onnx)"
+            ) from None
+    model = export_integer(
+        child, meta={"arch_yaml": arch_text, "space": space.name, **_normalization(run_dir)}
+    )
+    gen = torch.Generator().manual_seed(0)
+    shape = (space.in_channels, space.resolution, space.resolution)
+    xs = [torch.randn(64, *shape, generator=gen) for _ in range(max(1, check_batches))]
+    with torch.no_grad():
+        ref = torch.cat([child(x) for x in xs])
+    written = {"safetensors": save_safetensors(model, out / "model.safetensors")}
+    (out / ARCH_FILE).write_text(arch_text)
+    back = load_safetensors(written["safetensors"])
+    got = torch.cat([reference_forward(back, x) for x in xs]).float()
+    report = {
+        "integer_top1_agreement": float((got.argmax(1) == ref.argmax(1)).float().mean()),
+        "integer_max_abs_diff": float((got - ref).abs().max()),
+    }
+    if onnx:
+        import numpy as np
+        import onnxruntime as ort
+
+        from dnas.export.onnx import save_onnx, to_onnx
+
+        proto = to_onnx(back, shape, space.num_classes)
+        written["onnx"] = save_onnx(proto, out / "model.onnx")
+        sess = ort.InferenceSession(str(written["onnx"]), providers=["CPUExecutionProvider"])
+        o = np.concatenate([sess.run(None, {"input": x.numpy()})[0] for x in xs])
+        report["onnx_top1_agreement"] = float((o.argmax(1) == ref.argmax(1).numpy()).mean())
+        report["onnx_max_abs_diff"] = float(np.abs(o - ref.numpy()).max())
+    report["written"] = {k: str(v) for k, v in written.items()}
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from dnas.train.load import TrainError
+
+    run_dir = Path(args.run_dir).expanduser()
+    out = Path(args.output).expanduser() if args.output else run_dir / "export"
+    try:
+        if not run_dir.is_dir():
+            raise TrainError(f"{run_dir}: no such run directory")
+        report = export_run(run_dir, out, onnx=not args.no_onnx, check_batches=args.check_batches)
+    except (TrainError, ValueError, FileNotFoundError) as e:
+        print(f"dnas-export: error: {e}", file=sys.stderr)
+        return 2
+    for kind, path in report["written"].items():
+        print(f"{kind:12s} {path}")
+    n = 64 * max(1, args.check_batches)
+    print(
+        f"check on {n} random inputs: integer reference top-1 agreement "
+        f"{100 * report['integer_top1_agreement']:.2f}% (max |Δlogit| "
+        f"{report['integer_max_abs_diff']:.2e})"
+        + (
+            f", onnxruntime {100 * report['onnx_top1_agreement']:.2f}% "
+            f"(max |Δlogit| {report['onnx_max_abs_diff']:.2e})"
+            if "onnx_top1_agreement" in report
+            else ""
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""Export: integers at their bits (safetensors) reproduce the fake-quantized network, and so does
+the ONNX graph in onnxruntime."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from dnas.cli.export import export_run, main
+from dnas.data import SyntheticDataModule
+from dnas.export import export_integer, load_safetensors, reference_forward, save_safetensors
+from dnas.quant.functions import weight_levels
+from dnas.space import load_space
+from dnas.supernet import ChildNet, recalibrate_bn
+from dnas.train import load_child
+
+
+def _test_images(n: int = 128) -> torch.Tensor:
+    data = SyntheticDataModule(num_train=512, num_test=n, arch_fraction=0.0)
+    data.setup("test")
+    return data.split("test")[0]
+
+
+def test_integers_stay_within_their_bits_and_round_trip(tmp_path):
+    space = load_space("fmnist_mbv2")
+    arch = space.random_arch(7)
+    torch.manual_seed(0)
+    child = ChildNet(space, arch)
+    recalibrate_bn(child, [torch.randn(16, 1, 28, 28) for _ in range(3)], 3)
+    model = export_integer(child.eval())
+    for op in model.graph:
+        if op["op"] in ("conv", "linear"):
+            q = model.tensors[f"{op['name']}.weight_int"]
+            assert q.dtype == torch.int8
+            assert int(q.abs().max()) <= weight_levels(op["w_bits"])
+    convs = [op for op in model.graph if op["op"] == "conv"]
+    assert len(convs) == 2 + sum(2 + (b.expand is not None) for b in arch.blocks if not b.skipped)
+    path = save_safetensors(model, tmp_path / "m.safetensors")
+    back = load_safetensors(path)
+    assert back.graph == model.graph
+    for k, v in model.tensors.items():
+        assert torch.equal(back.tensors[k], v), k
+
+
+def test_reference_forward_reproduces_the_trained_child(train_run, tmp_path):
+    """From the file alone: same top-1 on a test batch, logits within a tight tolerance."""
+    child = load_child(train_run)
+    report = export_run(train_run, tmp_path, onnx=True, check_batches=1)
+    model = load_safetensors(tmp_path / "model.safetensors")
+    x = _test_images()
+    with torch.no_grad():
+        ref = child(x)
+    got = reference_forward(model, x).float()
+    assert torch.equal(got.argmax(1), ref.argmax(1))
+    # Float rounding differs (an exact integer accumulator against float32 convs), so an activation
+    # on a rounding boundary can land one level apart: rare, and at most a small logit change.
+    diff = (got - ref).abs() / float(ref.abs().max())
+    assert float(diff.max()) <= 0.02
+    assert float(diff.median()) <= 1e-5
+    assert report["integer_top1_agreement"] >= 0.99
+
+
+def test_onnx_matches_pytorch_on_a_test_batch(train_run, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    assert main([str(train_run), "-o", str(tmp_path)]) == 0
+    sess = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    types = {n.op_type for n in __import__("onnx").load(str(tmp_path / "model.onnx")).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv", "Gemm"} <= types
+    x = _test_images()
+    with torch.no_grad():
+        ref = load_child(train_run)(x).numpy()
+    out = sess.run(None, {"input": x.numpy()})[0]
+    assert (out.argmax(1) == ref.argmax(1)).all()
+    diff = np.abs(out - ref) / np.abs(ref).max()
+    assert diff.max() <= 0.02 and np.median(diff) <= 1e-5
+
+
+def test_export_errors(tmp_path, capsys):
+    assert main([str(tmp_path / "nope")]) == 2
+    assert "no such run directory" in capsys.readouterr().err
+    assert main([str(tmp_path)]) == 2
+    assert "model.pt" in capsys.readouterr().err
+    assert not (tmp_path / "export").exists()
+
+
+def _mixed_bits(arch):
+    """``arch`` with every bit-width raised to at least 3 (trainable in one short epoch)."""
+    from dataclasses import replace
+
+    from dnas.space import ConvBits
+
+    def up(b):
+        return None if b is None else ConvBits(max(b.w_bits, 3), max(b.a_bits, 3))
+
+    blocks = tuple(
+        replace(b, expand=up(b.expand), dw=up(b.dw), project=up(b.project)) for b in arch.blocks
+    )
+    return replace(arch, blocks=blocks)
+
+
+@pytest.mark.slow
+def test_onnx_agrees_with_pytorch_on_the_fashion_mnist_test_set(tmp_path, monkeypatch):
+    """A child with mixed bits (3..8) trained briefly on Fashion-MNIST, exported: onnxruntime
+    gives PyTorch's top-1 on >= 99.9 % of the 10 000 test images."""
+    ort = pytest.importorskip("onnxruntime")
+    from dnas.cli.train import run
+    from dnas.data import FashionMNISTDataModule
+    from tests.runs import compose_config
+
+    monkeypatch.setenv("DNAS_CACHE", str(tmp_path / "cache"))
+    space = load_space("fmnist_mbv2")
+    _mixed_bits(space.random_arch(11)).save(tmp_path / "arch.yaml")
+    cfg = compose_config(
+        "train",
+        f"arch={tmp_path}/arch.yaml",
+        "init=scratch",
+        "data.limit_train=6000",
+        "trainer.max_epochs=1",
+        "trainer.enable_model_summary=false",
+    )
+    out = tmp_path / "train"
+    acc = run(cfg, output_dir=out)
+    assert acc > 0.5  # it learned something, so agreement is not on noise
+    assert main([str(out)]) == 0
+    data = FashionMNISTDataModule(arch_fraction=0.0)
+    data.setup("test")
+    x = data.split("test")[0]
+    assert len(x) == 10_000
+    child = load_child(out)
+    with torch.no_grad():
+        ref = torch.cat([child(b) for b in x.split(1000)]).numpy()
+    sess = ort.InferenceSession(str(out / "export" / "model.onnx"))
+    got = np.concatenate([sess.run(None, {"input": b.numpy()})[0] for b in x.split(1000)])
+    agree = float((got.argmax(1) == ref.argmax(1)).mean())
+    assert agree >= 0.999, agree
+    model = load_safetensors(out / "export" / "model.safetensors")
+    ints = torch.cat([reference_forward(model, b) for b in x.split(1000)]).float().numpy()
+    assert float((ints.argmax(1) == ref.argmax(1)).mean()) >= 0.999

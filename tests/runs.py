@@ -1,0 +1,32 @@
+"""Small run configurations shared by the training and export tests."""
+
+from __future__ import annotations
+
+from hydra import compose, initialize_config_module
+
+SEARCH = [
+    "data=synthetic",
+    "data.num_train=512",
+    "data.num_test=128",
+    "trainer.max_epochs=2",
+    "trainer.accelerator=cpu",
+    "trainer.enable_model_summary=false",
+    "search.warmup_epochs=1",
+    "search.bn_batches=2",
+    "final.bn_batches=2",
+    "target.latency_frac=0.2",
+]
+TRAIN = [
+    "data=synthetic",
+    "data.num_train=512",
+    "data.num_test=128",
+    "trainer.max_epochs=1",
+    "trainer.accelerator=cpu",
+    "trainer.enable_model_summary=false",
+    "train.bn_batches=2",
+]
+
+
+def compose_config(name: str, *overrides: str):
+    with initialize_config_module("dnas.conf", version_base="1.3"):
+        return compose(name, overrides=list(overrides), return_hydra_config=True)
