@@ -30,3 +30,26 @@ TRAIN = [
 def compose_config(name: str, *overrides: str):
     with initialize_config_module("dnas.conf", version_base="1.3"):
         return compose(name, overrides=list(overrides), return_hydra_config=True)
+
+
+EVOLVE = [
+    "data=synthetic",
+    "data.num_train=512",
+    "data.num_test=128",
+    "trainer.max_epochs=1",
+    "trainer.accelerator=cpu",
+    "trainer.enable_model_summary=false",
+    "evaluation.images=128",
+    "evaluation.bn_batches=2",
+    "evaluation.recheck=2",
+    "predictor.samples=24",
+    "predictor.epochs=30",
+    "evolution.generations=3",
+    "evolution.population=20",
+    "evolution.parents=5",
+    "evolution.mutations=10",
+    "evolution.crossovers=10",
+    "random.samples=30",
+    "final.bn_batches=2",
+    "target.latency_frac=0.3",
+]

@@ -69,3 +69,20 @@ def test_default_search_config():
 
     o = opt([torch.nn.Parameter(torch.zeros(1))])
     assert sched(o).T_max == cfg.trainer.max_epochs
+
+
+def compose_train(*overrides):
+    with initialize_config_module("dnas.conf", version_base="1.3"):
+        return compose("train", overrides=["arch=some/run", *overrides])
+
+
+@pytest.mark.parametrize("data", options("data"))
+def test_train_config_composes_with_every_data_set(data):
+    cfg = compose_train(f"data={data}")
+    dm = instantiate(cfg.data)
+    assert dm.arch_fraction == 0.0  # a child trains on every training image
+    import torch
+
+    opt = instantiate(cfg.optimizer)([torch.nn.Parameter(torch.zeros(1))])
+    assert opt.defaults["lr"] == cfg.optimizer.lr
+    assert cfg.train.bn_batches >= 1 and cfg.trainer.max_epochs >= 1

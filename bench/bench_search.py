@@ -1,0 +1,281 @@
+"""Head-to-head: the differentiable search against APQ's evolution and random search, on equal terms.
+
+Every method searches the same space (``fmnist_mbv2``) on the same data split and cost table, at
+the same targets; every architecture found is finetuned by the same ``dnas-train`` recipe from its
+own search's supernet weights and tested on the Fashion-MNIST test set.
+
+Methods and seeds (full run):
+- ``dnas``: ``dnas-search`` (seeds 0, 1), a full run per target;
+- ``evolution_predictor``: ``dnas-evolve`` with APQ's predictor (seeds 0, 1);
+- ``evolution_direct``: ``dnas-evolve fitness=direct`` (seed 0);
+- ``random``: ``dnas-evolve algorithm=random fitness=direct`` (seed 0).
+The uniform supernet and the predictor data do not depend on the target: they are computed once
+per seed (at the first target) and reused (``supernet=``, ``predictor.data=``); each record carries
+that one-off cost (``one_off_s``) apart from its per-target cost (``per_target_s``).
+
+Each finished run is appended to ``bench/results/search.json`` at once (``--quick``:
+``search_quick.json``), and a rerun skips what is recorded, so the benchmark runs across sessions.
+Wall-clock and process CPU time are recorded for every phase: on 2 cores anything else running
+slows a run by up to 2x, so compare on CPU time where the machine was shared.
+
+    python bench/bench_search.py              # the full comparison (hours; resumable)
+    python bench/bench_search.py --quick      # a smoke test (< 5 min)
+    python bench/bench_search.py --plot       # redraw docs/search_vs_evolution.png from the records
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+RESULTS = ROOT / "results"
+
+FULL = {
+    "targets": [
+        ("latency_ms", "latency_frac", 0.15),
+        ("latency_ms", "latency_frac", 0.3),
+        ("latency_ms", "latency_frac", 0.5),
+        ("energy_mj", "energy_frac", 0.3),
+    ],
+    "runs": [
+        ("dnas", 0),
+        ("evolution_predictor", 0),
+        ("evolution_direct", 0),
+        ("random", 0),
+        ("dnas", 1),
+        ("evolution_predictor", 1),
+    ],
+    "common": [],
+    "evolve": [
+        "predictor.samples=1000",
+        "evolution.generations=500",
+        "evaluation.images=1000",
+        "evaluation.bn_batches=10",
+    ],
+    "direct": ["evolution.generations=8"],
+    "random": ["random.samples=800"],
+    "train": ["trainer.max_epochs=2"],
+}
+QUICK = {
+    "targets": [("latency_ms", "latency_frac", 0.3)],
+    "runs": [("dnas", 0), ("evolution_predictor", 0), ("random", 0)],
+    "common": ["data.limit_train=6000", "data.limit_test=1000", "trainer.max_epochs=2"],
+    "evolve": [
+        "predictor.samples=60",
+        "predictor.epochs=100",
+        "evolution.generations=20",
+        "evaluation.images=300",
+        "evaluation.bn_batches=3",
+        "evaluation.recheck=2",
+    ],
+    "direct": ["evolution.generations=2"],
+    "random": ["random.samples=60"],
+    "train": ["trainer.max_epochs=1", "data.limit_train=6000", "data.limit_test=1000"],
+}
+EVOLVE_ARGS = {
+    "evolution_predictor": ["algorithm=evolution", "fitness=predictor"],
+    "evolution_direct": ["algorithm=evolution", "fitness=direct"],
+    "random": ["algorithm=random", "fitness=direct"],
+}
+
+
+def _compose(name: str, overrides: list[str]):
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module("dnas.conf", version_base="1.3"):
+        return compose(name, overrides=overrides, return_hydra_config=True)
+
+
+def _machine() -> dict:
+    import torch
+
+    return {"cpus": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version()}
+
+
+def _load(path: Path) -> list[dict]:
+    return json.loads(path.read_text()) if path.is_file() else []
+
+
+def _save(path: Path, records: list[dict]) -> None:
+    from dnas.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(records, indent=1) + "\n")
+
+
+def _timed(fn):
+    t0, c0 = time.perf_counter(), time.process_time()
+    value = fn()
+    return value, time.perf_counter() - t0, time.process_time() - c0
+
+
+def search_one(method, seed, target, cfg, runs: Path, oneoff: dict) -> tuple[Path, dict]:
+    """Run one search; returns its run directory and its cost figures."""
+    _, key, frac = target
+    out = runs / f"{method}_s{seed}_{key}{frac}"
+    tgt = ["target.latency_frac=null", f"target.{key}={frac}"]
+    if method == "dnas":
+        from dnas.cli.search import run
+
+        overrides = [*cfg["common"], *tgt, f"seed={seed}", f"hydra.runtime.output_dir={out}"]
+        _, wall, cpu = _timed(lambda: run(_compose("search", overrides), output_dir=out))
+        return out, {
+            "search_s": wall,
+            "search_cpu_s": cpu,
+            "one_off_s": 0.0,
+            "per_target_s": wall,
+            "evaluated": 0,
+        }
+    from dnas.cli.evolve import run
+
+    overrides = [*cfg["common"], *cfg["evolve"], *EVOLVE_ARGS[method], *tgt, f"seed={seed}"]
+    overrides += cfg["direct"] if method == "evolution_direct" else []
+    overrides += cfg["random"] if method == "random" else []
+    shared = oneoff.setdefault(seed, {})
+    predictor = method == "evolution_predictor"
+    if shared.get("supernet"):
+        overrides.append(f"supernet={shared['supernet']}")
+    if predictor and shared.get("pdata"):
+        overrides.append(f"predictor.data={shared['pdata']}")
+    _, wall, cpu = _timed(lambda: run(_compose("evolve", overrides), output_dir=out))
+    rec = json.loads((out / "run.json").read_text())
+    if not shared.get("supernet"):  # trained here: later targets reuse it
+        shared.update(supernet=str(out / "supernet.pt"), supernet_s=rec["supernet_s"])
+    if predictor and not shared.get("pdata"):  # measured here
+        shared.update(pdata=str(out / "predictor_data.csv"), pdata_s=rec["predictor_data_s"])
+    one_off = shared["supernet_s"] + (shared["pdata_s"] if predictor else 0.0)
+    own = rec["search_s"] - rec["supernet_s"] - (rec["predictor_data_s"] if predictor else 0.0)
+    return out, {
+        "search_s": one_off + own,
+        "search_cpu_s": rec["search_cpu_s"],
+        "one_off_s": one_off,
+        "per_target_s": own,
+        "evaluated": rec["evaluated"],
+        "predictor_samples": rec.get("predictor_samples", 0),
+        "generations": rec.get("generations", 0),
+        "wall_this_run_s": wall,
+        "cpu_this_run_s": cpu,
+    }
+
+
+def finetune(search_dir: Path, cfg, runs: Path) -> tuple[float, float, float]:
+    from dnas.cli.train import run
+
+    out = runs / f"{search_dir.name}_train"
+    acc, wall, cpu = _timed(
+        lambda: run(_compose("train", [*cfg["train"], f"arch={search_dir}"]), output_dir=out)
+    )
+    return acc, wall, cpu
+
+
+def plot(records: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from dnas.atomic import atomic_path
+
+    style = {
+        "dnas": ("tab:blue", "o"),
+        "evolution_predictor": ("tab:orange", "s"),
+        "evolution_direct": ("tab:green", "^"),
+        "random": ("tab:gray", "D"),
+    }
+    metrics = [("latency_ms", "latency (ms)"), ("energy_mj", "energy (mJ)")]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, (metric, label) in zip(axes, metrics):
+        recs = [r for r in records if r["target_metric"] == metric]
+        for t in sorted({r["target_value"] for r in recs}):
+            ax.axvline(t, color="crimson", ls=":", lw=1)
+        for method, (color, marker) in style.items():
+            pts = [(r[metric], 100 * r["test_acc"]) for r in recs if r["method"] == method]
+            if pts:
+                ax.scatter(*zip(*pts), c=color, marker=marker, label=method, s=36)
+        ax.set_xlabel(f"exact BitFusion {label}")
+        ax.set_ylabel("finetuned test accuracy (%)")
+        ax.set_title(f"{metric.split('_')[0]} targets (dotted)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="differentiable search vs APQ's evolution vs random")
+    p.add_argument("--quick", action="store_true", help="one target, small data (< 5 min)")
+    p.add_argument("--plot", action="store_true", help="only redraw the plot from the records")
+    args = p.parse_args(argv)
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # before Lightning imports triton (CPU)
+    cfg = QUICK if args.quick else FULL
+    path = RESULTS / ("search_quick.json" if args.quick else "search.json")
+    runs = ROOT / "runs" / ("search_quick" if args.quick else "search")
+    figure = (
+        ROOT.parent
+        / "docs"
+        / ("search_vs_evolution_quick.png" if args.quick else "search_vs_evolution.png")
+    )
+    records = _load(path)
+    if args.plot:
+        plot(records, figure)
+        return 0
+    from dnas.space import Architecture
+
+    done = {(r["method"], r["seed"], r["target_key"], r["target_frac"]) for r in records}
+    oneoff: dict = {}
+    for r in records:  # what earlier sessions computed once per seed
+        for k in ("supernet", "supernet_s", "pdata", "pdata_s"):
+            if r.get(f"one_off_{k}") is not None:
+                oneoff.setdefault(r["seed"], {}).setdefault(k, r[f"one_off_{k}"])
+    for target in cfg["targets"]:
+        for method, seed in cfg["runs"]:
+            metric, key, frac = target
+            if (method, seed, key, frac) in done:
+                continue
+            print(f"== {method} seed {seed} {key}={frac}", file=sys.stderr, flush=True)
+            out, costs = search_one(method, seed, target, cfg, runs, oneoff)
+            acc, ft_wall, ft_cpu = finetune(out, cfg, runs)
+            arch = Architecture.load(out / "arch.yaml")
+            m = arch.metrics
+            shared = oneoff.get(seed, {})
+            rec = {
+                "method": method,
+                "target_metric": metric,
+                "target_value": m[f"target_{metric}"],
+                "target_key": key,
+                "target_frac": frac,
+                "seed": seed,
+                "test_acc": acc,
+                "supernet_acc": m["test_acc"],
+                "latency_ms": m["latency_ms"],
+                "energy_mj": m["energy_mj"],
+                "budget_used": m[metric] / m[f"target_{metric}"],
+                **{k: round(v, 2) if isinstance(v, float) else v for k, v in costs.items()},
+                "finetune_s": round(ft_wall, 1),
+                "finetune_cpu_s": round(ft_cpu, 1),
+                **{
+                    f"one_off_{k}": shared.get(k)
+                    for k in ("supernet", "supernet_s", "pdata", "pdata_s")
+                },
+                "run_dir": str(out),
+                "date": time.strftime("%Y-%m-%d %H:%M"),
+                "machine": _machine(),
+                "quick": args.quick,
+            }
+            records = [*_load(path), rec]
+            _save(path, records)
+            plot(records, figure)
+            print(json.dumps(rec), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

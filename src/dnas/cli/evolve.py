@@ -1,0 +1,337 @@
+"""``dnas-evolve``: APQ's evolutionary search, or random search, on the same supernet and cost table
+as ``dnas-search`` (Hydra entry point).
+
+1. Supernet: ``supernet=PATH`` reuses a uniformly trained one; otherwise one is trained with
+   uniform single-path sampling for ``trainer.max_epochs`` on the same weight split as the search.
+2. Fitness: ``direct`` measures a candidate inside the supernet (BN re-estimated) on a fixed subset
+   of the architecture split; ``predictor`` trains APQ's MLP on ``predictor.samples`` measured
+   random architectures (or ``predictor.data=CSV``) and queries it.
+3. Search: ``algorithm=evolution`` (population 100, top 25 parents, 50 mutations, 50 crossovers)
+   or ``algorithm=random``, every candidate within the budget by exact table cost; the fittest of
+   the final population are re-measured directly and the best is kept.
+
+Writes to the run directory: ``arch.yaml`` (exact cost, target, test accuracy inside the supernet),
+``evolution.csv`` and ``evolution.png``, ``supernet.pt``, ``predictor_data.csv`` and
+``predictor.pt`` (predictor fitness), ``space.yaml`` and ``run.json`` (method, timings, counts).
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+import sys
+import time
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+METHODS = {
+    ("evolution", "predictor"): "evolution_predictor",
+    ("evolution", "direct"): "evolution_direct",
+    ("random", "predictor"): "random_predictor",
+    ("random", "direct"): "random",
+}
+
+
+class Clock:
+    """Wall-clock and process CPU time of named phases."""
+
+    def __init__(self) -> None:
+        self.times: dict[str, float] = {}
+
+    def phase(self, name: str):
+        clock = self
+
+        class _Phase:
+            def __enter__(self):
+                self.t0, self.c0 = time.perf_counter(), time.process_time()
+
+            def __exit__(self, *exc):
+                clock.times[f"{name}_s"] = round(time.perf_counter() - self.t0, 2)
+                clock.times[f"{name}_cpu_s"] = round(time.process_time() - self.c0, 2)
+
+        return _Phase()
+
+
+def _write_csv(path: Path, rows: list[dict], header: list[str]) -> None:
+    from dnas.atomic import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=header, lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+
+
+def read_predictor_data(path: Path, genomes) -> tuple[list, list[float]]:
+    """``(states, accuracies)`` from a ``predictor_data.csv`` written by ``dnas-evolve``."""
+    from dnas.derive import ArchState
+    from dnas.space import Architecture
+
+    if not path.is_file():
+        raise FileNotFoundError(f"predictor data not found: {path}")
+    states, accs = [], []
+    with open(path, newline="") as f:
+        for i, row in enumerate(csv.DictReader(f), start=2):
+            try:
+                import yaml
+
+                arch = Architecture.from_dict(yaml.safe_load(row["arch"]))
+                states.append(ArchState.from_arch(genomes.space, arch))
+                accs.append(float(row["accuracy"]))
+            except Exception as e:
+                raise ValueError(f"{path}:{i}: not a predictor sample of this space ({e})") from e
+    return states, accs
+
+
+def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
+    """One evolutionary (or random) search; returns the test accuracy of the architecture found."""
+    import pytorch_lightning as pl
+    import torch
+    import yaml
+    from hydra.utils import instantiate
+    from pytorch_lightning.callbacks import RichProgressBar
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from dnas.cli.common import (
+        check_data,
+        resolved_config,
+        silence_lightning,
+        write_run_record,
+    )
+    from dnas.cli.common import output_dir as make_output_dir
+    from dnas.cli.train import evaluate
+    from dnas.cost.hardware import BitFusionConfig
+    from dnas.cost.table import load_or_build
+    from dnas.cost.targets import resolve_targets
+    from dnas.derive.budget import _Costs
+    from dnas.evolve import (
+        AccuracyPredictor,
+        DirectFitness,
+        GenomeSpace,
+        PredictorFitness,
+        evolve,
+        random_search,
+    )
+    from dnas.evolve.plot import plot_evolution
+    from dnas.space import SearchSpace
+    from dnas.supernet import recalibrate_bn
+    from dnas.train.load import SPACE_FILE, load_supernet, save_space
+
+    silence_lightning()
+    console = Console(stderr=True)
+    key = (str(cfg.algorithm), str(cfg.fitness))
+    if key not in METHODS:
+        raise ValueError(
+            f"algorithm={cfg.algorithm} fitness={cfg.fitness}: algorithm is one of "
+            "[evolution, random], fitness one of [predictor, direct]"
+        )
+    method = METHODS[key]
+    pl.seed_everything(int(cfg.seed), workers=True)
+    rng = random.Random(int(cfg.seed))
+    clock = Clock()
+
+    # Everything that can fail is checked before training starts.
+    hw = BitFusionConfig.from_dict(OmegaConf.to_container(cfg.hardware, resolve=True))
+    space = SearchSpace.from_dict(OmegaConf.to_container(cfg.space, resolve=True))
+    space.validate_bits(hw.pmax_bits)
+    data = instantiate(cfg.data)
+    check_data(space, data)
+    if data.arch_fraction <= 0:
+        raise ValueError(
+            "dnas-evolve measures fitness on the architecture split: data.arch_fraction > 0"
+        )
+    table, table_path, _ = load_or_build(space, hw, cfg.table.path, cfg.table.backend)
+    extremes = table.extremes(space)
+    targets = resolve_targets(OmegaConf.to_container(cfg.target, resolve=True), extremes)
+    genomes = GenomeSpace(space)
+    costs = _Costs(space, table, ("latency_ms", "energy_mj"))
+    ev = cfg.evaluation
+    if cfg.supernet is not None:
+        load_supernet(cfg.supernet, space)  # a foreign checkpoint fails here
+    if cfg.fitness == "predictor" and cfg.predictor.data is not None:
+        read_predictor_data(Path(cfg.predictor.data), genomes)
+    console.print(f"{method}: budget {targets.describe()}, cost table {table_path}")
+    out = make_output_dir(output_dir)
+
+    # 1. the supernet
+    data.setup("fit")
+    if cfg.supernet is not None:
+        supernet = load_supernet(cfg.supernet, space)
+        clock.times.update(supernet_s=0.0, supernet_cpu_s=0.0)
+        supernet_source = str(Path(cfg.supernet).resolve())
+    else:
+        from dnas.evolve.supernet import UniformSupernetModule
+
+        module = UniformSupernetModule(
+            space,
+            instantiate(cfg.optimizer.weights),
+            instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+        )
+        logger = instantiate(cfg.logger, save_dir=str(out)) if cfg.get("logger") else False
+        trainer: pl.Trainer = instantiate(
+            cfg.trainer,
+            logger=logger,
+            callbacks=[RichProgressBar()],
+            default_root_dir=str(out),
+            limit_val_batches=0,
+        )
+        with clock.phase("supernet"):
+            trainer.fit(module, datamodule=data)
+        supernet = module.supernet
+        supernet_source = "trained"
+    torch.save(supernet.state_dict(), out / "supernet.pt")
+    supernet.eval()
+
+    # 2. fitness
+    xa, ya = data.split("arch")
+    gen = torch.Generator().manual_seed(int(cfg.seed) * 7 + 1)
+    pick = torch.randperm(len(ya), generator=gen)[: int(ev.images)]
+    calib = [b[0] for b in data.bn_recalibration_loader(int(ev.bn_batches))]
+    direct = DirectFitness(supernet, genomes, xa[pick], ya[pick], calib)
+    fitness = direct
+    n_samples = 0
+    if cfg.fitness == "predictor":
+        pc = cfg.predictor
+        with clock.phase("predictor_data"):
+            if pc.data is not None:
+                states, accs = read_predictor_data(Path(pc.data), genomes)
+            else:
+                states = [genomes.random(rng) for _ in range(int(pc.samples))]
+                accs = []
+                with Progress(console=console, transient=True) as bar:
+                    task = bar.add_task("predictor data", total=len(states))
+                    for s in states:
+                        accs.append(direct.accuracy(s))
+                        bar.advance(task)
+        n_samples = len(states)
+        _write_csv(
+            out / "predictor_data.csv",
+            [
+                {
+                    "accuracy": a,
+                    "arch": yaml.safe_dump(
+                        s.to_arch(space).to_dict(), default_flow_style=True
+                    ).strip(),
+                }
+                for s, a in zip(states, accs)
+            ],
+            ["accuracy", "arch"],
+        )
+        with clock.phase("predictor_fit"):
+            predictor = AccuracyPredictor(genomes.num_features, int(pc.hidden), int(pc.layers))
+            rmse = predictor.fit(
+                genomes.encode(states),
+                torch.tensor(accs),
+                epochs=int(pc.epochs),
+                seed=int(cfg.seed),
+            )
+        torch.save(predictor.state_dict(), out / "predictor.pt")
+        console.print(f"predictor: {n_samples} samples, training RMSE {100 * rmse:.2f} points")
+        fitness = PredictorFitness(predictor, genomes)
+
+    # 3. search
+    rows: list[dict] = []
+    with clock.phase("search"), Progress(console=console, transient=True) as bar:
+        if cfg.algorithm == "evolution":
+            e = cfg.evolution
+            task = bar.add_task("generations", total=int(e.generations) + 1)
+            result = evolve(
+                genomes,
+                costs.total,
+                targets,
+                fitness,
+                rng,
+                generations=int(e.generations),
+                population=int(e.population),
+                parents=int(e.parents),
+                mutations=int(e.mutations),
+                crossovers=int(e.crossovers),
+                mutate_prob=float(e.mutate_prob),
+                time_limit_s=None if e.time_limit_s is None else float(e.time_limit_s),
+                evaluated=lambda: direct.evaluated,
+                on_generation=lambda r: (rows.append(r), bar.advance(task)),
+            )
+        else:
+            n = int(cfg.random.samples)
+            task = bar.add_task("random architectures", total=(n + 99) // 100)
+            result = random_search(
+                genomes,
+                costs.total,
+                targets,
+                fitness,
+                rng,
+                n,
+                evaluated=lambda: direct.evaluated,
+                on_generation=lambda r: (rows.append(r), bar.advance(task)),
+            )
+    with clock.phase("recheck"):
+        top = result.ranked[: max(1, int(ev.recheck))]
+        measured = [(direct.accuracy(c.state), i, c) for i, c in enumerate(top)]
+    best_acc, _, best = max(measured, key=lambda t: (t[0], -t[1]))
+
+    # 4. the architecture found, evaluated as dnas-search evaluates its own
+    arch = best.state.to_arch(space)
+    latency_ms, energy_mj = table.arch_cost(space, arch)
+    supernet.set_mode("fixed", arch)
+    recalibrate_bn(
+        supernet, data.bn_recalibration_loader(int(cfg.final.bn_batches)), int(cfg.final.bn_batches)
+    )
+    test_acc = evaluate(supernet, data.test_dataloader())
+    metrics = {
+        "latency_ms": latency_ms,
+        "energy_mj": energy_mj,
+        "test_acc": test_acc,
+        "fitness": best_acc,
+    }
+    for m, t in targets.active().items():
+        metrics[f"target_{m}"] = t
+    arch = arch.with_metrics(**metrics)
+    arch.save(out / "arch.yaml")
+    save_space(space, out / SPACE_FILE)
+    header = ["generation", "best_fitness", "mean_fitness", "evaluated", "wall_s"]
+    _write_csv(out / "evolution.csv", rows, header)
+    plot_evolution(rows, out / "evolution.png", title=f"{method}, {targets.describe()}")
+    total_s = sum(v for k, v in clock.times.items() if k.endswith("_s") and not k.endswith("cpu_s"))
+    total_cpu = sum(v for k, v in clock.times.items() if k.endswith("cpu_s"))
+    write_run_record(
+        out,
+        method,
+        table_hash=table.header.content_hash,
+        supernet=supernet_source,
+        evaluated=direct.evaluated,
+        predictor_samples=n_samples,
+        predicted=getattr(fitness, "queried", 0),
+        generations=len(rows) - 1 if cfg.algorithm == "evolution" else 0,
+        search_s=round(total_s, 2),
+        search_cpu_s=round(total_cpu, 2),
+        **clock.times,
+        config=resolved_config(cfg),
+    )
+    console.print(
+        f"{method}: {latency_ms:.4f} ms, {energy_mj:.4f} mJ (budget {targets.describe()}); "
+        f"fitness {100 * best_acc:.2f}%, test accuracy {100 * test_acc:.2f}% "
+        f"({direct.evaluated} measured) -> {out}"
+    )
+    return test_acc
+
+
+@hydra.main(config_path="../conf", config_name="evolve", version_base="1.3")
+def _hydra_main(cfg: DictConfig) -> float:
+    from dnas.cost.table import TableError
+    from dnas.space import SpaceError
+
+    try:
+        return run(cfg)
+    except (TableError, SpaceError, ValueError, FileNotFoundError) as e:
+        print(f"dnas-evolve: error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def main() -> None:
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()
