@@ -53,7 +53,7 @@ FULL = {
     ],
     "common": [],
     "evolve": [
-        "predictor.samples=1000",
+        "predictor.samples=600",
         "evolution.generations=500",
         "evaluation.images=1000",
         "evaluation.bn_batches=10",

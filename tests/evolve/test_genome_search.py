@@ -64,15 +64,16 @@ def test_encoding_is_one_hot_and_ignores_a_skipped_blocks_choices(genomes, space
 
 def test_predictor_learns_an_additive_accuracy(genomes):
     rng = random.Random(3)
-    states = [genomes.random(rng) for _ in range(400)]
+    states = [genomes.random(rng) for _ in range(1200)]
     x = genomes.encode(states)
     w = torch.randn(genomes.num_features, generator=torch.Generator().manual_seed(0)) * 0.01
     y = 0.8 + x @ w
     pred = AccuracyPredictor(genomes.num_features)
-    rmse = pred.fit(x[:300], y[:300], epochs=150)
-    held = pred.predict(x[300:])
-    err = float((held - y[300:]).pow(2).mean().sqrt())
-    assert rmse < 0.3 * float(y.std()) and err < 0.5 * float(y.std())
+    rmse = pred.fit(x[:1000], y[:1000], epochs=60)
+    held = pred.predict(x[1000:])
+    err = float((held - y[1000:]).pow(2).mean().sqrt())
+    # far better than predicting the mean (error = std) on architectures it has not seen
+    assert rmse < 0.3 * float(y.std()) and err < 0.4 * float(y.std())
 
 
 def _width_fitness(genomes):

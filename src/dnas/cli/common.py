@@ -16,6 +16,7 @@ LIGHTNING_NOISE = (
     r"Experiment logs directory .* exists and is not empty",  # the run dir holds .hydra/
     r"The number of training batches .* is smaller than the logging interval",
     r".*does not have many workers which may be a bottleneck.*",
+    r".*a `val_dataloader` but have no `validation_step`.*",
 )
 
 

@@ -233,7 +233,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
 
     # 3. search
     rows: list[dict] = []
-    with clock.phase("search"), Progress(console=console, transient=True) as bar:
+    with clock.phase("evolution"), Progress(console=console, transient=True) as bar:
         if cfg.algorithm == "evolution":
             e = cfg.evolution
             task = bar.add_task("generations", total=int(e.generations) + 1)
