@@ -154,7 +154,11 @@ def natural_key(path: Path) -> list:
 
 
 def find_arch_files(dirs: Sequence[str | Path]) -> list[Path]:
-    """Every ``arch.yaml`` under ``dirs`` (hidden folders skipped), once each, in natural order."""
+    """Every ``arch.yaml`` under ``dirs`` (hidden folders skipped), once each, in natural order.
+
+    The copy ``dnas-export`` writes beside ``model.safetensors`` is the same architecture as its
+    run's, not another run: it is skipped.
+    """
     found: dict[Path, Path] = {}
     for d in dirs:
         root = Path(d)
@@ -164,7 +168,7 @@ def find_arch_files(dirs: Sequence[str | Path]) -> list[Path]:
             raise ParetoError(f"{root} is not a directory (give run or multirun directories)")
         for parent, subdirs, files in os.walk(root):
             subdirs[:] = [s for s in subdirs if not s.startswith(".")]
-            if ARCH_FILE in files:
+            if ARCH_FILE in files and "model.safetensors" not in files:
                 path = Path(parent) / ARCH_FILE
                 found.setdefault(path.resolve(), path)
     return sorted(found.values(), key=natural_key)
