@@ -1,30 +1,25 @@
-"""Small run configurations shared by the training and export tests."""
+"""Small run configurations shared by the end-to-end tests (synthetic data, seconds each)."""
 
 from __future__ import annotations
 
 from hydra import compose, initialize_config_module
 
-SEARCH = [
+TINY_DATA = [
     "data=synthetic",
     "data.num_train=512",
     "data.num_test=128",
-    "trainer.max_epochs=2",
     "trainer.accelerator=cpu",
     "trainer.enable_model_summary=false",
+]
+SEARCH_BASE = [
+    *TINY_DATA,
+    "trainer.max_epochs=2",
     "search.warmup_epochs=1",
     "search.bn_batches=2",
     "final.bn_batches=2",
-    "target.latency_frac=0.2",
 ]
-TRAIN = [
-    "data=synthetic",
-    "data.num_train=512",
-    "data.num_test=128",
-    "trainer.max_epochs=1",
-    "trainer.accelerator=cpu",
-    "trainer.enable_model_summary=false",
-    "train.bn_batches=2",
-]
+SEARCH = [*SEARCH_BASE, "target.latency_frac=0.2"]
+TRAIN = [*TINY_DATA, "trainer.max_epochs=1", "train.bn_batches=2"]
 
 
 def compose_config(name: str, *overrides: str):
@@ -33,12 +28,8 @@ def compose_config(name: str, *overrides: str):
 
 
 EVOLVE = [
-    "data=synthetic",
-    "data.num_train=512",
-    "data.num_test=128",
+    *TINY_DATA,
     "trainer.max_epochs=1",
-    "trainer.accelerator=cpu",
-    "trainer.enable_model_summary=false",
     "evaluation.images=128",
     "evaluation.bn_batches=2",
     "evaluation.recheck=2",

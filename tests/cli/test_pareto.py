@@ -12,6 +12,7 @@ import sys
 import pytest
 
 from dnas.cli.pareto import COLUMNS, main, non_dominated
+from tests.runs import SEARCH_BASE
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -240,17 +241,7 @@ def test_errors(tmp_path, capsys, case):
     assert not out.exists()
 
 
-SMALL = [
-    "data=synthetic",
-    "data.num_train=512",
-    "data.num_test=128",
-    "trainer.max_epochs=2",
-    "trainer.accelerator=cpu",
-    "trainer.enable_model_summary=false",
-    "search.warmup_epochs=1",
-    "search.bn_batches=2",
-    "final.bn_batches=2",
-]
+SMALL = SEARCH_BASE
 
 
 @pytest.mark.slow

@@ -14,19 +14,9 @@ from dnas.cli.search import run
 from dnas.cost.hardware import BitFusionConfig
 from dnas.cost.table import load_or_build
 from dnas.space import Architecture, load_space
+from tests.runs import SEARCH_BASE
 
-SMALL = [
-    "data=synthetic",
-    "data.num_train=512",
-    "data.num_test=128",
-    "trainer.max_epochs=2",
-    "trainer.accelerator=cpu",
-    "trainer.enable_model_summary=false",
-    "search.warmup_epochs=1",
-    "search.bn_batches=2",
-    "final.bn_batches=2",
-    "target.latency_frac=0.1",
-]
+SMALL = [*SEARCH_BASE, "target.latency_frac=0.1"]
 
 
 def compose_search(*overrides):
@@ -136,7 +126,7 @@ def test_multirun_sweep_over_targets(tmp_path):
             "-m",
             "dnas.cli.search",
             "-m",
-            *SMALL[:-1],
+            *SEARCH_BASE,
             "target.latency_frac=0.05,0.5",
             f"hydra.sweep.dir={tmp_path}",
         ],
