@@ -124,3 +124,41 @@ def test_supernet_and_derivation_round_ties_alike(space, half):
     block = next(b for b in supernet.searchable_blocks() if b.width.searchable)
     theta = float(block.width.arch_index)
     assert from_supernet.blocks[block.spec.index].width == block.spec.widths[int(theta) + 1]
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("frac", [0.15, 0.3, 0.6])
+def test_fill_uses_more_budget_and_only_rounds_up(space, table, seed, frac):
+    """The fill never leaves the budget, never lowers the cost, and changes an ordered choice
+    only from its nearest index to the ceiling of its continuous index."""
+    import math
+
+    relaxed = random_relaxed(space, seed)
+    targets = resolve_targets({"latency_frac": frac}, table.extremes(space))
+    plain, c0, _ = derive_within_budget(space, table, relaxed, targets)
+    filled, c1, _ = derive_within_budget(space, table, relaxed, targets, fill=True)
+    assert c1["latency_ms"] <= targets.latency_ms * (1 + 1e-12)
+    assert c1["latency_ms"] >= c0["latency_ms"]
+    s0, s1 = ArchState.from_arch(space, plain), ArchState.from_arch(space, filled)
+    for b in space.blocks:
+        if s1.width[b.index] != s0.width[b.index] and s0.kernel[b.index] == s1.kernel[b.index]:
+            x = float(relaxed.width_index[b.index])
+            assert s1.width[b.index] == math.ceil(x) > s0.width[b.index]
+    for key, (wi, ai) in s1.bits.items():
+        xw, xa = (float(v) for v in relaxed.bit_index[key])
+        if wi != s0.bits[key][0]:
+            assert wi == math.ceil(xw)
+        if ai != s0.bits[key][1]:
+            assert ai == math.ceil(xa)
+
+
+def test_fill_reaches_a_network_no_single_upgrade_of_which_fits(space, table):
+    from dnas.derive.budget import _apply, _Costs, _fill_moves, _scores
+
+    relaxed = random_relaxed(space, 7)
+    targets = resolve_targets({"latency_frac": 0.4}, table.extremes(space))
+    filled, _, _ = derive_within_budget(space, table, relaxed, targets, fill=True)
+    state = ArchState.from_arch(space, filled)
+    costs = _Costs(space, table, ("latency_ms", "energy_mj"))
+    for move, _ in _fill_moves(space, state, _scores(space, relaxed), costs, 4.0):
+        assert not targets.fits(costs.total(_apply(state, move)))

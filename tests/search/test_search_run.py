@@ -24,10 +24,12 @@ def compose_search(*overrides):
         return compose("search", overrides=list(overrides), return_hydra_config=True)
 
 
-@pytest.mark.parametrize("loss", ["hinge", "lagrangian"])
-def test_search_writes_arch_within_budget(tmp_path, loss, monkeypatch):
+@pytest.mark.parametrize("loss, fill", [("hinge", False), ("lagrangian", False), ("hinge", True)])
+def test_search_writes_arch_within_budget(tmp_path, loss, fill, monkeypatch):
     monkeypatch.setenv("DNAS_CACHE", str(tmp_path / "cache"))
-    cfg = compose_search(*SMALL, f"loss={loss}", f"hydra.runtime.output_dir={tmp_path}")
+    cfg = compose_search(
+        *SMALL, f"loss={loss}", f"search.fill_budget={fill}", f"hydra.runtime.output_dir={tmp_path}"
+    )
     acc = run(cfg, output_dir=tmp_path)
     assert 0.0 <= acc <= 1.0
     arch = Architecture.load(tmp_path / "arch.yaml")

@@ -225,8 +225,74 @@ def cheapest_state(space, table: CostTable, weights: Mapping[str, float]) -> Arc
     return ArchState(kernel, width, bits)
 
 
+def _fill_moves(space, s: ArchState, scores: dict, costs: _Costs, max_kernel_ratio: float):
+    """Upgrades a budget fill may make, with their log-preference loss.
+
+    Ordered choices (width, bits) may go from their nearest index up to the ceiling of their
+    continuous index (loss ``1 − 2·frac``); a skipped block may take its most likely kernel when
+    that kernel is at least ``1 / max_kernel_ratio`` as likely as skip.
+    """
+    for b in space.blocks:
+        i = b.index
+        if costs.skipped(s, i):
+            lp = scores["kernel"][i]
+            k = max(range(len(lp) - 1), key=lambda j: lp[j])
+            loss = lp[s.kernel[i]] - lp[k]
+            if loss <= math.log(max_kernel_ratio):
+                yield ("kernel", i, k), loss
+            continue
+        x = scores["width"][i]
+        if s.width[i] < x and s.width[i] + 1 < len(b.widths):
+            yield ("width", i, s.width[i] + 1), abs(x - s.width[i] - 1) - abs(x - s.width[i])
+    for key, (wi, ai) in s.bits.items():
+        if key.block >= 0 and costs.skipped(s, key.block):
+            continue
+        xw, xa = scores["bits"][key]
+        if wi < xw:
+            yield ("bits", key, (wi + 1, ai)), abs(xw - wi - 1) - abs(xw - wi)
+        if ai < xa:
+            yield ("bits", key, (wi, ai + 1)), abs(xa - ai - 1) - abs(xa - ai)
+
+
+def fill_budget(
+    space,
+    table: CostTable,
+    relaxed,
+    targets: Targets,
+    state: ArchState,
+    max_kernel_ratio: float = 4.0,
+) -> tuple[ArchState, dict[str, float], int]:
+    """Round up where the budget allows: the nearest architecture spends less than the expected
+    cost the search aimed at the target (rounding θ = 2.4 down, or an argmax ``skip`` at p = 0.4,
+    drops cost the distribution pays for). Greedily apply the upgrade with the smallest loss of
+    log-preference (see ``_fill_moves``) whose result still fits, until none does.
+
+    Returns:
+        The filled state, its exact cost and the number of upgrades.
+    """
+    costs = _Costs(space, table, ("latency_ms", "energy_mj"))
+    scores = _scores(space, relaxed)
+    cost, steps = costs.total(state), 0
+    while True:
+        best = None
+        for move, loss in _fill_moves(space, state, scores, costs, max_kernel_ratio):
+            cand = _apply(state, move)
+            c = costs.total(cand)
+            if targets.fits(c) and (best is None or loss < best[0]):
+                best = (loss, cand, c)
+        if best is None:
+            return state, cost, steps
+        _, state, cost = best
+        steps += 1
+
+
 def derive_within_budget(
-    space, table: CostTable, relaxed, targets: Targets, max_steps: int = 10_000
+    space,
+    table: CostTable,
+    relaxed,
+    targets: Targets,
+    max_steps: int = 10_000,
+    fill: bool = False,
 ) -> tuple[Architecture, dict[str, float], int]:
     """The derived architecture, its exact cost and the number of repair steps taken.
 
@@ -236,6 +302,8 @@ def derive_within_budget(
         relaxed: the supernet's relaxed distribution (``kernel_probs``, ``width_index``,
             ``bit_index``), e.g. ``SuperNet.relaxed()``.
         targets: budget; the returned architecture's exact cost never exceeds it.
+        max_steps: at most this many repair steps before falling back to the cheapest network.
+        fill: after meeting the budget, round choices up where it still fits (``fill_budget``).
 
     Raises:
         BudgetError: not even the cheapest architecture meets the targets.
@@ -274,6 +342,8 @@ def derive_within_budget(
                     f"cheapest for this budget costs "
                     + ", ".join(f"{m}={cost[m]:.6g}" for m in active)
                 )
+    if fill and active:
+        state, cost, _ = fill_budget(space, table, relaxed, targets, state)
     arch = state.to_arch(space)
     metrics_out = {m: cost[m] for m in metrics}
     for m, t in active.items():

@@ -41,6 +41,8 @@ class SearchModule(pl.LightningModule):
         hard: straight-through one-hot Gumbel samples.
         bn_batches: batches used to re-estimate batch-norm statistics before evaluating a derived
             architecture inside the supernet.
+        fill_budget: derive with ``fill=True``: after meeting the budget, round choices up where
+            the budget still allows (``dnas.derive.budget.fill_budget``).
     """
 
     def __init__(
@@ -57,6 +59,7 @@ class SearchModule(pl.LightningModule):
         tau_min: float = 0.5,
         hard: bool = True,
         bn_batches: int = 20,
+        fill_budget: bool = False,
     ) -> None:
         super().__init__()
         if warmup_epochs < 0:
@@ -86,6 +89,7 @@ class SearchModule(pl.LightningModule):
         )
         self.warmup_epochs, self.tau0, self.tau_min = warmup_epochs, tau0, tau_min
         self.bn_batches = bn_batches
+        self.fill_budget = bool(fill_budget)
         self.val_acc = MulticlassAccuracy(space.num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(space.num_classes, average="micro")
         self.history: list[dict[str, float]] = []
@@ -167,7 +171,7 @@ class SearchModule(pl.LightningModule):
         """The current derived architecture (within budget) and its exact cost."""
         with torch.no_grad():
             arch, cost, _ = derive_within_budget(
-                self.space, self.table, self.supernet.relaxed(), self.targets
+                self.space, self.table, self.supernet.relaxed(), self.targets, fill=self.fill_budget
             )
         self.derived, self.derived_cost = arch, cost
         return arch, cost
