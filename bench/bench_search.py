@@ -61,6 +61,14 @@ FULL = {
     "direct": ["evolution.generations=8"],
     "random": ["random.samples=800"],
     "train": ["trainer.max_epochs=2"],
+    # One run per method with more search time, at one target: does the ranking change?
+    "larger": {
+        "target": ("latency_ms", "latency_frac", 0.3),
+        "dnas": ["trainer.max_epochs=12", "search.warmup_epochs=2"],
+        "evolution_predictor": ["predictor.samples=2000"],
+        "evolution_direct": ["evolution.generations=20"],
+        "random": ["random.samples=2000"],
+    },
 }
 QUICK = {
     "targets": [("latency_ms", "latency_frac", 0.3)],
@@ -115,11 +123,13 @@ def _timed(fn):
     return value, time.perf_counter() - t0, time.process_time() - c0
 
 
-def search_one(method, seed, target, cfg, runs: Path, oneoff: dict) -> tuple[Path, dict]:
+def search_one(
+    method, seed, target, cfg, runs: Path, oneoff: dict, extra: list[str] | None = None
+) -> tuple[Path, dict]:
     """Run one search; returns its run directory and its cost figures."""
     _, key, frac = target
-    out = runs / f"{method}_s{seed}_{key}{frac}"
-    tgt = ["target.latency_frac=null", f"target.{key}={frac}"]
+    out = runs / f"{method}_s{seed}_{key}{frac}{'_larger' if extra else ''}"
+    tgt = ["target.latency_frac=null", f"target.{key}={frac}", *(extra or [])]
     if method == "dnas":
         from dnas.cli.search import run
 
@@ -141,15 +151,16 @@ def search_one(method, seed, target, cfg, runs: Path, oneoff: dict) -> tuple[Pat
     predictor = method == "evolution_predictor"
     if shared.get("supernet"):
         overrides.append(f"supernet={shared['supernet']}")
-    if predictor and shared.get("pdata"):
+    if predictor and shared.get("pdata") and not extra:  # a larger budget measures its own
         overrides.append(f"predictor.data={shared['pdata']}")
     _, wall, cpu = _timed(lambda: run(_compose("evolve", overrides), output_dir=out))
     rec = json.loads((out / "run.json").read_text())
     if not shared.get("supernet"):  # trained here: later targets reuse it
         shared.update(supernet=str(out / "supernet.pt"), supernet_s=rec["supernet_s"])
-    if predictor and not shared.get("pdata"):  # measured here
+    if predictor and not shared.get("pdata") and not extra:  # measured here
         shared.update(pdata=str(out / "predictor_data.csv"), pdata_s=rec["predictor_data_s"])
-    one_off = shared["supernet_s"] + (shared["pdata_s"] if predictor else 0.0)
+    pdata_s = rec.get("predictor_data_s", 0.0) if extra else shared.get("pdata_s", 0.0)
+    one_off = shared["supernet_s"] + (pdata_s if predictor else 0.0)
     own = rec["search_s"] - rec["supernet_s"] - (rec["predictor_data_s"] if predictor else 0.0)
     return out, {
         "search_s": one_off + own,
@@ -229,51 +240,59 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from dnas.space import Architecture
 
-    done = {(r["method"], r["seed"], r["target_key"], r["target_frac"]) for r in records}
+    done = {
+        (r["method"], r["seed"], r["target_key"], r["target_frac"], r.get("budget", "standard"))
+        for r in records
+    }
     oneoff: dict = {}
     for r in records:  # what earlier sessions computed once per seed
         for k in ("supernet", "supernet_s", "pdata", "pdata_s"):
             if r.get(f"one_off_{k}") is not None:
                 oneoff.setdefault(r["seed"], {}).setdefault(k, r[f"one_off_{k}"])
-    for target in cfg["targets"]:
-        for method, seed in cfg["runs"]:
-            metric, key, frac = target
-            if (method, seed, key, frac) in done:
-                continue
-            print(f"== {method} seed {seed} {key}={frac}", file=sys.stderr, flush=True)
-            out, costs = search_one(method, seed, target, cfg, runs, oneoff)
-            acc, ft_wall, ft_cpu = finetune(out, cfg, runs)
-            arch = Architecture.load(out / "arch.yaml")
-            m = arch.metrics
-            shared = oneoff.get(seed, {})
-            rec = {
-                "method": method,
-                "target_metric": metric,
-                "target_value": m[f"target_{metric}"],
-                "target_key": key,
-                "target_frac": frac,
-                "seed": seed,
-                "test_acc": acc,
-                "supernet_acc": m["test_acc"],
-                "latency_ms": m["latency_ms"],
-                "energy_mj": m["energy_mj"],
-                "budget_used": m[metric] / m[f"target_{metric}"],
-                **{k: round(v, 2) if isinstance(v, float) else v for k, v in costs.items()},
-                "finetune_s": round(ft_wall, 1),
-                "finetune_cpu_s": round(ft_cpu, 1),
-                **{
-                    f"one_off_{k}": shared.get(k)
-                    for k in ("supernet", "supernet_s", "pdata", "pdata_s")
-                },
-                "run_dir": str(out),
-                "date": time.strftime("%Y-%m-%d %H:%M"),
-                "machine": _machine(),
-                "quick": args.quick,
-            }
-            records = [*_load(path), rec]
-            _save(path, records)
-            plot(records, figure)
-            print(json.dumps(rec), flush=True)
+    plan = [(t, m, s, "standard") for t in cfg["targets"] for m, s in cfg["runs"]]
+    if "larger" in cfg:
+        plan += [(cfg["larger"]["target"], m, 0, "larger") for m in ["dnas", *EVOLVE_ARGS]]
+    for target, method, seed, budget in plan:
+        metric, key, frac = target
+        if (method, seed, key, frac, budget) in done:
+            continue
+        print(f"== {method} seed {seed} {key}={frac} ({budget})", file=sys.stderr, flush=True)
+        extra = cfg["larger"][method] if budget == "larger" else None
+        out, costs = search_one(method, seed, target, cfg, runs, oneoff, extra)
+        acc, ft_wall, ft_cpu = finetune(out, cfg, runs)
+        arch = Architecture.load(out / "arch.yaml")
+        m = arch.metrics
+        shared = oneoff.get(seed, {})
+        rec = {
+            "method": method,
+            "target_metric": metric,
+            "target_value": m[f"target_{metric}"],
+            "target_key": key,
+            "target_frac": frac,
+            "seed": seed,
+            "budget": budget,
+            "extra_overrides": extra or [],
+            "test_acc": acc,
+            "supernet_acc": m["test_acc"],
+            "latency_ms": m["latency_ms"],
+            "energy_mj": m["energy_mj"],
+            "budget_used": m[metric] / m[f"target_{metric}"],
+            **{k: round(v, 2) if isinstance(v, float) else v for k, v in costs.items()},
+            "finetune_s": round(ft_wall, 1),
+            "finetune_cpu_s": round(ft_cpu, 1),
+            **{
+                f"one_off_{k}": shared.get(k)
+                for k in ("supernet", "supernet_s", "pdata", "pdata_s")
+            },
+            "run_dir": str(out),
+            "date": time.strftime("%Y-%m-%d %H:%M"),
+            "machine": _machine(),
+            "quick": args.quick,
+        }
+        records = [*_load(path), rec]
+        _save(path, records)
+        plot(records, figure)
+        print(json.dumps(rec), flush=True)
     return 0
 
 
