@@ -220,10 +220,35 @@ def plot(records: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def table(records: list[dict]) -> str:
+    """The records as a markdown table (what the README shows)."""
+    head = (
+        "| method | seed | target | latency (ms) | energy (mJ) | budget used | supernet acc "
+        "| finetuned acc | search wall (one-off + per target) | search CPU | measured |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|"
+    )
+    rows = []
+    for r in sorted(
+        records, key=lambda r: (r["target_key"], r["target_frac"], r["method"], r["seed"])
+    ):
+        unit = "ms" if r["target_metric"] == "latency_ms" else "mJ"
+        budget = " (larger budget)" if r.get("budget") == "larger" else ""
+        rows.append(
+            f"| {r['method']}{budget} | {r['seed']} | {r['target_value']:.4f} {unit} "
+            f"({r['target_key']} {r['target_frac']}) | {r['latency_ms']:.4f} | {r['energy_mj']:.4f} "
+            f"| {100 * r['budget_used']:.0f} % | {100 * r['supernet_acc']:.2f} % "
+            f"| {100 * r['test_acc']:.2f} % | {r['search_s'] / 60:.1f} min "
+            f"({r['one_off_s'] / 60:.1f} + {r['per_target_s'] / 60:.1f}) "
+            f"| {r['search_cpu_s'] / 60:.1f} min | {r['evaluated']} |"
+        )
+    return "\n".join([head, *rows])
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="differentiable search vs APQ's evolution vs random")
     p.add_argument("--quick", action="store_true", help="one target, small data (< 5 min)")
     p.add_argument("--plot", action="store_true", help="only redraw the plot from the records")
+    p.add_argument("--table", action="store_true", help="only print the records as markdown")
     args = p.parse_args(argv)
     os.environ.setdefault("TRITON_INTERPRET", "1")  # before Lightning imports triton (CPU)
     cfg = QUICK if args.quick else FULL
@@ -237,6 +262,9 @@ def main(argv: list[str] | None = None) -> int:
     records = _load(path)
     if args.plot:
         plot(records, figure)
+        return 0
+    if args.table:
+        print(table(records))
         return 0
     from dnas.space import Architecture
 
