@@ -82,33 +82,34 @@ def cache_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("cache")
 
 
+def _run_in(out: Path, cache_dir: Path, module: str, config: str, *overrides: str) -> Path:
+    """Run ``module.run`` on a composed ``config`` into ``out`` with the shared table cache."""
+    import importlib
+
+    from tests.runs import compose_config
+
+    run = importlib.import_module(module).run
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DNAS_CACHE", str(cache_dir))
+        run(compose_config(config, *overrides), output_dir=out)
+    return out
+
+
 @pytest.fixture(scope="session")
 def search_run(tmp_path_factory, cache_dir) -> Path:
     """The run directory of a 2-epoch search on synthetic data."""
-    from dnas.cli.search import run
-    from tests.runs import SEARCH, compose_config
+    from tests.runs import SEARCH
 
     out = tmp_path_factory.mktemp("search")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("DNAS_CACHE", str(cache_dir))
-    try:
-        run(compose_config("search", *SEARCH, f"hydra.runtime.output_dir={out}"), output_dir=out)
-    finally:
-        mp.undo()
-    return out
+    return _run_in(
+        out, cache_dir, "dnas.cli.search", "search", *SEARCH, f"hydra.runtime.output_dir={out}"
+    )
 
 
 @pytest.fixture(scope="session")
 def train_run(tmp_path_factory, cache_dir, search_run) -> Path:
     """The run directory of a 1-epoch finetune of that search's child (inherited weights)."""
-    from dnas.cli.train import run
-    from tests.runs import TRAIN, compose_config
+    from tests.runs import TRAIN
 
     out = tmp_path_factory.mktemp("train")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("DNAS_CACHE", str(cache_dir))
-    try:
-        run(compose_config("train", *TRAIN, f"arch={search_run}"), output_dir=out)
-    finally:
-        mp.undo()
-    return out
+    return _run_in(out, cache_dir, "dnas.cli.train", "train", *TRAIN, f"arch={search_run}")

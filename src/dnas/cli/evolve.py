@@ -65,6 +65,8 @@ def _write_csv(path: Path, rows: list[dict], header: list[str]) -> None:
 
 def read_predictor_data(path: Path, genomes) -> tuple[list, list[float]]:
     """``(states, accuracies)`` from a ``predictor_data.csv`` written by ``dnas-evolve``."""
+    import yaml
+
     from dnas.derive import ArchState
     from dnas.space import Architecture
 
@@ -74,8 +76,6 @@ def read_predictor_data(path: Path, genomes) -> tuple[list, list[float]]:
     with open(path, newline="") as f:
         for i, row in enumerate(csv.DictReader(f), start=2):
             try:
-                import yaml
-
                 arch = Architecture.from_dict(yaml.safe_load(row["arch"]))
                 states.append(ArchState.from_arch(genomes.space, arch))
                 accs.append(float(row["accuracy"]))

@@ -36,9 +36,15 @@ def resolve_init(init: str, arch_path: Path) -> str:
     return str(path)
 
 
-@__import__("torch").no_grad()
 def evaluate(model, loader) -> float:
-    """Top-1 accuracy of ``model`` (eval mode) over ``loader``."""
+    """Top-1 accuracy of ``model`` (eval mode, no gradients) over ``loader``."""
+    import torch
+
+    with torch.no_grad():
+        return _accuracy(model, loader)
+
+
+def _accuracy(model, loader) -> float:
     was = model.training
     model.eval()
     correct = total = 0
