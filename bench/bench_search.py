@@ -6,6 +6,8 @@ own search's supernet weights and tested on the Fashion-MNIST test set.
 
 Methods and seeds (full run):
 - ``dnas``: ``dnas-search`` (seeds 0, 1), a full run per target;
+- ``dnas_front``: ``dnas-search front=[...]`` (seeds 0, 1): one run for all the targets, one
+  architecture distribution per target on shared weights (the amortised differentiable search);
 - ``evolution_predictor``: ``dnas-evolve`` with APQ's predictor (seeds 0, 1);
 - ``evolution_direct``: ``dnas-evolve fitness=direct`` (seed 0);
 - ``random``: ``dnas-evolve algorithm=random fitness=direct`` (seed 0).
@@ -50,16 +52,20 @@ FULL = {
         ("random", 0),
         ("dnas", 1),
         ("evolution_predictor", 1),
+        ("dnas_front", 0),
+        ("dnas_front", 1),
     ],
     "common": [],
-    "evolve": [
-        "predictor.samples=600",
-        "evolution.generations=500",
-        "evaluation.images=1000",
-        "evaluation.bn_batches=10",
-    ],
-    "direct": ["evolution.generations=8"],
-    "random": ["random.samples=800"],
+    # conf/experiment/compare*.yaml: predictor N = 600, 500 generations; direct: 8 generations;
+    # random: 800 samples; 1000 images and 10 BN batches per direct evaluation
+    "experiment": {
+        "evolution_predictor": "compare",
+        "evolution_direct": "compare_direct",
+        "random": "compare",
+    },
+    "evolve": [],
+    "direct": [],
+    "random": [],
     "train": ["trainer.max_epochs=2"],
     # One run per method with more search time, at one target: does the ranking change?
     "larger": {
@@ -128,6 +134,8 @@ def search_one(
 ) -> tuple[Path, dict]:
     """Run one search; returns its run directory and its cost figures."""
     _, key, frac = target
+    if method == "dnas_front":
+        return front_member(seed, target, cfg, runs)
     out = runs / f"{method}_s{seed}_{key}{frac}{'_larger' if extra else ''}"
     tgt = ["target.latency_frac=null", f"target.{key}={frac}", *(extra or [])]
     if method == "dnas":
@@ -145,6 +153,8 @@ def search_one(
     from dnas.cli.evolve import run
 
     overrides = [*cfg["common"], *cfg["evolve"], *EVOLVE_ARGS[method], *tgt, f"seed={seed}"]
+    if cfg.get("experiment", {}).get(method):
+        overrides.insert(0, f"experiment={cfg['experiment'][method]}")
     overrides += cfg["direct"] if method == "evolution_direct" else []
     overrides += cfg["random"] if method == "random" else []
     shared = oneoff.setdefault(seed, {})
@@ -175,10 +185,47 @@ def search_one(
     }
 
 
+def front_member(seed, target, cfg, runs: Path) -> tuple[Path, dict]:
+    """Target ``target``'s member of one ``front=[...]`` search over all of ``cfg["targets"]``.
+
+    The front is searched once per seed (its wall-clock and CPU time are kept in
+    ``front_time.json`` beside it, so a later session reuses it); every member's record carries the
+    whole front's cost as its one-off cost, since any one of them needs the whole run.
+    """
+    from dnas.cli.search import run
+
+    out = runs / f"dnas_front_s{seed}"
+    timing = out / "front_time.json"
+    if not timing.is_file():
+        spec = ",".join("{" + f"{k}:{f}" + "}" for _, k, f in cfg["targets"])
+        overrides = [*cfg["common"], f"front=[{spec}]", f"seed={seed}"]
+        overrides.append(f"hydra.runtime.output_dir={out}")
+        _, wall, cpu = _timed(lambda: run(_compose("search", overrides), output_dir=out))
+        timing.write_text(json.dumps({"wall_s": wall, "cpu_s": cpu}))
+    t = json.loads(timing.read_text())
+    rows = json.loads((out / "run.json").read_text())["front"]
+    k = [(key, frac) for _, key, frac in cfg["targets"]].index(target[1:])
+    member = out / rows[k]["dir"]
+    assert member.name.startswith(f"{k}_"), member
+    return member, {
+        "search_s": t["wall_s"],
+        "search_cpu_s": t["cpu_s"],
+        "one_off_s": t["wall_s"],
+        "per_target_s": 0.0,
+        "evaluated": 0,
+        "front_size": len(rows),
+    }
+
+
 def finetune(search_dir: Path, cfg, runs: Path) -> tuple[float, float, float]:
     from dnas.cli.train import run
 
-    out = runs / f"{search_dir.name}_train"
+    name = (
+        search_dir.name
+        if search_dir.parent.name != "front"
+        else (f"{search_dir.parent.parent.name}_{search_dir.name}")
+    )
+    out = runs / f"{name}_train"
     acc, wall, cpu = _timed(
         lambda: run(_compose("train", [*cfg["train"], f"arch={search_dir}"]), output_dir=out)
     )
@@ -195,6 +242,8 @@ def plot(records: list[dict], path: Path) -> None:
 
     style = {
         "dnas": ("tab:blue", "o"),
+        "dnas_front": ("tab:purple", "*"),
+        "dnas_argmax": ("tab:cyan", "x"),
         "evolution_predictor": ("tab:orange", "s"),
         "evolution_direct": ("tab:green", "^"),
         "random": ("tab:gray", "D"),
@@ -249,6 +298,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="one target, small data (< 5 min)")
     p.add_argument("--plot", action="store_true", help="only redraw the plot from the records")
     p.add_argument("--table", action="store_true", help="only print the records as markdown")
+    p.add_argument(
+        "--methods",
+        default=None,
+        help="comma-separated subset of methods to run now (default: all); the rest stay planned",
+    )
     args = p.parse_args(argv)
     os.environ.setdefault("TRITON_INTERPRET", "1")  # before Lightning imports triton (CPU)
     cfg = QUICK if args.quick else FULL
@@ -280,9 +334,14 @@ def main(argv: list[str] | None = None) -> int:
     plan = [(t, m, s, "standard") for t in cfg["targets"] for m, s in cfg["runs"]]
     if "larger" in cfg:
         plan += [(cfg["larger"]["target"], m, 0, "larger") for m in ["dnas", *EVOLVE_ARGS]]
+    only = set(args.methods.split(",")) if args.methods else None
+    methods = ["dnas", "dnas_front", *EVOLVE_ARGS]
+    unknown = (only or set()) - set(methods)
+    if unknown:
+        p.error(f"unknown methods {sorted(unknown)}; choose from {methods}")
     for target, method, seed, budget in plan:
         metric, key, frac = target
-        if (method, seed, key, frac, budget) in done:
+        if (method, seed, key, frac, budget) in done or (only and method not in only):
             continue
         print(f"== {method} seed {seed} {key}={frac} ({budget})", file=sys.stderr, flush=True)
         extra = cfg["larger"][method] if budget == "larger" else None

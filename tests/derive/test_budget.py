@@ -162,3 +162,81 @@ def test_fill_reaches_a_network_no_single_upgrade_of_which_fits(space, table):
     costs = _Costs(space, table, ("latency_ms", "energy_mj"))
     for move, _ in _fill_moves(space, state, _scores(space, relaxed), costs, 4.0):
         assert not targets.fits(costs.total(_apply(state, move)))
+
+
+# ------------------------------------------------------------------ derive="budget" (Lagrangian)
+def _objective(lag, costs, state, lam, active):
+    from dnas.derive.budget import _state_score
+
+    c = costs.total(state)
+    return _state_score(lag, state, costs) - lam * sum(c[m] / t for m, t in active.items())
+
+
+@pytest.mark.parametrize("lam", [-3.0, 0.0, 0.7, 5.0])
+def test_lagrangian_state_beats_every_single_change(space, table, lam):
+    """The per-λ maximiser is exact: no one-step change of any choice raises its objective."""
+    from dnas.derive.budget import _apply, _Costs, _Lagrangian, _moves, _upgrades
+
+    relaxed = random_relaxed(space, 3)
+    active = {"latency_ms": table.extremes(space)["max_latency_ms"] * 0.3}
+    lag = _Lagrangian(space, table, relaxed, active)
+    costs = _Costs(space, table, ("latency_ms", "energy_mj"))
+    state = lag.state(lam)
+    best = _objective(lag, costs, state, lam, active)
+    moves = [*_moves(space, state, costs), *_upgrades(space, state, costs)]
+    assert len(moves) > 20
+    for move in moves:
+        assert _objective(lag, costs, _apply(state, move), lam, active) <= best + 1e-9, move
+
+
+def test_lagrangian_state_at_zero_is_the_argmax(space, table):
+    from dnas.derive.budget import _Lagrangian
+
+    for seed in range(4):
+        relaxed = random_relaxed(space, seed)
+        lag = _Lagrangian(space, table, relaxed, {"latency_ms": 1.0})
+        assert lag.state(0.0).to_arch(space) == argmax_state(space, relaxed).to_arch(space)
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize(
+    "target",
+    [
+        {"latency_frac": 0.05},
+        {"latency_frac": 0.3},
+        {"energy_frac": 0.5},
+        {"latency_frac": 0.2, "energy_frac": 0.15},
+    ],
+)
+def test_budget_strategy_fits_and_spends_at_least_as_much(space, table, seed, target):
+    from dnas.derive.budget import _apply, _Costs, _upgrades
+
+    relaxed = random_relaxed(space, seed)
+    targets = resolve_targets(target, table.extremes(space))
+    active = targets.active()
+    arch, cost, _ = derive_within_budget(space, table, relaxed, targets, strategy="budget")
+    lat, en = table.arch_cost(space, arch)
+    assert cost["latency_ms"] == pytest.approx(lat, rel=1e-12)
+    assert targets.fits({"latency_ms": lat, "energy_mj": en})
+    _, c_fill, _ = derive_within_budget(space, table, relaxed, targets, strategy="fill")
+    norm = lambda c: sum(c[m] / t for m, t in active.items())  # noqa: E731
+    assert norm(cost) >= norm(c_fill) - 1e-12
+    # maximal: no single upgrade still fits
+    costs = _Costs(space, table, ("latency_ms", "energy_mj"))
+    state = ArchState.from_arch(space, arch)
+    for move in _upgrades(space, state, costs):
+        c = costs.total(_apply(state, move))
+        assert not (targets.fits(c) and norm(c) > norm(cost) + 1e-12), move
+
+
+def test_budget_strategy_refuses_an_unreachable_budget(space, table):
+    ext = table.extremes(space)
+    targets = Targets(latency_ms=ext["min_latency_ms"] * 0.9)
+    with pytest.raises(BudgetError, match="no architecture"):
+        derive_within_budget(space, table, random_relaxed(space, 0), targets, strategy="budget")
+
+
+def test_unknown_strategy_is_refused(space, table):
+    targets = resolve_targets({"latency_frac": 0.3}, table.extremes(space))
+    with pytest.raises(ValueError, match="choose from"):
+        derive_within_budget(space, table, random_relaxed(space, 0), targets, strategy="greedy")

@@ -24,11 +24,13 @@ def compose_search(*overrides):
         return compose("search", overrides=list(overrides), return_hydra_config=True)
 
 
-@pytest.mark.parametrize("loss, fill", [("hinge", False), ("lagrangian", False), ("hinge", True)])
-def test_search_writes_arch_within_budget(tmp_path, loss, fill, monkeypatch):
+@pytest.mark.parametrize(
+    "loss, derive", [("hinge", "budget"), ("lagrangian", "argmax"), ("hinge", "fill")]
+)
+def test_search_writes_arch_within_budget(tmp_path, loss, derive, monkeypatch):
     monkeypatch.setenv("DNAS_CACHE", str(tmp_path / "cache"))
     cfg = compose_search(
-        *SMALL, f"loss={loss}", f"search.fill_budget={fill}", f"hydra.runtime.output_dir={tmp_path}"
+        *SMALL, f"loss={loss}", f"search.derive={derive}", f"hydra.runtime.output_dir={tmp_path}"
     )
     acc = run(cfg, output_dir=tmp_path)
     assert 0.0 <= acc <= 1.0

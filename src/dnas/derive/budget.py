@@ -147,6 +147,10 @@ def _apply(s: ArchState, move) -> ArchState:
     return t
 
 
+def _scalar(x) -> float:
+    return float(torch.as_tensor(x).detach())
+
+
 def _scores(space, relaxed) -> dict:
     """Log-preferences of every choice from the relaxed distribution.
 
@@ -157,9 +161,9 @@ def _scores(space, relaxed) -> dict:
     for b in space.blocks:
         p = relaxed.kernel_probs[b.index].detach().double().clamp_min(1e-30)
         out["kernel"][b.index] = p.log().tolist()
-        out["width"][b.index] = float(relaxed.width_index[b.index])
+        out["width"][b.index] = _scalar(relaxed.width_index[b.index])
     for key, (bw, ba) in relaxed.bit_index.items():
-        out["bits"][key] = (float(bw), float(ba))
+        out["bits"][key] = (_scalar(bw), _scalar(ba))
     return out
 
 
@@ -286,6 +290,204 @@ def fill_budget(
         steps += 1
 
 
+_TIE = 1e-9  # a tie in −|x − i| goes to the higher index, as in ``nearest_index``
+
+
+def _bit_scores(x_w: float, x_a: float, n_w: int, n_a: int) -> torch.Tensor:
+    """Log-preference −|x − i| of every (w_bits, a_bits) index pair, ties going up (as
+    ``nearest_index`` rounds half up)."""
+    iw = torch.arange(n_w, dtype=torch.float64)
+    ia = torch.arange(n_a, dtype=torch.float64)
+    sw = -(x_w - iw).abs() + _TIE * iw
+    sa = -(x_a - ia).abs() + _TIE * ia
+    return sw[:, None] + sa[None, :]
+
+
+class _Lagrangian:
+    """The architecture maximising Σ log-preference − λ · Σ_m cost_m / target_m, for any λ.
+
+    Costs are additive over layers, a block's layers interact only through its kernel and width,
+    and the bits of each layer are independent given those; so for a given λ the maximiser is
+    exact and takes a few tensor reductions per block. λ > 0 trades preference for savings (the
+    budget is exceeded), λ < 0 buys cost the distribution is less sure about (budget left over).
+    """
+
+    def __init__(self, space, table: CostTable, relaxed, active: Mapping[str, float]) -> None:
+        self.space = space
+        layers = {cl.key: cl for cl in space.costed_layers()}
+        self.layers = layers
+        self.ncost = {
+            k: sum(getattr(table.entries[k], m).double() / t for m, t in active.items())
+            for k in layers
+        }
+        self.bits = {}
+        for k, cl in layers.items():
+            bw, ba = relaxed.bit_index[k]
+            self.bits[k] = _bit_scores(_scalar(bw), _scalar(ba), len(cl.w_bits), len(cl.a_bits))
+        self.kernel, self.width = {}, {}
+        for b in space.blocks:
+            p = relaxed.kernel_probs[b.index].detach().double().clamp_min(1e-30)
+            self.kernel[b.index] = p.log()
+            x = _scalar(relaxed.width_index[b.index])
+            iw = torch.arange(len(b.widths), dtype=torch.float64)
+            self.width[b.index] = -(x - iw).abs() + _TIE * iw
+
+    def state(self, lam: float) -> ArchState:
+        kernel, width, bits = {}, {}, {}
+        for role in _FIXED_ROLES:
+            key = LayerKey(role)
+            v = self.bits[key] - lam * self.ncost[key][0, 0]
+            bits[key] = divmod(int(v.argmax()), v.shape[1])
+        for b in self.space.blocks:
+            i = b.index
+            keys = [LayerKey(r, i) for r in _BLOCK_ROLES if LayerKey(r, i) in self.layers]
+            choices = self.space.kernel_choices(i)
+            has_skip = "skip" in choices
+            n_real = len(choices) - int(has_skip)
+            total = self.width[i][None, :].expand(n_real, -1).clone()
+            best = {}
+            for key in keys:
+                v = self.bits[key] - lam * self.ncost[key]  # [K or 1, W, WB, AB]
+                mx, idx = v.flatten(2).max(dim=2)
+                best[key] = idx
+                total = total + mx
+            total = total + self.kernel[i][:n_real, None]
+            flat = int(total.argmax())
+            k, wi = divmod(flat, total.shape[1])
+            free = {key: int(self.bits[key].argmax()) for key in keys}  # skipped: nearest bits
+            if has_skip:
+                # a skipped block costs nothing: its width and bits sit at their best score
+                skip_value = (
+                    self.kernel[i][-1]
+                    + self.width[i].max()
+                    + sum(self.bits[key].max() for key in keys)
+                )
+                if float(skip_value) > float(total[k, wi]):
+                    kernel[i] = len(choices) - 1
+                    width[i] = int(self.width[i].argmax())
+                    for key in keys:
+                        bits[key] = divmod(free[key], self.bits[key].shape[1])
+                    continue
+            kernel[i], width[i] = k, wi
+            for key in keys:
+                kk = k if key.role == "dw" else 0
+                bits[key] = divmod(int(best[key][kk, wi]), self.bits[key].shape[1])
+        return ArchState(kernel, width, bits)
+
+
+def _upgrades(space, s: ArchState, costs: _Costs):
+    """Every one-step change of s that may add cost: another kernel (or un-skipping a block), one
+    width index up, one bit index up on one conv."""
+    for b in space.blocks:
+        i = b.index
+        for k in range(costs.n_kernels[i]):
+            if k != s.kernel[i]:
+                yield ("kernel", i, k)
+        if not costs.skipped(s, i) and s.width[i] + 1 < len(b.widths):
+            yield ("width", i, s.width[i] + 1)
+    layers = {cl.key: cl for cl in space.costed_layers()}
+    for key, (wi, ai) in s.bits.items():
+        if key.block >= 0 and costs.skipped(s, key.block):
+            continue
+        if wi + 1 < len(layers[key].w_bits):
+            yield ("bits", key, (wi + 1, ai))
+        if ai + 1 < len(layers[key].a_bits):
+            yield ("bits", key, (wi, ai + 1))
+
+
+def _state_score(lag: _Lagrangian, s: ArchState, costs: _Costs) -> float:
+    """Σ log-preference of s; a skipped block's width and bits are moot and score their best."""
+    total = 0.0
+    for b in lag.space.blocks:
+        i = b.index
+        total += float(lag.kernel[i][s.kernel[i]])
+        skipped = costs.skipped(s, i)
+        total += float(lag.width[i].max() if skipped else lag.width[i][s.width[i]])
+    for key, (wi, ai) in s.bits.items():
+        moot = key.block >= 0 and costs.skipped(s, key.block)
+        total += float(lag.bits[key].max() if moot else lag.bits[key][wi, ai])
+    return total
+
+
+def budget_state(
+    space, table: CostTable, relaxed, targets: Targets, iters: int = 60
+) -> tuple[ArchState, dict[str, float]]:
+    """The most preferred architecture that spends the budget (``derive="budget"``).
+
+    1. Bisect λ in ``max Σ log-preference − λ · Σ_m cost_m / target_m`` for the smallest λ whose
+       maximiser fits: λ > 0 when the argmax is over budget (the repair), λ < 0 when it leaves
+       budget unused (the distribution's next-preferred, dearer choices are bought).
+    2. Polish: while some one-step upgrade fits, apply the one losing the least preference per
+       unit of normalised cost it adds.
+
+    Raises:
+        BudgetError: not even the cheapest architecture meets the targets.
+    """
+    active = targets.active()
+    costs = _Costs(space, table, ("latency_ms", "energy_mj"))
+    lag = _Lagrangian(space, table, relaxed, active)
+
+    def fits(lam: float):
+        st = lag.state(lam)
+        c = costs.total(st)
+        return targets.fits(c), st, c
+
+    ok, state, cost = fits(0.0)
+    if ok:
+        lo, hi = -1.0, 0.0
+        while fits(lo)[0] and lo > -1e6:
+            hi, lo = lo, 2 * lo
+        if lo <= -1e6:  # the whole space fits: its dearest most preferred network
+            _, state, cost = fits(lo)
+            lo = hi = None
+    else:
+        lo, hi = 0.0, 1.0
+        while not fits(hi)[0] and hi < 1e6:
+            lo, hi = hi, 2 * hi
+        if hi >= 1e6:
+            state = cheapest_state(space, table, {m: 1.0 / t for m, t in active.items()})
+            cost = costs.total(state)
+            if not targets.fits(cost):
+                raise BudgetError(
+                    f"no architecture of space {space.name!r} meets {targets.describe()}: the "
+                    f"cheapest for this budget costs "
+                    + ", ".join(f"{m}={cost[m]:.6g}" for m in active)
+                )
+            lo = hi = None
+    if lo is not None:
+        for _ in range(iters):
+            mid = 0.5 * (lo + hi)
+            if fits(mid)[0]:
+                hi = mid
+            else:
+                lo = mid
+        _, state, cost = fits(hi)
+
+    def norm(c):
+        return sum(c[m] / t for m, t in active.items())
+
+    score = _state_score(lag, state, costs)
+    while True:
+        best = None
+        for move in _upgrades(space, state, costs):
+            cand = _apply(state, move)
+            c = costs.total(cand)
+            gain = norm(c) - norm(cost)
+            if gain <= 0 or not targets.fits(c):
+                continue
+            loss = max(score - _state_score(lag, cand, costs), 0.0)
+            key = (loss / gain, -gain)
+            if best is None or key < best[0]:
+                best = (key, cand, c)
+        if best is None:
+            return state, cost
+        _, state, cost = best
+        score = _state_score(lag, state, costs)
+
+
+DERIVE_STRATEGIES = ("argmax", "fill", "budget")
+
+
 def derive_within_budget(
     space,
     table: CostTable,
@@ -293,6 +495,7 @@ def derive_within_budget(
     targets: Targets,
     max_steps: int = 10_000,
     fill: bool = False,
+    strategy: str | None = None,
 ) -> tuple[Architecture, dict[str, float], int]:
     """The derived architecture, its exact cost and the number of repair steps taken.
 
@@ -303,18 +506,27 @@ def derive_within_budget(
             ``bit_index``), e.g. ``SuperNet.relaxed()``.
         targets: budget; the returned architecture's exact cost never exceeds it.
         max_steps: at most this many repair steps before falling back to the cheapest network.
-        fill: after meeting the budget, round choices up where it still fits (``fill_budget``).
+        fill: after meeting the budget, round choices up where it still fits (``fill_budget``);
+            the same as ``strategy="fill"``.
+        strategy: ``"argmax"`` (the most likely network, repaired greedily down to the budget),
+            ``"fill"`` (then rounded up where the budget allows) or ``"budget"`` (the most
+            preferred network that spends the budget, ``budget_state``).
 
     Raises:
         BudgetError: not even the cheapest architecture meets the targets.
     """
+    strategy = strategy or ("fill" if fill else "argmax")
+    if strategy not in DERIVE_STRATEGIES:
+        raise ValueError(f"unknown derive strategy {strategy!r}; choose from {DERIVE_STRATEGIES}")
     active = targets.active()
     metrics = ("latency_ms", "energy_mj")
     costs = _Costs(space, table, metrics)
     state = argmax_state(space, relaxed)
     cost = costs.total(state)
     steps = 0
-    if active and not targets.fits(cost):
+    if strategy == "budget" and active:
+        state, cost = budget_state(space, table, relaxed, targets)
+    elif active and not targets.fits(cost):
         scores = _scores(space, relaxed)
         while not targets.fits(cost) and steps < max_steps:
             best = None
@@ -342,7 +554,7 @@ def derive_within_budget(
                     f"cheapest for this budget costs "
                     + ", ".join(f"{m}={cost[m]:.6g}" for m in active)
                 )
-    if fill and active:
+    if strategy == "fill" and active:
         state, cost, _ = fill_budget(space, table, relaxed, targets, state)
     arch = state.to_arch(space)
     metrics_out = {m: cost[m] for m in metrics}

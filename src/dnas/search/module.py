@@ -4,17 +4,24 @@ Weight steps (SGD) on the weight split, architecture steps (Adam) on the archite
 the task loss plus a budget term on the expected cost (DESIGN.md, "Loss, schedule and derivation").
 The first ``warmup_epochs`` train weights only, with every choice sampled uniformly; after that the
 supernet samples hard Gumbel-softmax kernels whose temperature decays exponentially per epoch.
+
+Several targets (a front) are searched in one run: one architecture distribution per target, all
+on the same supernet weights. Training steps take the targets in turn: step i samples the weight
+path from distribution ``i mod K`` and takes that distribution's architecture step against its own
+budget, so a K-target front costs about one search instead of K.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from dnas.cost.expected import ExpectedCost
@@ -31,26 +38,27 @@ class SearchModule(pl.LightningModule):
     Args:
         space: the search space (``dnas.space.SearchSpace``).
         table: its cost table.
-        targets: the budget.
-        budget: the budget term.
+        targets: the budget, or a list of budgets searched together (one distribution each).
+        budget: the budget term (one per target when ``targets`` is a list).
         weight_optimizer: ``params -> Optimizer`` for the supernet weights (e.g. a partial SGD).
-        arch_optimizer: ``params -> Optimizer`` for the architecture parameters.
+        arch_optimizer: ``params -> Optimizer`` for the architecture parameters (one per target).
         weight_scheduler: ``optimizer -> LRScheduler`` stepped per epoch, or None.
         warmup_epochs: epochs of weight-only training with uniformly sampled choices.
         tau0, tau_min: Gumbel-softmax temperature at the first search epoch and the last.
         hard: straight-through one-hot Gumbel samples.
         bn_batches: batches used to re-estimate batch-norm statistics before evaluating a derived
             architecture inside the supernet.
-        fill_budget: derive with ``fill=True``: after meeting the budget, round choices up where
-            the budget still allows (``dnas.derive.budget.fill_budget``).
+        derive: how the discrete architecture is read off the distribution within the budget:
+            ``"budget"`` (the most preferred network that spends the budget), ``"fill"`` or
+            ``"argmax"`` (``dnas.derive.derive_within_budget``).
     """
 
     def __init__(
         self,
         space,
         table: CostTable,
-        targets: Targets,
-        budget: BudgetLoss,
+        targets: Targets | Sequence[Targets],
+        budget: BudgetLoss | Sequence[BudgetLoss],
         weight_optimizer: Callable[..., torch.optim.Optimizer],
         arch_optimizer: Callable[..., torch.optim.Optimizer],
         weight_scheduler: Callable[..., Any] | None = None,
@@ -59,29 +67,50 @@ class SearchModule(pl.LightningModule):
         tau_min: float = 0.5,
         hard: bool = True,
         bn_batches: int = 20,
-        fill_budget: bool = False,
+        derive: str = "budget",
     ) -> None:
         super().__init__()
+        from dnas.derive.budget import DERIVE_STRATEGIES
+
+        if derive not in DERIVE_STRATEGIES:
+            raise ValueError(f"search.derive={derive!r} is not one of {DERIVE_STRATEGIES}")
         if warmup_epochs < 0:
             raise ValueError(f"warmup_epochs must be >= 0, got {warmup_epochs}")
         if not 0 < tau_min <= tau0:
             raise ValueError(f"need 0 < tau_min <= tau0, got tau0={tau0}, tau_min={tau_min}")
+        front = [targets] if isinstance(targets, Targets) else list(targets)
+        budgets = [budget] if isinstance(budget, BudgetLoss) else list(budget)
+        if not front or len(budgets) != len(front):
+            raise ValueError(
+                f"need one budget term per target, got {len(front)} targets, {len(budgets)} terms"
+            )
         self.save_hyperparameters(
             {
                 "warmup_epochs": warmup_epochs,
                 "tau0": tau0,
                 "tau_min": tau_min,
                 "hard": hard,
-                "budget": budget.kind,
-                "targets": targets.active(),
+                "budget": budgets[0].kind,
+                "targets": [t.active() for t in front] if len(front) > 1 else front[0].active(),
                 "space": space.name,
+                "derive": derive,
             }
         )
         self.automatic_optimization = False
-        self.space, self.table, self.targets = space, table, targets
+        self.space, self.table, self.front = space, table, front
         self.supernet = SuperNet(space, tau=tau0, hard=hard)
         self.expected_cost = ExpectedCost(table, space)
-        self.budget = budget
+        self.budgets = nn.ModuleList(budgets)
+        if len(front) > 1:  # the distributions not loaded in the supernet wait here
+            self.banks = nn.ModuleList(
+                nn.ParameterList(
+                    nn.Parameter(p.detach().clone(), requires_grad=False)
+                    for p in self.supernet.arch_parameters()
+                )
+                for _ in front
+            )
+            # which distribution the supernet holds now (a buffer: checkpoints keep it right)
+            self.register_buffer("loaded_distribution", torch.zeros((), dtype=torch.long))
         self._weight_opt, self._arch_opt, self._sched = (
             weight_optimizer,
             arch_optimizer,
@@ -89,21 +118,72 @@ class SearchModule(pl.LightningModule):
         )
         self.warmup_epochs, self.tau0, self.tau_min = warmup_epochs, tau0, tau_min
         self.bn_batches = bn_batches
-        self.fill_budget = bool(fill_budget)
-        self.val_acc = MulticlassAccuracy(space.num_classes, average="micro")
-        self.test_acc = MulticlassAccuracy(space.num_classes, average="micro")
+        self.derive_strategy = derive
+        self.val_accs = nn.ModuleList(
+            MulticlassAccuracy(space.num_classes, average="micro") for _ in front
+        )
+        self.test_accs = nn.ModuleList(
+            MulticlassAccuracy(space.num_classes, average="micro") for _ in front
+        )
         self.history: list[dict[str, float]] = []
-        self.derived = None
-        self.derived_cost: dict[str, float] = {}
+        self.derived_front: list = [None] * len(front)
+        self.derived_front_cost: list[dict[str, float]] = [{} for _ in front]
+        self._eval_archs: list = []
+        self._eval_bn: list[dict[str, torch.Tensor] | None] = []
         self._supernet_bn: dict[str, torch.Tensor] | None = None
+
+    # ------------------------------------------------------------------------------- targets
+    @property
+    def num_targets(self) -> int:
+        return len(self.front)
+
+    @property
+    def targets(self) -> Targets:
+        """The (first) target: the only one unless a front is searched."""
+        return self.front[0]
+
+    @property
+    def budget(self) -> BudgetLoss:
+        return self.budgets[0]
+
+    @property
+    def derived(self):
+        """The derived architecture of the (first) target."""
+        return self.derived_front[0]
+
+    @property
+    def derived_cost(self) -> dict[str, float]:
+        return self.derived_front_cost[0]
+
+    def _suffix(self, k: int) -> str:
+        return f"_t{k}" if self.num_targets > 1 else ""
+
+    @torch.no_grad()
+    def use_distribution(self, k: int) -> None:
+        """Load target k's architecture distribution into the supernet (a front's step i uses
+        ``i mod K``); the one loaded before goes back to its bank."""
+        if self.num_targets == 1 or k == int(self.loaded_distribution):
+            return
+        live = self.supernet.arch_parameters()
+        for p, q in zip(live, self.banks[int(self.loaded_distribution)]):
+            q.copy_(p)
+        for p, q in zip(live, self.banks[k]):
+            p.copy_(q)
+        self.loaded_distribution.fill_(k)
+
+    def distribution_state(self, k: int) -> dict[str, torch.Tensor]:
+        """The supernet's state dict with target k's distribution in its architecture entries."""
+        self.use_distribution(k)
+        return {n: t.detach().clone() for n, t in self.supernet.state_dict().items()}
 
     # ------------------------------------------------------------------------------ optimisers
     def configure_optimizers(self):
         w_opt = self._weight_opt(self.supernet.weight_parameters())
-        a_opt = self._arch_opt(self.supernet.arch_parameters())
+        # One optimiser per distribution: each keeps its own moments over the shared live tensors.
+        a_opts = [self._arch_opt(self.supernet.arch_parameters()) for _ in self.front]
         if self._sched is None:
-            return [w_opt, a_opt]
-        return [w_opt, a_opt], [{"scheduler": self._sched(w_opt), "interval": "epoch"}]
+            return [w_opt, *a_opts]
+        return [w_opt, *a_opts], [{"scheduler": self._sched(w_opt), "interval": "epoch"}]
 
     @property
     def searching(self) -> bool:
@@ -121,7 +201,9 @@ class SearchModule(pl.LightningModule):
         self.supernet.tau = self.tau_at(self.current_epoch)
 
     def training_step(self, batch, batch_idx: int) -> None:
-        w_opt, a_opt = self.optimizers()
+        w_opt, *a_opts = self.optimizers()
+        k = batch_idx % self.num_targets
+        self.use_distribution(k)
         xw, yw = batch["weights"] if isinstance(batch, dict) else batch
         self.supernet.set_mode("gumbel" if self.searching else "uniform")
         logits = self.supernet(xw)
@@ -136,62 +218,92 @@ class SearchModule(pl.LightningModule):
         xa, ya = batch["arch"]
         ce = F.cross_entropy(self.supernet(xa), ya)
         expected = self.expected_cost(self.supernet.relaxed())
-        term = self.budget(ce, expected)
-        a_opt.zero_grad(set_to_none=True)
+        budget = self.budgets[k]
+        term = budget(ce, expected)
+        a_opts[k].zero_grad(set_to_none=True)
         self.manual_backward(ce + term, inputs=list(self.supernet.arch_parameters()))
-        a_opt.step()
+        a_opts[k].step()
         self.supernet.clamp_arch_()
-        self.budget.update(expected)
-        self.log("arch/loss", ce + term, on_step=False, on_epoch=True)
-        self.log("arch/budget_term", term, on_step=False, on_epoch=True)
+        budget.update(expected)
+        sfx = self._suffix(k)
+        self.log(f"arch/loss{sfx}", ce + term, on_step=False, on_epoch=True)
+        self.log(f"arch/budget_term{sfx}", term, on_step=False, on_epoch=True)
 
     def on_train_epoch_end(self) -> None:
         scheds = self.lr_schedulers()
         for sched in scheds if isinstance(scheds, list) else [scheds]:
             if sched is not None:
                 sched.step()
-        with torch.no_grad():
-            expected = self.expected_cost(self.supernet.relaxed())
-            entropy = float(self.supernet.entropy())
-        self.log("cost/expected_latency_ms", expected["latency_ms"].float())
-        self.log("cost/expected_energy_mj", expected["energy_mj"].float())
-        self.log("arch/entropy", entropy)
+        record: dict[str, float] = {"tau": float(self.supernet.tau)}
         self.log("arch/tau", float(self.supernet.tau))
-        for i, m in enumerate(self.targets.active()):
-            self.log(f"budget/lambda_{m}", self.budget.lam[i])
-        self._record(
-            expected_latency_ms=float(expected["latency_ms"]),
-            expected_energy_mj=float(expected["energy_mj"]),
-            tau=float(self.supernet.tau),
-            entropy=entropy,
-        )
+        for k, targets in enumerate(self.front):
+            self.use_distribution(k)
+            with torch.no_grad():
+                expected = self.expected_cost(self.supernet.relaxed())
+                entropy = float(self.supernet.entropy())
+            sfx = self._suffix(k)
+            self.log(f"cost/expected_latency_ms{sfx}", expected["latency_ms"].float())
+            self.log(f"cost/expected_energy_mj{sfx}", expected["energy_mj"].float())
+            self.log(f"arch/entropy{sfx}", entropy)
+            for i, m in enumerate(targets.active()):
+                self.log(f"budget/lambda_{m}{sfx}", self.budgets[k].lam[i])
+            record.update(
+                {
+                    f"expected_latency_ms{sfx}": float(expected["latency_ms"]),
+                    f"expected_energy_mj{sfx}": float(expected["energy_mj"]),
+                    f"entropy{sfx}": entropy,
+                }
+            )
+        self._record(**record)
 
     # ------------------------------------------------------------------------ derive and eval
-    def derive(self):
-        """The current derived architecture (within budget) and its exact cost."""
+    def derive(self, k: int = 0):
+        """Target k's current derived architecture (within its budget) and its exact cost."""
+        self.use_distribution(k)
         with torch.no_grad():
             arch, cost, _ = derive_within_budget(
-                self.space, self.table, self.supernet.relaxed(), self.targets, fill=self.fill_budget
+                self.space,
+                self.table,
+                self.supernet.relaxed(),
+                self.front[k],
+                strategy=self.derive_strategy,
             )
-        self.derived, self.derived_cost = arch, cost
+        self.derived_front[k], self.derived_front_cost[k] = arch, cost
         return arch, cost
 
     def _prepare_derived(self, loader_fn: Callable | None) -> None:
-        """Run the derived architecture with BN statistics re-estimated for it.
+        """Derive every target's architecture and re-estimate BN statistics for each.
 
         The supernet's own statistics are kept aside and put back by ``_restore_supernet_bn``
         after the evaluation, so training and the saved ``supernet.pt`` keep them.
         """
-        arch, _ = self.derive()
-        self.supernet.set_mode("fixed", arch)
-        if loader_fn is not None and self.bn_batches > 0:
+        recalibrate = loader_fn is not None and self.bn_batches > 0
+        if recalibrate:
             self._supernet_bn = bn_statistics(self.supernet)
-            recalibrate_bn(self.supernet, loader_fn(self.bn_batches), self.bn_batches)
+        self._eval_archs, self._eval_bn = [], []
+        for k in range(self.num_targets):
+            arch, _ = self.derive(k)
+            self.supernet.set_mode("fixed", arch)
+            if recalibrate:
+                recalibrate_bn(self.supernet, loader_fn(self.bn_batches), self.bn_batches)
+            self._eval_archs.append(arch)
+            many = recalibrate and self.num_targets > 1
+            self._eval_bn.append(bn_statistics(self.supernet) if many else None)
+
+    def _eval_forward(self, x: torch.Tensor):
+        """(target, logits) of every derived architecture on x (one at a time)."""
+        for k, arch in enumerate(self._eval_archs):
+            if self.num_targets > 1:
+                self.supernet.set_mode("fixed", arch)
+                if self._eval_bn[k] is not None:
+                    load_bn_statistics(self.supernet, self._eval_bn[k])
+            yield k, self.supernet(x)
 
     def _restore_supernet_bn(self) -> None:
         if self._supernet_bn is not None:
             load_bn_statistics(self.supernet, self._supernet_bn)
             self._supernet_bn = None
+        self._eval_bn = []
 
     def _bn_loader(self):
         dm = getattr(self.trainer, "datamodule", None)
@@ -199,36 +311,67 @@ class SearchModule(pl.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         self._prepare_derived(self._bn_loader())
-        self.val_acc.reset()
+        for m in self.val_accs:
+            m.reset()
 
     def validation_step(self, batch, batch_idx: int) -> None:
         x, y = batch
-        self.val_acc.update(self.supernet(x), y)
+        for k, logits in self._eval_forward(x):
+            self.val_accs[k].update(logits, y)
 
     def on_validation_epoch_end(self) -> None:
         self._restore_supernet_bn()
-        acc = self.val_acc.compute()
-        self.log("val/acc", acc, prog_bar=True)
-        self.log("cost/derived_latency_ms", self.derived_cost["latency_ms"], prog_bar=True)
-        self.log("cost/derived_energy_mj", self.derived_cost["energy_mj"])
-        if not self.trainer.sanity_checking:
-            self._record(
-                val_acc=float(acc),
-                derived_latency_ms=self.derived_cost["latency_ms"],
-                derived_energy_mj=self.derived_cost["energy_mj"],
+        accs = [m.compute() for m in self.val_accs]
+        record: dict[str, float] = {}
+        if self.num_targets > 1:
+            self.log("val/acc", torch.stack(accs).mean(), prog_bar=True)  # the front's mean
+        for k, acc in enumerate(accs):
+            sfx, cost = self._suffix(k), self.derived_front_cost[k]
+            self.log(f"val/acc{sfx}", acc, prog_bar=self.num_targets == 1)
+            self.log(
+                f"cost/derived_latency_ms{sfx}", cost["latency_ms"], prog_bar=self.num_targets == 1
             )
+            self.log(f"cost/derived_energy_mj{sfx}", cost["energy_mj"])
+            record.update(
+                {
+                    f"val_acc{sfx}": float(acc),
+                    f"derived_latency_ms{sfx}": cost["latency_ms"],
+                    f"derived_energy_mj{sfx}": cost["energy_mj"],
+                }
+            )
+        if not self.trainer.sanity_checking:
+            self._record(**record)
 
     def on_test_epoch_start(self) -> None:
         self._prepare_derived(self._bn_loader())
-        self.test_acc.reset()
+        for m in self.test_accs:
+            m.reset()
 
     def test_step(self, batch, batch_idx: int) -> None:
         x, y = batch
-        self.test_acc.update(self.supernet(x), y)
+        for k, logits in self._eval_forward(x):
+            self.test_accs[k].update(logits, y)
 
     def on_test_epoch_end(self) -> None:
         self._restore_supernet_bn()
-        self.log("test/acc", self.test_acc.compute())
+        for k, m in enumerate(self.test_accs):
+            self.log(f"test/acc{self._suffix(k)}", m.compute())
+
+    def history_for(self, k: int) -> list[dict[str, float]]:
+        """The history of target k alone, with the keys of a one-target search."""
+        if self.num_targets == 1:
+            return self.history
+        out = []
+        for h in self.history:
+            row = {}
+            for key, v in h.items():
+                m = re.fullmatch(r"(.*)_t(\d+)", key)
+                if m is None:
+                    row[key] = v  # shared: epoch, tau
+                elif int(m.group(2)) == k:
+                    row[m.group(1)] = v
+            out.append(row)
+        return out
 
     def _record(self, **values: float) -> None:
         epoch = self.current_epoch

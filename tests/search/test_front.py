@@ -1,0 +1,133 @@
+"""Several budgets searched together: one architecture distribution per target on shared weights."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torch
+
+from dnas.cost.targets import BudgetError, Targets, resolve_targets
+from dnas.search.losses import BudgetLoss
+from dnas.search.module import SearchModule
+from dnas.space import Architecture
+from tests.conftest import _run_in
+from tests.runs import SEARCH_BASE, TRAIN
+
+FRONT = "front=[{latency_frac:0.1},{latency_frac:0.4},{energy_frac:0.3}]"
+
+
+def _module(space, table, fracs=(0.1, 0.5)):
+    ext = table.extremes(space)
+    front = [resolve_targets({"latency_frac": f}, ext) for f in fracs]
+    return SearchModule(
+        space,
+        table,
+        front,
+        [BudgetLoss(targets=t, kind="hinge") for t in front],
+        weight_optimizer=lambda p: torch.optim.SGD(p, lr=0.1),
+        arch_optimizer=lambda p: torch.optim.Adam(p, lr=0.5),
+        warmup_epochs=0,
+    )
+
+
+def _arch(module):
+    return [p.detach().clone() for p in module.supernet.arch_parameters()]
+
+
+def test_switching_distributions_keeps_each_one(space, table):
+    m = _module(space, table)
+    with torch.no_grad():
+        for p in m.supernet.arch_parameters():
+            p.add_(torch.randn_like(p))
+    first = _arch(m)
+    m.use_distribution(1)
+    second = _arch(m)
+    assert any(not torch.equal(a, b) for a, b in zip(first, second))  # the initial one
+    with torch.no_grad():
+        for p in m.supernet.arch_parameters():
+            p.mul_(0.5)
+    changed = _arch(m)
+    m.use_distribution(0)
+    assert all(torch.equal(a, b) for a, b in zip(first, _arch(m)))
+    m.use_distribution(1)
+    assert all(torch.equal(a, b) for a, b in zip(changed, _arch(m)))
+    # a state dict carries which one is loaded, so a reload puts every distribution back
+    state = m.state_dict()
+    fresh = _module(space, table)
+    fresh.load_state_dict(state)
+    fresh.use_distribution(0)
+    assert all(torch.equal(a, b) for a, b in zip(first, _arch(fresh)))
+
+
+def test_an_architecture_step_moves_only_its_own_distribution(space, table):
+    """Step i takes distribution i mod K: its arch step changes it and no other."""
+    pytest.importorskip("pytorch_lightning")
+    m = _module(space, table)
+    opts = [torch.optim.SGD(m.supernet.weight_parameters(), lr=0.1)]
+    opts += [torch.optim.Adam(m.supernet.arch_parameters(), lr=0.5) for _ in range(2)]
+    m.optimizers = lambda: opts  # run training_step outside a Trainer
+    m.manual_backward = lambda loss, **kw: loss.backward(**kw)
+    m.log = lambda *a, **k: None
+    x = torch.randn(8, space.in_channels, space.resolution, space.resolution)
+    y = torch.randint(0, space.num_classes, (8,))
+    batch = {"weights": (x, y), "arch": (x, y)}
+    before = [m.distribution_state(k) for k in range(2)]
+    m.training_step(batch, batch_idx=1)  # target 1
+    after = [m.distribution_state(k) for k in range(2)]
+    arch_keys = [k for k in before[0] if "arch" in k]
+    weight_keys = [k for k in before[0] if "weight" in k and "arch" not in k]
+    assert arch_keys and weight_keys
+    assert all(torch.equal(before[0][k], after[0][k]) for k in arch_keys)
+    assert any(not torch.equal(before[1][k], after[1][k]) for k in arch_keys)
+    # the weights are shared: both views show the weight step
+    assert any(not torch.equal(before[0][k], after[0][k]) for k in weight_keys)
+    assert all(torch.equal(after[0][k], after[1][k]) for k in weight_keys)
+
+
+def test_front_run_writes_each_target_within_its_budget(tmp_path_factory, cache_dir):
+    out = tmp_path_factory.mktemp("front")
+    _run_in(
+        out,
+        cache_dir,
+        "dnas.cli.search",
+        "search",
+        *SEARCH_BASE,
+        FRONT,
+        f"hydra.runtime.output_dir={out}",
+    )
+    with open(out / "front.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 3
+    states = []
+    for row in rows:
+        sub = out / row["dir"]
+        arch = Architecture.load(sub / "arch.yaml")
+        key = "latency_ms" if "target_latency_ms" in arch.metrics else "energy_mj"
+        assert arch.metrics[key] <= arch.metrics[f"target_{key}"] * (1 + 1e-12)
+        assert float(row[key]) == pytest.approx(arch.metrics[key])
+        assert float(row["test_acc"]) == pytest.approx(arch.metrics["test_acc"])
+        for name in ("supernet.pt", "space.yaml", "run.json", "search.png", "history.json"):
+            assert (sub / name).is_file(), name
+        states.append(torch.load(sub / "supernet.pt", weights_only=True))
+    arch_keys = [k for k in states[0] if "arch" in k]
+    assert any(not torch.equal(states[0][k], states[1][k]) for k in arch_keys)
+    assert all(torch.equal(states[0][k], states[2][k]) for k in states[0] if k not in arch_keys)
+    # a front member finetunes like any search run
+    sub = out / rows[1]["dir"]
+    trained = tmp_path_factory.mktemp("front_train")
+    _run_in(trained, cache_dir, "dnas.cli.train", "train", *TRAIN, f"arch={sub}")
+    assert (trained / "model.pt").is_file()
+
+
+@pytest.mark.parametrize("front", ["front=[]", "front=3", "front=[{}]", "front=[{latency_frac:2}]"])
+def test_bad_front_is_refused_before_training(tmp_path, cache_dir, front):
+    with pytest.raises(BudgetError, match="front|latency_frac"):
+        _run_in(tmp_path, cache_dir, "dnas.cli.search", "search", *SEARCH_BASE, front)
+    assert not (tmp_path / "front").exists()
+
+
+def test_one_budget_term_per_target(space, table):
+    t = Targets(latency_ms=1.0)
+    with pytest.raises(ValueError, match="one budget term per target"):
+        SearchModule(space, table, [t, t], [BudgetLoss(targets=t, kind="hinge")], None, None)
