@@ -303,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="comma-separated subset of methods to run now (default: all); the rest stay planned",
     )
+    p.add_argument("--seeds", default=None, help="comma-separated subset of seeds to run now")
     args = p.parse_args(argv)
     os.environ.setdefault("TRITON_INTERPRET", "1")  # before Lightning imports triton (CPU)
     cfg = QUICK if args.quick else FULL
@@ -342,6 +343,8 @@ def main(argv: list[str] | None = None) -> int:
     for target, method, seed, budget in plan:
         metric, key, frac = target
         if (method, seed, key, frac, budget) in done or (only and method not in only):
+            continue
+        if args.seeds is not None and seed not in {int(x) for x in args.seeds.split(",")}:
             continue
         print(f"== {method} seed {seed} {key}={frac} ({budget})", file=sys.stderr, flush=True)
         extra = cfg["larger"][method] if budget == "larger" else None

@@ -50,6 +50,9 @@ def test_evolution_with_predictor_writes_its_outputs(evolve_run, cache_dir):
     assert arch.metrics["test_acc"] == acc
     # measured: the predictor's samples plus the re-checked fittest (the cache may merge some)
     assert 24 <= record["evaluated"] <= 26 and record["predictor_samples"] == 24
+    assert record["predictor_holdout_samples"] == 5  # 20 % of 24, measured before the final fit
+    assert -1 <= record["predictor_holdout_kendall"] <= 1
+    assert record["predictor_holdout_rmse"] >= 0 and record["predictor_train_rmse"] >= 0
     assert record["generations"] == 3 and record["predicted"] == 20 + 3 * 20
     with open(out / "evolution.csv", newline="") as f:
         rows = list(csv.DictReader(f))

@@ -76,6 +76,36 @@ def test_predictor_learns_an_additive_accuracy(genomes):
     assert rmse < 0.3 * float(y.std()) and err < 0.4 * float(y.std())
 
 
+def test_kendall_tau_counts_concordant_pairs():
+    from itertools import combinations
+
+    from dnas.evolve.predictor import kendall_tau
+
+    g = torch.Generator().manual_seed(1)
+    a, b = torch.randn(30, generator=g), torch.randn(30, generator=g)
+    pairs = list(combinations(range(30), 2))
+    by_hand = sum(1 if (a[i] - a[j]) * (b[i] - b[j]) > 0 else -1 for i, j in pairs) / len(pairs)
+    assert kendall_tau(a, b) == pytest.approx(by_hand)
+    assert kendall_tau(a, 2 * a + 1) == pytest.approx(1.0)
+    assert kendall_tau(a, -a) == pytest.approx(-1.0)
+
+
+def test_holdout_quality_tells_a_learnable_accuracy_from_noise(genomes):
+    from dnas.evolve.predictor import holdout_quality
+
+    rng = random.Random(4)
+    x = genomes.encode([genomes.random(rng) for _ in range(400)])
+    w = torch.randn(genomes.num_features, generator=torch.Generator().manual_seed(0)) * 0.01
+    learnable = holdout_quality(x, 0.8 + x @ w, 0.25, hidden=64, epochs=80)
+    noise = 0.8 + 0.01 * torch.randn(400, generator=torch.Generator().manual_seed(5))
+    random_labels = holdout_quality(x, noise, 0.25, hidden=64, epochs=80)
+    assert learnable["holdout_samples"] == 100
+    assert learnable["holdout_kendall"] > 0.6
+    assert learnable["holdout_rmse"] < 0.5 * learnable["holdout_std"]
+    assert abs(random_labels["holdout_kendall"]) < 0.2
+    assert random_labels["holdout_rmse"] > 0.8 * random_labels["holdout_std"]
+
+
 def _width_fitness(genomes):
     """A stand-in accuracy: wider and higher-bit networks score more (what a budget limits)."""
 

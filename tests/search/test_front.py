@@ -122,7 +122,7 @@ def test_front_run_writes_each_target_within_its_budget(tmp_path_factory, cache_
 
 @pytest.mark.parametrize("front", ["front=[]", "front=3", "front=[{}]", "front=[{latency_frac:2}]"])
 def test_bad_front_is_refused_before_training(tmp_path, cache_dir, front):
-    with pytest.raises(BudgetError, match="front|latency_frac"):
+    with pytest.raises(BudgetError, match=r"front|latency_frac"):
         _run_in(tmp_path, cache_dir, "dnas.cli.search", "search", *SEARCH_BASE, front)
     assert not (tmp_path / "front").exists()
 

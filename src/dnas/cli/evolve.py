@@ -115,6 +115,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
         random_search,
     )
     from dnas.evolve.plot import plot_evolution
+    from dnas.evolve.predictor import holdout_quality
     from dnas.space import SearchSpace
     from dnas.supernet import recalibrate_bn
     from dnas.train.load import SPACE_FILE, load_supernet, save_space
@@ -192,6 +193,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     direct = DirectFitness(supernet, genomes, xa[pick], ya[pick], calib)
     fitness = direct
     n_samples = 0
+    predictor_quality: dict[str, float] = {}
     if cfg.fitness == "predictor":
         pc = cfg.predictor
         with clock.phase("predictor_data"):
@@ -219,7 +221,18 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
             ],
             ["accuracy", "arch"],
         )
+        quality: dict[str, float] = {}
         with clock.phase("predictor_fit"):
+            if pc.get("holdout"):  # measured on a split, then the predictor is fit on every pair
+                quality = holdout_quality(
+                    genomes.encode(states),
+                    torch.tensor(accs),
+                    float(pc.holdout),
+                    int(pc.hidden),
+                    int(pc.layers),
+                    seed=int(cfg.seed),
+                    epochs=int(pc.epochs),
+                )
             predictor = AccuracyPredictor(genomes.num_features, int(pc.hidden), int(pc.layers))
             rmse = predictor.fit(
                 genomes.encode(states),
@@ -229,6 +242,16 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
             )
         torch.save(predictor.state_dict(), out / "predictor.pt")
         console.print(f"predictor: {n_samples} samples, training RMSE {100 * rmse:.2f} points")
+        if quality:
+            console.print(
+                f"predictor on {int(quality['holdout_samples'])} held-out pairs: RMSE "
+                f"{100 * quality['holdout_rmse']:.2f} points (their spread "
+                f"{100 * quality['holdout_std']:.2f}), Kendall tau {quality['holdout_kendall']:.3f}"
+            )
+        predictor_quality = {
+            "predictor_train_rmse": rmse,
+            **{f"predictor_{k}": v for k, v in quality.items()},
+        }
         fitness = PredictorFitness(predictor, genomes)
 
     # 3. search
@@ -303,6 +326,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
         evaluated=direct.evaluated,
         predictor_samples=n_samples,
         predicted=getattr(fitness, "queried", 0),
+        **predictor_quality,
         generations=len(rows) - 1 if cfg.algorithm == "evolution" else 0,
         search_s=round(total_s, 2),
         search_cpu_s=round(total_cpu, 2),

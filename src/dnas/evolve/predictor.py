@@ -76,3 +76,48 @@ class AccuracyPredictor(nn.Module):
     def predict(self, x: Tensor) -> Tensor:
         self.eval()
         return self(x)
+
+
+def kendall_tau(a: Tensor, b: Tensor) -> float:
+    """Kendall's τ-a between two score vectors (pairs tied in either count as 0)."""
+    a, b = a.double().flatten(), b.double().flatten()
+    if len(a) != len(b) or len(a) < 2:
+        raise ValueError(f"need two score vectors of the same length >= 2, got {len(a)}, {len(b)}")
+    da = torch.sign(a[:, None] - a[None, :])
+    db = torch.sign(b[:, None] - b[None, :])
+    n = len(a)
+    return float((da * db).sum() / (n * (n - 1)))
+
+
+def holdout_quality(
+    x: Tensor,
+    y: Tensor,
+    fraction: float,
+    hidden: int = 400,
+    layers: int = 3,
+    seed: int = 0,
+    **fit_kwargs,
+) -> dict[str, float]:
+    """How well a predictor trained on ``1 − fraction`` of the pairs predicts the rest.
+
+    Returns ``holdout_rmse`` (accuracy units), ``holdout_kendall`` (rank agreement, what evolution
+    relies on), ``holdout_samples`` and, for scale, ``holdout_std`` (the held-out accuracies'
+    standard deviation: an RMSE near it means the predictor explains little).
+    """
+    if not 0 < fraction < 1:
+        raise ValueError(f"predictor.holdout must be in (0, 1), got {fraction}")
+    n_out = max(2, round(fraction * len(x)))
+    if len(x) - n_out < 2:
+        raise ValueError(f"too few samples ({len(x)}) to hold {fraction:.0%} out")
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed + 1))
+    held, kept = perm[:n_out], perm[n_out:]
+    model = AccuracyPredictor(x.shape[1], hidden, layers)
+    torch.manual_seed(seed)
+    model.fit(x[kept], y[kept], seed=seed, **fit_kwargs)
+    pred = model.predict(x[held])
+    return {
+        "holdout_rmse": float((pred - y[held]).pow(2).mean().sqrt()),
+        "holdout_kendall": kendall_tau(pred, y[held]),
+        "holdout_samples": float(n_out),
+        "holdout_std": float(y[held].std()),
+    }
