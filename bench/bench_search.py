@@ -293,6 +293,64 @@ def table(records: list[dict]) -> str:
     return "\n".join([head, *rows])
 
 
+def _run_record(path) -> dict:
+    f = Path(path) / "run.json"
+    return json.loads(f.read_text()) if f.is_file() else {}
+
+
+def _front_cpu(method: str, mine: list[dict]) -> float:
+    """CPU seconds of one seed's whole front: one-off work once, plus each target's own."""
+    if method == "dnas_front":
+        return mine[0]["search_cpu_s"]
+    if method in ("dnas", "dnas_argmax"):
+        return sum(r["search_cpu_s"] for r in mine)
+    per_target = 0.0
+    for r in mine:
+        run = _run_record(r["run_dir"])
+        per_target += run["search_cpu_s"] - run.get("supernet_cpu_s", 0.0)
+        per_target -= run.get("predictor_data_cpu_s", 0.0)
+    first = mine[0]
+    one_off = _run_record(Path(first["one_off_supernet"]).parent).get("supernet_cpu_s", 0.0)
+    if method == "evolution_predictor":
+        pdata = _run_record(Path(first["one_off_pdata"]).parent)
+        one_off += pdata.get("predictor_data_cpu_s", 0.0)
+    return one_off + per_target
+
+
+def summary(records: list[dict]) -> str:
+    """Mean finetuned accuracy per method and target (over seeds), and what each method's whole
+    front cost: one-off work once per seed plus every target's own work (markdown)."""
+    standard = [r for r in records if r.get("budget", "standard") == "standard"]
+    targets = sorted({(r["target_key"], r["target_frac"]) for r in standard})
+    methods = [
+        m
+        for m in ("dnas", "dnas_front", *EVOLVE_ARGS, "dnas_argmax")
+        if any(r["method"] == m for r in standard)
+    ]
+    head = "| method | " + " | ".join(f"{k} {f}" for k, f in targets)
+    head += " | front cost: wall (CPU), per seed |\n|---|" + "---|" * (len(targets) + 1)
+    rows = []
+    for m in methods:
+        cells = []
+        for k, f in targets:
+            accs = [
+                r["test_acc"]
+                for r in standard
+                if (r["method"], r["target_key"], r["target_frac"]) == (m, k, f)
+            ]
+            cells.append(f"{100 * sum(accs) / len(accs):.2f} % (n={len(accs)})" if accs else "—")
+        costs = []
+        for seed in sorted({r["seed"] for r in standard if r["method"] == m}):
+            mine = [r for r in standard if r["method"] == m and r["seed"] == seed]
+            if len(mine) < len(targets):
+                continue  # a front not yet complete for this seed
+            wall = max(r["one_off_s"] for r in mine) + sum(r["per_target_s"] for r in mine)
+            cpu = _front_cpu(m, mine)
+            costs.append(f"s{seed}: {wall / 60:.0f} min ({cpu / 60:.0f})")
+        rows.append(f"| {m} | " + " | ".join(cells) + f" | {'; '.join(costs) or '—'} |")
+    return "\n".join([head, *rows])
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="differentiable search vs APQ's evolution vs random")
     p.add_argument("--quick", action="store_true", help="one target, small data (< 5 min)")
@@ -320,6 +378,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.table:
         print(table(records))
+        print()
+        print(summary(records))
         return 0
     from dnas.space import Architecture
 
