@@ -101,8 +101,10 @@ def test_holdout_quality_tells_a_learnable_accuracy_from_noise(genomes):
     random_labels = holdout_quality(x, noise, 0.25, hidden=64, epochs=80)
     assert learnable["holdout_samples"] == 100
     assert learnable["holdout_kendall"] > 0.6
-    assert learnable["holdout_rmse"] < 0.5 * learnable["holdout_std"]
+    assert learnable["holdout_rmse"] < 0.6 * learnable["holdout_std"]
     assert abs(random_labels["holdout_kendall"]) < 0.2
+    again = holdout_quality(x, 0.8 + x @ w, 0.25, hidden=64, epochs=80)
+    assert again == learnable  # seeded: the same split, initialisation and figures
     assert random_labels["holdout_rmse"] > 0.8 * random_labels["holdout_std"]
 
 

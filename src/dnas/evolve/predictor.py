@@ -111,9 +111,10 @@ def holdout_quality(
         raise ValueError(f"too few samples ({len(x)}) to hold {fraction:.0%} out")
     perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed + 1))
     held, kept = perm[:n_out], perm[n_out:]
-    model = AccuracyPredictor(x.shape[1], hidden, layers)
-    torch.manual_seed(seed)
-    model.fit(x[kept], y[kept], seed=seed, **fit_kwargs)
+    with torch.random.fork_rng():  # the same split and initialisation for a seed, no side effect
+        torch.manual_seed(seed)
+        model = AccuracyPredictor(x.shape[1], hidden, layers)
+        model.fit(x[kept], y[kept], seed=seed, **fit_kwargs)
     pred = model.predict(x[held])
     return {
         "holdout_rmse": float((pred - y[held]).pow(2).mean().sqrt()),
