@@ -409,6 +409,19 @@ def _state_score(lag: _Lagrangian, s: ArchState, costs: _Costs) -> float:
     return total
 
 
+def _cheapest_fitting(space, table: CostTable, targets: Targets, costs: _Costs):
+    """The cheapest architecture for the targets' normalised cost, or BudgetError if it misses."""
+    active = targets.active()
+    state = cheapest_state(space, table, {m: 1.0 / t for m, t in active.items()})
+    cost = costs.total(state)
+    if not targets.fits(cost):
+        raise BudgetError(
+            f"no architecture of space {space.name!r} meets {targets.describe()}: the cheapest "
+            f"for this budget costs " + ", ".join(f"{m}={cost[m]:.6g}" for m in active)
+        )
+    return state, cost
+
+
 def budget_state(
     space, table: CostTable, relaxed, targets: Targets, iters: int = 60
 ) -> tuple[ArchState, dict[str, float]]:
@@ -445,14 +458,7 @@ def budget_state(
         while not fits(hi)[0] and hi < 1e6:
             lo, hi = hi, 2 * hi
         if hi >= 1e6:
-            state = cheapest_state(space, table, {m: 1.0 / t for m, t in active.items()})
-            cost = costs.total(state)
-            if not targets.fits(cost):
-                raise BudgetError(
-                    f"no architecture of space {space.name!r} meets {targets.describe()}: the "
-                    f"cheapest for this budget costs "
-                    + ", ".join(f"{m}={cost[m]:.6g}" for m in active)
-                )
+            state, cost = _cheapest_fitting(space, table, targets, costs)
             lo = hi = None
     if lo is not None:
         for _ in range(iters):
@@ -546,14 +552,7 @@ def derive_within_budget(
             _, state, cost = best
             steps += 1
         if not targets.fits(cost):
-            state = cheapest_state(space, table, {m: 1.0 / t for m, t in active.items()})
-            cost = costs.total(state)
-            if not targets.fits(cost):
-                raise BudgetError(
-                    f"no architecture of space {space.name!r} meets {targets.describe()}: the "
-                    f"cheapest for this budget costs "
-                    + ", ".join(f"{m}={cost[m]:.6g}" for m in active)
-                )
+            state, cost = _cheapest_fitting(space, table, targets, costs)
     if strategy == "fill" and active:
         state, cost, _ = fill_budget(space, table, relaxed, targets, state)
     arch = state.to_arch(space)
