@@ -132,3 +132,42 @@ def test_measured_csv_missing_entries_reported(space, table, tmp_path):
 def test_unfittable_space_named(space):
     with pytest.raises(TableError, match="fit no tiling"):
         build_table(space, BitFusionConfig(obuf_bytes=64), backend="torch")
+
+
+class _Payload:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("echo pwned > /dev/null",))
+
+
+def test_malicious_table_refused_in_one_line(space, table, tmp_path):
+    evil = tmp_path / "evil.pt"
+    torch.save({"header": {}, "entries": [], "x": _Payload()}, evil)
+    with pytest.raises(TableError, match="not a trusted table") as e:
+        CostTable.load(evil, space)
+    assert "\n" not in str(e.value) and "weights_only=False" not in str(e.value)
+    assert "dnas-lut" in str(e.value)
+
+
+def test_a_table_the_user_named_is_never_replaced(space, table, tmp_path, monkeypatch):
+    from dnas.cost.table import default_table_path, load_or_build
+
+    hw = BitFusionConfig()
+    named = tmp_path / "pixel8.pt"
+    named.write_bytes(b"a measured table someone spent a day on")
+    before = named.read_bytes()
+    with pytest.raises(TableError, match="dnas-lut"):
+        load_or_build(space, hw, str(named))
+    assert named.read_bytes() == before
+    # the cache, by contrast, is rebuilt when damaged
+    monkeypatch.setenv("DNAS_CACHE", str(tmp_path / "cache"))
+    cached = default_table_path(space, hw)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    cached.write_bytes(b"damaged")
+    got, path, built = load_or_build(space, hw)
+    assert built and path == cached and got.num_entries == table.num_entries
+    # a named path that does not exist yet is built there
+    fresh = tmp_path / "new.pt"
+    _, path, built = load_or_build(space, hw, str(fresh))
+    assert built and path == fresh and CostTable.load(fresh, space).num_entries == table.num_entries

@@ -4,12 +4,32 @@ and the run record (``run.json``) written beside every result."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
+import sys
+import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from dnas import __version__
+from dnas.errors import DnasError, Interrupted
+
+
+def _register_resolvers() -> None:
+    """``${dnas.run_id:}``: ``HH-MM-SS-PID``, a run directory two runs started in the same second
+    cannot share (Hydra's ``${now:%H-%M-%S}`` alone can)."""
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("dnas.run_id"):
+        OmegaConf.register_new_resolver(
+            "dnas.run_id", lambda: f"{time.strftime('%H-%M-%S')}-{os.getpid()}", use_cache=True
+        )
+
+
+_register_resolvers()
 
 LIGHTNING_NOISE = (
     r".*isinstance\(treespec, LeafSpec\)",  # Lightning's own use of a deprecated torch API
@@ -99,3 +119,112 @@ def resolved_config(cfg) -> dict[str, Any]:
         for k in cfg
         if k != "hydra"
     }
+
+
+def check_epochs(max_epochs: Any, warmup_epochs: int = 0) -> int:
+    """``trainer.max_epochs`` as a positive int leaving at least one epoch after the warm-up."""
+    if isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 1:
+        raise DnasError(
+            f"trainer.max_epochs must be a positive whole number of epochs, got {max_epochs!r} "
+            "(-1 and null would train forever, 0 would write a result no training produced)"
+        )
+    if warmup_epochs >= max_epochs:
+        raise DnasError(
+            f"search.warmup_epochs={warmup_epochs} leaves no search epoch in "
+            f"trainer.max_epochs={max_epochs}: give max_epochs > warmup_epochs"
+        )
+    return max_epochs
+
+
+def user_error(e: BaseException) -> BaseException | None:
+    """The error a user can fix behind ``e`` (unwrapping Hydra's instantiation error), or None."""
+    seen = 0
+    while e is not None and seen < 5:
+        if isinstance(e, (DnasError, FileNotFoundError)):
+            return e
+        e, seen = e.__cause__, seen + 1
+    return None
+
+
+_FAILED: list[str] = []  # jobs of this process's multirun that failed on bad input
+
+
+def run_command(prog: str, run: Callable[[Any], Any], cfg: Any) -> Any:
+    """Run a Hydra command's ``run(cfg)`` the way every command does.
+
+    Bad input (``DnasError``, a missing file) is one line on stderr and exit status 2; a run
+    stopped by SIGTERM or Ctrl-C exits 143 / 130 saying where its last checkpoint is; anything else
+    is a bug and keeps its traceback. A run directory that a failure left with nothing but Hydra's
+    own files is removed. In a multirun, a job with bad input is reported and the sweep goes on
+    (``main_exit`` then exits 2 naming the failed jobs); the job returns NaN, which sweepers such
+    as Optuna record as a failed trial.
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hc = HydraConfig.get() if HydraConfig.initialized() else None
+    out = Path(hc.runtime.output_dir) if hc is not None else None
+    multirun = hc is not None and hc.mode == RunMode.MULTIRUN
+    try:
+        return run(cfg)
+    except Interrupted as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    except Exception as e:
+        cause = user_error(e)
+        if cause is None:
+            raise
+        if out is not None:
+            discard_if_empty(out)
+        print(f"{prog}: error: {cause}", file=sys.stderr)
+        if not multirun:
+            sys.exit(2)
+        job = f"job {hc.job.num} ({','.join(hc.overrides.task) or 'no overrides'})"
+        _FAILED.append(f"{job}: {cause}")
+        return float("nan")
+
+
+def main_exit(prog: str) -> None:
+    """After a multirun: exit 2 listing the jobs that failed on bad input, if any."""
+    if _FAILED:
+        print(f"{prog}: {len(_FAILED)} job(s) failed:", file=sys.stderr)
+        for line in _FAILED:
+            print(f"  {line}", file=sys.stderr)
+        sys.exit(2)
+
+
+def discard_if_empty(out: Path) -> None:
+    """Remove a run directory that holds only Hydra's own files (a run that failed early)."""
+    out = Path(out)
+    if not out.is_dir():
+        return
+    hydra_only = all(
+        p.name == ".hydra" or (p.suffix == ".log" and p.is_file()) for p in out.iterdir()
+    )
+    if hydra_only:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def interrupted(exc: BaseException, out: Path, what: str) -> Interrupted:
+    """The ``Interrupted`` for a run Lightning stopped: on a signal (``SystemExit`` from fit or
+    test: 143 for SIGTERM, 130 for Ctrl-C) or on a non-finite loss (3)."""
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+    from dnas.checkpoint import epoch_of, last_checkpoint
+    from dnas.errors import NonFiniteLossError
+
+    if isinstance(exc, NonFiniteLossError):
+        sig, code = f"a non-finite loss ({exc})", 3
+    elif isinstance(exc, SIGTERMException):
+        sig, code = "SIGTERM", 143
+    else:
+        sig, code = "an interrupt", 130
+    ckpt = last_checkpoint(out)
+    if ckpt is None:
+        where = "no checkpoint was written yet (none is kept before the first epoch ends)"
+    else:
+        where = (
+            f"its last checkpoint is {ckpt} ({epoch_of(ckpt)} epoch(s) done); resume with "
+            f"ckpt_path={ckpt}"
+        )
+    return Interrupted(f"{what} was stopped by {sig}; no result was written; {where}", code)

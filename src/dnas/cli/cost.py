@@ -22,6 +22,7 @@ from dnas.atomic import atomic_path
 from dnas.cost.batch import COUNTER_COLUMNS, PARAM_COLUMNS
 from dnas.cost.hardware import load_hardware
 from dnas.cost.layer import LayerShape
+from dnas.errors import DnasError
 
 if TYPE_CHECKING:
     from dnas.cost.hardware import BitFusionConfig
@@ -45,7 +46,7 @@ OUTPUT = (
 )
 
 
-class InputError(ValueError):
+class InputError(DnasError):
     """A problem with the user's input, reported without a traceback."""
 
 

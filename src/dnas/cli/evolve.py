@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import csv
 import random
-import sys
 import time
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
+
+from dnas.cli.common import main_exit, run_command
 
 METHODS = {
     ("evolution", "predictor"): "evolution_predictor",
@@ -68,6 +69,7 @@ def read_predictor_data(path: Path, genomes) -> tuple[list, list[float]]:
     import yaml
 
     from dnas.derive import ArchState
+    from dnas.errors import DnasError
     from dnas.space import Architecture
 
     if not path.is_file():
@@ -80,7 +82,7 @@ def read_predictor_data(path: Path, genomes) -> tuple[list, list[float]]:
                 states.append(ArchState.from_arch(genomes.space, arch))
                 accs.append(float(row["accuracy"]))
             except Exception as e:
-                raise ValueError(f"{path}:{i}: not a predictor sample of this space ({e})") from e
+                raise DnasError(f"{path}:{i}: not a predictor sample of this space ({e})") from e
     return states, accs
 
 
@@ -94,8 +96,11 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     from rich.console import Console
     from rich.progress import Progress
 
+    from dnas.checkpoint import atomic_checkpoint_io, checkpoint_callback, read_checkpoint
     from dnas.cli.common import (
         check_data,
+        check_epochs,
+        interrupted,
         resolved_config,
         silence_lightning,
         write_run_record,
@@ -106,6 +111,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     from dnas.cost.table import load_or_build
     from dnas.cost.targets import resolve_targets
     from dnas.derive.budget import _Costs
+    from dnas.errors import DnasError, NonFiniteLossError
     from dnas.evolve import (
         AccuracyPredictor,
         DirectFitness,
@@ -124,7 +130,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     console = Console(stderr=True)
     key = (str(cfg.algorithm), str(cfg.fitness))
     if key not in METHODS:
-        raise ValueError(
+        raise DnasError(
             f"algorithm={cfg.algorithm} fitness={cfg.fitness}: algorithm is one of "
             "[evolution, random], fitness one of [predictor, direct]"
         )
@@ -140,7 +146,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     data = instantiate(cfg.data)
     check_data(space, data)
     if data.arch_fraction <= 0:
-        raise ValueError(
+        raise DnasError(
             "dnas-evolve measures fitness on the architecture split: data.arch_fraction > 0"
         )
     table, table_path, _ = load_or_build(space, hw, cfg.table.path, cfg.table.backend)
@@ -149,8 +155,13 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     genomes = GenomeSpace(space)
     costs = _Costs(space, table, ("latency_ms", "energy_mj"))
     ev = cfg.evaluation
+    ckpt_path = cfg.get("ckpt_path")
     if cfg.supernet is not None:
         load_supernet(cfg.supernet, space)  # a foreign checkpoint fails here
+    else:
+        check_epochs(cfg.trainer.get("max_epochs"))
+        if ckpt_path:
+            read_checkpoint(ckpt_path)  # unreadable or foreign: refused before any work
     if cfg.fitness == "predictor" and cfg.predictor.data is not None:
         read_predictor_data(Path(cfg.predictor.data), genomes)
     console.print(f"{method}: budget {targets.describe()}, cost table {table_path}")
@@ -171,15 +182,22 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
             instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
         )
         logger = instantiate(cfg.logger, save_dir=str(out)) if cfg.get("logger") else False
+        callbacks: list = [RichProgressBar()]
+        if cfg.trainer.get("enable_checkpointing", True):
+            callbacks.append(checkpoint_callback(out))
         trainer: pl.Trainer = instantiate(
             cfg.trainer,
             logger=logger,
-            callbacks=[RichProgressBar()],
+            callbacks=callbacks,
+            plugins=[atomic_checkpoint_io()],
             default_root_dir=str(out),
             limit_val_batches=0,
         )
         with clock.phase("supernet"):
-            trainer.fit(module, datamodule=data)
+            try:
+                trainer.fit(module, datamodule=data, ckpt_path=ckpt_path or None)
+            except (SystemExit, NonFiniteLossError) as e:  # SIGTERM, Ctrl-C, a NaN loss
+                raise interrupted(e, out, "the supernet training") from None
         supernet = module.supernet
         supernet_source = "trained"
     torch.save(supernet.state_dict(), out / "supernet.pt")
@@ -343,18 +361,12 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
 
 @hydra.main(config_path="../conf", config_name="evolve", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> float:
-    from dnas.cost.table import TableError
-    from dnas.space import SpaceError
-
-    try:
-        return run(cfg)
-    except (TableError, SpaceError, ValueError, FileNotFoundError) as e:
-        print(f"dnas-evolve: error: {e}", file=sys.stderr)
-        sys.exit(2)
+    return run_command("dnas-evolve", run, cfg)
 
 
 def main() -> None:
     _hydra_main()
+    main_exit("dnas-evolve")
 
 
 if __name__ == "__main__":

@@ -56,6 +56,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dnas.atomic import atomic_path
+from dnas.errors import DnasError
 
 ARCH_FILE = "arch.yaml"
 RUN_FILE = "run.json"
@@ -92,11 +93,11 @@ SPARE_STYLES = (
 )
 
 
-class ParetoError(ValueError):
+class ParetoError(DnasError):
     """A problem with the command line: reported in one line, exit code 2."""
 
 
-class RunError(ValueError):
+class RunError(DnasError):
     """A run directory that cannot be read: skipped with a warning."""
 
 

@@ -16,11 +16,12 @@ them all.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
+
+from dnas.cli.common import main_exit, run_command
 
 
 def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
@@ -31,8 +32,16 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     from pytorch_lightning.callbacks import RichProgressBar
     from rich.console import Console
 
+    from dnas.checkpoint import (
+        CheckpointError,
+        atomic_checkpoint_io,
+        checkpoint_callback,
+        read_checkpoint,
+    )
     from dnas.cli.common import (
         check_data,
+        check_epochs,
+        interrupted,
         resolved_config,
         silence_lightning,
         write_run_record,
@@ -42,8 +51,9 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     from dnas.cost.table import load_or_build
     from dnas.cost.targets import BudgetError
     from dnas.derive.budget import cheapest_state
+    from dnas.errors import NonFiniteLossError
     from dnas.search.losses import BudgetLoss
-    from dnas.search.module import SearchModule
+    from dnas.search.module import CHECKPOINT_KEY, SearchModule
     from dnas.space import SearchSpace
     from dnas.train.load import SPACE_FILE, save_space
 
@@ -53,6 +63,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     pl.seed_everything(int(cfg.seed), workers=True)
 
     # Everything that can fail is checked before training starts.
+    check_epochs(cfg.trainer.get("max_epochs"), int(cfg.search.warmup_epochs))
     hw = BitFusionConfig.from_dict(OmegaConf.to_container(cfg.hardware, resolve=True))
     space = SearchSpace.from_dict(OmegaConf.to_container(cfg.space, resolve=True))
     space.validate_bits(hw.pmax_bits)
@@ -80,6 +91,15 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
         f"{extremes['min_energy_mj']:.4g}-{extremes['max_energy_mj']:.4g} mJ)"
     )
 
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path:
+        from dnas.search.module import check_checkpoint_state
+
+        state = read_checkpoint(ckpt_path).get(CHECKPOINT_KEY)
+        if state is None:
+            raise CheckpointError(f"ckpt_path={ckpt_path} was not written by dnas-search")
+        check_checkpoint_state(state, space, front)
+
     loss_cfg = OmegaConf.to_container(cfg.loss, resolve=True)
     budgets = [BudgetLoss(targets=t, **loss_cfg) for t in front]
     module = SearchModule(
@@ -93,13 +113,22 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
         **OmegaConf.to_container(cfg.search, resolve=True),
     )
     logger = instantiate(cfg.logger, save_dir=str(out)) if cfg.get("logger") else False
+    callbacks: list = [RichProgressBar()]
+    if cfg.trainer.get("enable_checkpointing", True):
+        callbacks.append(checkpoint_callback(out))
     trainer: pl.Trainer = instantiate(
-        cfg.trainer, logger=logger, callbacks=[RichProgressBar()], default_root_dir=str(out)
+        cfg.trainer,
+        logger=logger,
+        callbacks=callbacks,
+        plugins=[atomic_checkpoint_io()],
+        default_root_dir=str(out),
     )
-    trainer.fit(module, datamodule=data)
-
-    module.bn_batches = int(cfg.final.bn_batches)
-    test = trainer.test(module, datamodule=data, verbose=False)
+    try:
+        trainer.fit(module, datamodule=data, ckpt_path=ckpt_path or None)
+        module.bn_batches = int(cfg.final.bn_batches)
+        test = trainer.test(module, datamodule=data, verbose=False)
+    except (SystemExit, NonFiniteLossError) as e:  # Lightning's answer to SIGTERM and Ctrl-C
+        raise interrupted(e, out, "the search") from None
     results = []
     for k, targets in enumerate(front):
         sfx = f"_t{k}" if len(front) > 1 else ""
@@ -110,6 +139,8 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
         results.append((targets, arch, module.derived_front_cost[k], history, test_acc))
     if trainer.is_global_zero:
         record = {"table_hash": table.header.content_hash, "config": resolved_config(cfg)}
+        if ckpt_path:
+            record["resumed_from"] = str(ckpt_path)
         if len(front) == 1:
             targets, arch, _, history, _ = results[0]
             _write_target(out, arch, module.distribution_state(0), space, history, targets, record)
@@ -202,18 +233,12 @@ def _write_front_csv(path: Path, rows: list[dict]) -> None:
 
 @hydra.main(config_path="../conf", config_name="search", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> float:
-    from dnas.cost.table import TableError
-    from dnas.cost.targets import BudgetError
-
-    try:
-        return run(cfg)
-    except (BudgetError, TableError, ValueError, FileNotFoundError) as e:
-        print(f"dnas-search: error: {e}", file=sys.stderr)
-        sys.exit(2)
+    return run_command("dnas-search", run, cfg)
 
 
 def main() -> None:
     _hydra_main()
+    main_exit("dnas-search")
 
 
 if __name__ == "__main__":

@@ -11,12 +11,13 @@ the finetuned test accuracy), ``space.yaml``, ``run.json``, ``metrics.csv``, ``h
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
+
+from dnas.cli.common import main_exit, run_command
 
 
 def resolve_init(init: str, arch_path: Path) -> str:
@@ -64,8 +65,16 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     from rich.console import Console
 
     from dnas.atomic import atomic_path
+    from dnas.checkpoint import (
+        atomic_checkpoint_io,
+        best_checkpoint_callback,
+        checkpoint_callback,
+        read_checkpoint,
+    )
     from dnas.cli.common import (
         check_data,
+        check_epochs,
+        interrupted,
         read_run_record,
         resolved_config,
         silence_lightning,
@@ -76,6 +85,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     )
     from dnas.cost.hardware import BitFusionConfig
     from dnas.cost.table import load_or_build
+    from dnas.errors import NonFiniteLossError
     from dnas.space import SearchSpace
     from dnas.train.load import (
         ARCH_FILE,
@@ -97,6 +107,10 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     pl.seed_everything(int(cfg.seed), workers=True)
 
     # Everything that can fail is checked before training starts.
+    check_epochs(cfg.trainer.get("max_epochs"))
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path:
+        read_checkpoint(ckpt_path)  # unreadable or foreign: refused here; another arch: on load
     hw = BitFusionConfig.from_dict(OmegaConf.to_container(cfg.hardware, resolve=True))
     space = SearchSpace.from_dict(OmegaConf.to_container(cfg.space, resolve=True))
     space.validate_bits(hw.pmax_bits)
@@ -142,13 +156,23 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
         label_smoothing=float(tcfg.label_smoothing),
     )
     logger = instantiate(cfg.logger, save_dir=str(out)) if cfg.get("logger") else False
+    callbacks: list = [RichProgressBar()]
+    if cfg.trainer.get("enable_checkpointing", True):
+        callbacks += [checkpoint_callback(out), best_checkpoint_callback(out, "val/acc")]
     trainer: pl.Trainer = instantiate(
-        cfg.trainer, logger=logger, callbacks=[RichProgressBar()], default_root_dir=str(out)
+        cfg.trainer,
+        logger=logger,
+        callbacks=callbacks,
+        plugins=[atomic_checkpoint_io()],
+        default_root_dir=str(out),
     )
     t0 = time.perf_counter()
-    trainer.fit(module, datamodule=data)
-    train_s = time.perf_counter() - t0
-    test = trainer.test(module, datamodule=data, verbose=False)
+    try:
+        trainer.fit(module, datamodule=data, ckpt_path=ckpt_path or None)
+        train_s = time.perf_counter() - t0
+        test = trainer.test(module, datamodule=data, verbose=False)
+    except (SystemExit, NonFiniteLossError) as e:  # SIGTERM, Ctrl-C, a NaN loss
+        raise interrupted(e, out, "the training") from None
     test_acc = float(test[0]["test/acc"]) if test else float("nan")
     val_acc = module.history[-1].get("val_acc", float("nan")) if module.history else float("nan")
 
@@ -212,18 +236,12 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
 
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> float:
-    from dnas.cost.table import TableError
-    from dnas.space import SpaceError
-
-    try:
-        return run(cfg)
-    except (TableError, SpaceError, ValueError, FileNotFoundError) as e:
-        print(f"dnas-train: error: {e}", file=sys.stderr)
-        sys.exit(2)
+    return run_command("dnas-train", run, cfg)
 
 
 def main() -> None:
     _hydra_main()
+    main_exit("dnas-train")
 
 
 if __name__ == "__main__":

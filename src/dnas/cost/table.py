@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
+import pickle
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -21,12 +22,13 @@ import torch
 import dnas
 from dnas.atomic import atomic_path
 from dnas.cost.hardware import BitFusionConfig
+from dnas.errors import DnasError
 
 TABLE_FORMAT_VERSION = 1
 _NJ_PER_MJ = 1e6
 
 
-class TableError(ValueError):
+class TableError(DnasError):
     """A cost table that cannot be used: damaged, foreign, stale or incomplete."""
 
 
@@ -159,8 +161,12 @@ class CostTable:
                 for e in payload["entries"]
             }
         except Exception as e:  # any unpickling/shape/key problem means the file is unusable
+            if isinstance(e, pickle.UnpicklingError) and "GLOBAL" in str(e):
+                why = "it holds objects other than tensors and plain data, refused unread"
+                raise TableError(f"cost table {path} is not a trusted table ({why}); {rebuild}")
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
             raise TableError(
-                f"cost table {path} is damaged or not a dnas table ({e}); {rebuild}"
+                f"cost table {path} is damaged or not a dnas table ({first}); {rebuild}"
             ) from None
         if header.format_version > TABLE_FORMAT_VERSION:
             raise TableError(
@@ -460,13 +466,21 @@ def load_or_build(
     batch: int = 1,
     progress=None,
 ) -> tuple[CostTable, Path, bool]:
-    """Load the cached table for (space, hw) or build and save it. Returns (table, path, built)."""
+    """Load the table for (space, hw) or build and save it. Returns (table, path, built).
+
+    Without ``path``, the cache: a stale or damaged cached table is rebuilt silently. A ``path``
+    the user named is never replaced: if it exists it must load (else ``TableError`` says how to
+    rebuild it); if it does not, the table is built and saved there.
+    """
+    named = bool(path)
     path = Path(path) if path else default_table_path(space, hw, batch)
     if path.is_file():
         try:
             return CostTable.load(path, space, hw), path, False
         except TableError:
-            pass  # stale or damaged: rebuild below (atomic write replaces it)
+            if named:
+                raise
+            # the cache is stale or damaged: rebuilt below (an atomic write replaces it)
     t0 = time.perf_counter()
     table = build_table(space, hw, backend, batch, progress)
     table.header.extra["build_seconds"] = round(time.perf_counter() - t0, 3)

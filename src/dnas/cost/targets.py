@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from dnas.cost.expected import METRICS
+from dnas.errors import DnasError
 
 _UNIT = {"latency_ms": "ms", "energy_mj": "mJ"}
 
 
-class BudgetError(ValueError):
+class BudgetError(DnasError):
     """A budget that is malformed or that no architecture of the space can meet."""
 
 
@@ -57,13 +60,13 @@ def resolve_targets(spec: Mapping[str, Any] | None, extremes: Mapping[str, float
             raise BudgetError(f"give either target.{metric} or target.{base}_frac, not both")
         lo, hi = extremes[f"min_{metric}"], extremes[f"max_{metric}"]
         if frac is not None:
-            frac = float(frac)
+            frac = _number(f"target.{base}_frac", frac)
             if not 0.0 <= frac <= 1.0:
                 raise BudgetError(f"target.{base}_frac must be in [0, 1], got {frac}")
             absolute = lo + frac * (hi - lo)
         if absolute is None:
             continue
-        absolute = float(absolute)
+        absolute = _number(f"target.{metric}", absolute)
         if absolute <= 0:
             raise BudgetError(f"target.{metric} must be positive, got {absolute}")
         if absolute < lo * (1 - 1e-12):
@@ -71,5 +74,22 @@ def resolve_targets(spec: Mapping[str, Any] | None, extremes: Mapping[str, float
                 f"target.{metric}={absolute:.6g} {_UNIT[metric]} is unreachable: the cheapest "
                 f"network of the space costs {lo:.6g} {_UNIT[metric]} (the dearest {hi:.6g})"
             )
+        if absolute >= hi:
+            warnings.warn(
+                f"target.{metric}={absolute:.6g} {_UNIT[metric]} is at or above the dearest "
+                f"network of the space ({hi:.6g} {_UNIT[metric]}): it does not constrain the search",
+                stacklevel=2,
+            )
         out[metric] = absolute
     return Targets(**out)
+
+
+def _number(name: str, value: Any) -> float:
+    """``value`` as a finite float, or a BudgetError naming ``name``."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise BudgetError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(x):
+        raise BudgetError(f"{name} must be a finite number, got {value!r}")
+    return x

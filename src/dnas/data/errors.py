@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from dnas.errors import DnasError
 
-class DatasetError(ValueError):
+
+class DatasetError(DnasError):
     """A data file that cannot be used: damaged, truncated, of the wrong format or shape.
 
     The message starts with the offending file's path, so a user knows which file to replace.

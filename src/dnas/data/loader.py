@@ -63,6 +63,16 @@ def _world() -> tuple[int, int]:
     return 0, 1
 
 
+class _Passes:
+    """The ``sampler`` of a ``TensorLoader``: only forwards ``set_epoch``."""
+
+    def __init__(self, loader: TensorLoader) -> None:
+        self._loader = loader
+
+    def set_epoch(self, epoch: int) -> None:
+        self._loader.set_epoch(epoch)
+
+
 class TensorLoader:
     """Iterable of ``(x, y)`` batches taken from in-memory tensors.
 
@@ -112,6 +122,15 @@ class TensorLoader:
     def set_epoch(self, epoch: int) -> None:
         """Set the pass number the next permutation is drawn from."""
         self.epoch = epoch
+
+    batch_sampler = None  # read by Lightning beside ``sampler`` (a DataLoader has both)
+
+    @property
+    def sampler(self) -> _Passes:
+        """What Lightning calls ``set_epoch`` on before each training epoch, as it does a
+        ``DataLoader``'s sampler: the pass number then follows the trainer's epoch, so a run
+        resumed from a checkpoint draws the same permutations as one that was never stopped."""
+        return _Passes(self)
 
     @property
     def num_samples(self) -> int:

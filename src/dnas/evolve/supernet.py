@@ -13,10 +13,12 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
+from dnas.checkpoint import CheckpointError, ResumableModule
+from dnas.errors import NonFiniteLossError
 from dnas.supernet import SuperNet
 
 
-class UniformSupernetModule(pl.LightningModule):
+class UniformSupernetModule(ResumableModule, pl.LightningModule):
     """Train a ``SuperNet``'s weights on uniformly sampled sub-networks.
 
     Args:
@@ -35,6 +37,19 @@ class UniformSupernetModule(pl.LightningModule):
         self.supernet = SuperNet(space)
         self.supernet.set_mode("uniform")
         self._opt, self._sched = weight_optimizer, weight_scheduler
+        self.history: list[dict[str, float]] = []
+
+    checkpoint_key = "dnas_uniform_supernet"
+
+    def checkpoint_identity(self) -> dict[str, Any]:
+        return {"space_fingerprint": self.supernet.space.fingerprint()}
+
+    def check_checkpoint_identity(self, state: dict[str, Any]) -> None:
+        if state.get("space_fingerprint") != self.supernet.space.fingerprint():
+            raise CheckpointError("the checkpoint trained a supernet of another space")
+
+    def on_train_epoch_start(self) -> None:
+        self.restore_rng_after_resume()
 
     def configure_optimizers(self):
         opt = self._opt(self.supernet.weight_parameters())
@@ -51,6 +66,9 @@ class UniformSupernetModule(pl.LightningModule):
         logits = self.supernet(x)
         loss = F.cross_entropy(logits, y)
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite loss at step {self.global_step}")
+            raise NonFiniteLossError(
+                f"the supernet's training loss is {float(loss)} at epoch {self.current_epoch}, "
+                f"batch {batch_idx} (global step {self.global_step})"
+            )
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True)
         return loss

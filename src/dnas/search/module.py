@@ -24,15 +24,17 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from dnas.checkpoint import CHECKPOINT_FORMAT, CheckpointError, ResumableModule
 from dnas.cost.expected import ExpectedCost
 from dnas.cost.table import CostTable
 from dnas.cost.targets import Targets
 from dnas.derive import derive_within_budget
+from dnas.errors import NonFiniteLossError
 from dnas.search.losses import BudgetLoss
 from dnas.supernet import SuperNet, bn_statistics, load_bn_statistics, recalibrate_bn
 
 
-class SearchModule(pl.LightningModule):
+class SearchModule(ResumableModule, pl.LightningModule):
     """Differentiable search of kernel, width and bits under a BitFusion budget.
 
     Args:
@@ -198,6 +200,7 @@ class SearchModule(pl.LightningModule):
 
     # ----------------------------------------------------------------------------------- train
     def on_train_epoch_start(self) -> None:
+        self.restore_rng_after_resume()  # the first epoch after a resume continues the stream
         self.supernet.tau = self.tau_at(self.current_epoch)
 
     def training_step(self, batch, batch_idx: int) -> None:
@@ -208,6 +211,7 @@ class SearchModule(pl.LightningModule):
         self.supernet.set_mode("gumbel" if self.searching else "uniform")
         logits = self.supernet(xw)
         loss = F.cross_entropy(logits, yw)
+        self._check_finite(loss, "weight", batch_idx)
         w_opt.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         w_opt.step()
@@ -220,6 +224,7 @@ class SearchModule(pl.LightningModule):
         expected = self.expected_cost(self.supernet.relaxed())
         budget = self.budgets[k]
         term = budget(ce, expected)
+        self._check_finite(ce + term, "architecture", batch_idx)
         a_opts[k].zero_grad(set_to_none=True)
         self.manual_backward(ce + term, inputs=list(self.supernet.arch_parameters()))
         a_opts[k].step()
@@ -228,6 +233,13 @@ class SearchModule(pl.LightningModule):
         sfx = self._suffix(k)
         self.log(f"arch/loss{sfx}", ce + term, on_step=False, on_epoch=True)
         self.log(f"arch/budget_term{sfx}", term, on_step=False, on_epoch=True)
+
+    def _check_finite(self, loss: torch.Tensor, which: str, batch_idx: int) -> None:
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"the {which} loss is {float(loss)} at epoch {self.current_epoch}, batch "
+                f"{batch_idx} (global step {self.global_step}); try a smaller learning rate"
+            )
 
     def on_train_epoch_end(self) -> None:
         scheds = self.lr_schedulers()
@@ -378,3 +390,47 @@ class SearchModule(pl.LightningModule):
         if not self.history or self.history[-1]["epoch"] != epoch:
             self.history.append({"epoch": epoch})
         self.history[-1].update({k: v for k, v in values.items() if math.isfinite(v)})
+
+    # ------------------------------------------------------------------------------ checkpoints
+    checkpoint_key = "dnas_search"
+
+    def checkpoint_identity(self) -> dict[str, Any]:
+        return {
+            "space": self.space.name,
+            "space_fingerprint": self.space.fingerprint(),
+            "targets": [dict(t.active()) for t in self.front],
+        }
+
+    def check_checkpoint_identity(self, state: dict[str, Any]) -> None:
+        check_checkpoint_state(state, self.space, self.front)
+
+
+CHECKPOINT_KEY = SearchModule.checkpoint_key
+
+
+def check_checkpoint_state(state: dict[str, Any], space, front: Sequence[Targets]) -> None:
+    """Refuse a checkpoint of another space, other targets or another format, naming both."""
+    if state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"checkpoint format {state.get('format')!r}; this dnas reads {CHECKPOINT_FORMAT}"
+        )
+    if state.get("space_fingerprint") != space.fingerprint():
+        raise CheckpointError(
+            f"the checkpoint searched space {state.get('space')!r} "
+            f"({state.get('space_fingerprint')}), this run has {space.name!r} "
+            f"({space.fingerprint()}); resume with the space it was written with"
+        )
+    want = [dict(t.active()) for t in front]
+    got = state.get("targets")
+    if (
+        got is None
+        or len(got) != len(want)
+        or any(
+            set(g) != set(w) or any(not math.isclose(g[m], w[m], rel_tol=1e-9) for m in w)
+            for g, w in zip(got, want)
+        )
+    ):
+        raise CheckpointError(
+            f"the checkpoint searched targets {got}, this run has {want}; "
+            "resume with the same target (or front)"
+        )

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from dnas.errors import DnasError
 
-class SpaceError(ValueError):
+
+class SpaceError(DnasError):
     """An invalid search-space config or architecture.
 
     The message starts with the dotted path of the offending field (``stages[1].kernels: ...``),

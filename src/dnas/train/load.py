@@ -10,6 +10,7 @@ from typing import Any
 import torch
 import yaml
 
+from dnas.errors import DnasError
 from dnas.space import Architecture, SearchSpace, SpaceError
 from dnas.supernet import ChildNet, SuperNet
 
@@ -19,7 +20,7 @@ ARCH_FILE = "arch.yaml"
 SUPERNET_FILE = "supernet.pt"
 
 
-class TrainError(ValueError):
+class TrainError(DnasError):
     """A problem with the inputs of a training run (architecture, checkpoint, space)."""
 
 

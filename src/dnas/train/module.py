@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
+from dnas.checkpoint import CheckpointError, ResumableModule
+from dnas.errors import NonFiniteLossError
 from dnas.supernet import ChildNet
 
 
@@ -26,7 +30,7 @@ def warmup_cosine(total_steps: int, warmup_steps: int) -> Callable[[int], float]
     return factor
 
 
-class ChildModule(pl.LightningModule):
+class ChildModule(ResumableModule, pl.LightningModule):
     """Quantization-aware training of a ``ChildNet``: cross-entropy, cosine LR per step.
 
     Args:
@@ -56,6 +60,26 @@ class ChildModule(pl.LightningModule):
         self.test_acc = MulticlassAccuracy(n, average="micro")
         self.history: list[dict[str, float]] = []
 
+    checkpoint_key = "dnas_train"
+
+    def checkpoint_identity(self) -> dict[str, Any]:
+        return {
+            "space_fingerprint": self.child.space.fingerprint(),
+            "arch": json.dumps(self.child.arch.to_dict()["blocks"], sort_keys=True),
+        }
+
+    def check_checkpoint_identity(self, state: dict[str, Any]) -> None:
+        if state.get("space_fingerprint") != self.child.space.fingerprint():
+            raise CheckpointError("the checkpoint trained a network of another space")
+        if state.get("arch") != self.checkpoint_identity()["arch"]:
+            raise CheckpointError(
+                "the checkpoint trained another architecture; resume with the arch= it was "
+                "started with"
+            )
+
+    def on_train_epoch_start(self) -> None:
+        self.restore_rng_after_resume()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Images ``[B, C, R, R]`` → logits ``[B, num_classes]``."""
         return self.child(x)
@@ -73,8 +97,9 @@ class ChildModule(pl.LightningModule):
         logits = self.child(x)
         loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
         if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"non-finite training loss at epoch {self.current_epoch}, step {self.global_step}"
+            raise NonFiniteLossError(
+                f"the training loss is {float(loss)} at epoch {self.current_epoch}, batch "
+                f"{batch_idx} (global step {self.global_step}); try a smaller learning rate"
             )
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True)
         self.log("train/acc", (logits.argmax(1) == y).float().mean(), on_step=False, on_epoch=True)

@@ -1,0 +1,218 @@
+"""What every Hydra command shares (issue 9): checks before training, errors, multirun, run dirs."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+import torch
+
+from dnas.checkpoint import CheckpointError, read_checkpoint
+from dnas.cli.common import (
+    _FAILED,
+    check_epochs,
+    discard_if_empty,
+    main_exit,
+    run_command,
+    user_error,
+)
+from dnas.cost.targets import BudgetError, resolve_targets
+from dnas.errors import DnasError, Interrupted
+from dnas.search.module import check_checkpoint_state
+
+EXTREMES = {
+    "min_latency_ms": 0.1,
+    "max_latency_ms": 1.0,
+    "min_energy_mj": 0.2,
+    "max_energy_mj": 2.0,
+}
+
+
+@pytest.mark.parametrize("bad", [0, -1, None, 2.5, True, "3"])
+def test_max_epochs_must_be_a_positive_int(bad):
+    with pytest.raises(DnasError, match=r"trainer\.max_epochs"):
+        check_epochs(bad, 0)
+
+
+def test_warmup_must_leave_a_search_epoch():
+    assert check_epochs(3, 2) == 3
+    with pytest.raises(DnasError, match="warmup_epochs=3"):
+        check_epochs(3, 3)
+
+
+@pytest.mark.parametrize(
+    "spec, match",
+    [
+        ({"latency_ms": float("nan")}, "finite"),
+        ({"latency_ms": float("inf")}, "finite"),
+        ({"energy_frac": float("nan")}, "finite"),
+        ({"latency_ms": "fast"}, "must be a number"),
+        ({"latency_ms": 0.05}, "unreachable"),
+        ({"latency_frac": 1.5}, r"\[0, 1\]"),
+    ],
+)
+def test_bad_targets_are_refused(spec, match):
+    with pytest.raises(BudgetError, match=match):
+        resolve_targets(spec, EXTREMES)
+
+
+def test_a_target_above_the_dearest_network_warns():
+    with pytest.warns(UserWarning, match="does not constrain"):
+        t = resolve_targets({"latency_ms": 5.0}, EXTREMES)
+    assert t.latency_ms == 5.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        resolve_targets({"latency_ms": 0.5}, EXTREMES)
+
+
+def test_user_error_unwraps_hydra_instantiation():
+    from hydra.errors import InstantiationException
+
+    cause = DnasError("data.root=/x: no such directory")
+    wrapped = InstantiationException("Error in call to target")
+    wrapped.__cause__ = cause
+    assert user_error(wrapped) is cause
+    assert user_error(RuntimeError("a bug")) is None
+    assert user_error(FileNotFoundError("f")) is not None
+
+
+def test_run_command_outside_multirun(capsys):
+    with pytest.raises(SystemExit) as e:
+        run_command("dnas-x", lambda cfg: (_ for _ in ()).throw(DnasError("bad budget")), None)
+    assert e.value.code == 2
+    assert "dnas-x: error: bad budget" in capsys.readouterr().err
+    with pytest.raises(RuntimeError):  # a bug keeps its traceback
+        run_command("dnas-x", lambda cfg: (_ for _ in ()).throw(RuntimeError("bug")), None)
+    with pytest.raises(SystemExit) as e:
+        run_command("dnas-x", lambda cfg: (_ for _ in ()).throw(Interrupted("stopped", 143)), None)
+    assert e.value.code == 143
+    assert run_command("dnas-x", lambda cfg: 0.5, None) == 0.5
+
+
+def test_a_bad_job_does_not_stop_a_multirun(tmp_path, capsys, monkeypatch):
+    """``-m target.latency_frac=1.5,0.2``: job 0 is reported, job 1 still runs, exit status 2."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    _FAILED.clear()
+    ran = []
+
+    def job(cfg):
+        frac = float(cfg.target.latency_frac)
+        if frac > 1:
+            raise BudgetError(f"target.latency_frac must be in [0, 1], got {frac}")
+        ran.append(frac)
+        return 0.9
+
+    results = []
+    for num, frac in enumerate([1.5, 0.2]):
+        with initialize_config_module("dnas.conf", version_base="1.3"):
+            cfg = compose(
+                "search", overrides=[f"target.latency_frac={frac}"], return_hydra_config=True
+            )
+        cfg.hydra.mode = RunMode.MULTIRUN
+        cfg.hydra.job.num = num
+        cfg.hydra.runtime.output_dir = str(tmp_path / str(num))
+        (tmp_path / str(num) / ".hydra").mkdir(parents=True)
+        HydraConfig.instance().set_config(cfg)
+        try:
+            results.append(run_command("dnas-search", job, cfg))
+        finally:
+            HydraConfig.instance().cfg = None
+    assert math.isnan(results[0]) and results[1] == 0.9 and ran == [0.2]
+    assert not (tmp_path / "0").exists()  # the failed job's empty run directory is removed
+    with pytest.raises(SystemExit) as e:
+        main_exit("dnas-search")
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "1 job(s) failed" in err and "job 0" in err and "latency_frac=1.5" in err
+    _FAILED.clear()
+
+
+def test_discard_if_empty_keeps_real_results(tmp_path):
+    empty, full = tmp_path / "empty", tmp_path / "full"
+    for d in (empty, full):
+        (d / ".hydra").mkdir(parents=True)
+        (d / "search.log").write_text("log")
+    (full / "checkpoints").mkdir()
+    discard_if_empty(empty)
+    discard_if_empty(full)
+    assert not empty.exists() and full.exists()
+
+
+def test_run_dirs_are_unique_per_process():
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module("dnas.conf", version_base="1.3"):
+        cfg = compose("search", return_hydra_config=True)
+    import os
+
+    from omegaconf import OmegaConf
+
+    run_dir = OmegaConf.to_container(cfg.hydra.run, resolve=True)["dir"]
+    assert run_dir.endswith(f"-{os.getpid()}")
+
+
+# ------------------------------------------------------------------------------ checkpoints
+class _Space:
+    name = "tiny"
+
+    def __init__(self, fp: str) -> None:
+        self._fp = fp
+
+    def fingerprint(self) -> str:
+        return self._fp
+
+
+def _state(**kw):
+    base = {
+        "format": 1,
+        "space": "tiny",
+        "space_fingerprint": "abc",
+        "targets": [{"latency_ms": 0.3}],
+    }
+    return {**base, **kw}
+
+
+def test_checkpoint_of_another_space_or_target_is_refused():
+    from dnas.cost.targets import Targets
+
+    front = [Targets(latency_ms=0.3)]
+    check_checkpoint_state(_state(), _Space("abc"), front)
+    with pytest.raises(CheckpointError, match="space 'tiny'"):
+        check_checkpoint_state(_state(), _Space("xyz"), front)
+    with pytest.raises(CheckpointError, match="targets"):
+        check_checkpoint_state(_state(), _Space("abc"), [Targets(latency_ms=0.4)])
+    with pytest.raises(CheckpointError, match="targets"):
+        check_checkpoint_state(_state(), _Space("abc"), [*front, Targets(energy_mj=1.0)])
+    with pytest.raises(CheckpointError, match="format"):
+        check_checkpoint_state(_state(format=99), _Space("abc"), front)
+
+
+class _Payload:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("echo pwned > /dev/null",))
+
+
+def test_read_checkpoint_refuses_foreign_truncated_and_malicious_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        read_checkpoint(tmp_path / "missing.ckpt")
+    good = tmp_path / "good.ckpt"
+    torch.save({"state_dict": {"w": torch.ones(2)}, "epoch": 1}, good)
+    assert read_checkpoint(good)["epoch"] == 1
+    trunc = tmp_path / "trunc.ckpt"
+    trunc.write_bytes(good.read_bytes()[:50])
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "x": _Payload()}, evil)
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"weights": torch.ones(1)}, foreign)
+    for path in (trunc, evil):
+        with pytest.raises(CheckpointError, match="not a readable dnas checkpoint") as e:
+            read_checkpoint(path)
+        assert "\n" not in str(e.value)
+    with pytest.raises(CheckpointError, match="not a Lightning checkpoint"):
+        read_checkpoint(foreign)
