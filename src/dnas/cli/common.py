@@ -121,6 +121,13 @@ def resolved_config(cfg) -> dict[str, Any]:
     }
 
 
+def handle_version(prog: str, argv: list[str] | None = None) -> None:
+    """``PROG --version``: print the package version and exit (Hydra's parser has no such flag)."""
+    if "--version" in (sys.argv[1:] if argv is None else argv):
+        print(f"{prog} {__version__}")
+        sys.exit(0)
+
+
 def check_epochs(max_epochs: Any, warmup_epochs: int = 0) -> int:
     """``trainer.max_epochs`` as a positive int leaving at least one epoch after the warm-up."""
     if isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 1:

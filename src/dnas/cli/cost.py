@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import dnas
 from dnas.atomic import atomic_path
 from dnas.cost.batch import COUNTER_COLUMNS, PARAM_COLUMNS
 from dnas.cost.hardware import load_hardware
@@ -471,6 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="dnas-cost",
         description="Evaluate the BitFusion cost model (cycles, energy) of layers.",
     )
+    parser.add_argument("--version", action="version", version=f"dnas-cost {dnas.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     ev = sub.add_parser(
         "eval",

@@ -25,7 +25,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from dnas.cli.common import main_exit, run_command
+from dnas.cli.common import handle_version, main_exit, run_command
 
 METHODS = {
     ("evolution", "predictor"): "evolution_predictor",
@@ -365,6 +365,7 @@ def _hydra_main(cfg: DictConfig) -> float:
 
 
 def main() -> None:
+    handle_version("dnas-evolve")
     _hydra_main()
     main_exit("dnas-evolve")
 

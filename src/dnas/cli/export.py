@@ -13,6 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
+import dnas
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -28,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    p.add_argument("--version", action="version", version=f"dnas-export {dnas.__version__}")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a dnas-train run directory")
     p.add_argument("-o", "--output", metavar="DIR", help="output directory (RUN_DIR/export)")
     p.add_argument("--no-onnx", action="store_true", help="write only the safetensors file")

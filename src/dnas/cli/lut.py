@@ -9,6 +9,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from dnas.cli.common import handle_version
+
 
 def run(cfg: DictConfig) -> dict[str, float]:
     """Build, import or load the table that ``cfg`` names, print a summary, return its figures."""
@@ -104,6 +106,7 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
+    handle_version("dnas-lut")
     _hydra_main()
 
 

@@ -55,6 +55,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import dnas
 from dnas.atomic import atomic_path
 from dnas.errors import DnasError
 
@@ -440,6 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
             "and pareto.png (accuracy against latency and energy, one front per method)."
         ),
     )
+    parser.add_argument("--version", action="version", version=f"dnas-pareto {dnas.__version__}")
     parser.add_argument("dirs", nargs="+", metavar="DIR", help="run or multirun directories")
     parser.add_argument(
         "-o",

@@ -21,7 +21,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from dnas.cli.common import main_exit, run_command
+from dnas.cli.common import handle_version, main_exit, run_command
 
 
 def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
@@ -237,6 +237,7 @@ def _hydra_main(cfg: DictConfig) -> float:
 
 
 def main() -> None:
+    handle_version("dnas-search")
     _hydra_main()
     main_exit("dnas-search")
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from dnas.cli.common import main_exit, run_command
+from dnas.cli.common import handle_version, main_exit, run_command
 
 
 def resolve_init(init: str, arch_path: Path) -> str:
@@ -240,6 +240,7 @@ def _hydra_main(cfg: DictConfig) -> float:
 
 
 def main() -> None:
+    handle_version("dnas-train")
     _hydra_main()
     main_exit("dnas-train")
 

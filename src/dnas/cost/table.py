@@ -163,7 +163,9 @@ class CostTable:
         except Exception as e:  # any unpickling/shape/key problem means the file is unusable
             if isinstance(e, pickle.UnpicklingError) and "GLOBAL" in str(e):
                 why = "it holds objects other than tensors and plain data, refused unread"
-                raise TableError(f"cost table {path} is not a trusted table ({why}); {rebuild}")
+                raise TableError(
+                    f"cost table {path} is not a trusted table ({why}); {rebuild}"
+                ) from None
             first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
             raise TableError(
                 f"cost table {path} is damaged or not a dnas table ({first}); {rebuild}"
