@@ -34,6 +34,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     from dnas.cli.common import (
         check_data,
         resolved_config,
+        set_threads,
         silence_lightning,
         write_run_record,
     )
@@ -51,6 +52,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     console = Console(stderr=True)
     out = make_output_dir(output_dir)
     pl.seed_everything(int(cfg.seed), workers=True)
+    threads = set_threads(cfg.get("threads"))
 
     # Everything that can fail is checked before training starts.
     hw = BitFusionConfig.from_dict(OmegaConf.to_container(cfg.hardware, resolve=True))
@@ -109,7 +111,11 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
         arch = module.derived_front[k].with_metrics(test_acc=test_acc, val_acc=val_acc)
         results.append((targets, arch, module.derived_front_cost[k], history, test_acc))
     if trainer.is_global_zero:
-        record = {"table_hash": table.header.content_hash, "config": resolved_config(cfg)}
+        record = {
+            "table_hash": table.header.content_hash,
+            "torch_threads": threads,
+            "config": resolved_config(cfg),
+        }
         if len(front) == 1:
             targets, arch, _, history, _ = results[0]
             _write_target(out, arch, module.distribution_state(0), space, history, targets, record)
