@@ -20,6 +20,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from dnas.cli.common import available_cores, parallel_jobs, set_threads
+from dnas.space import Architecture
 from tests.runs import TINY_DATA, compose_config
 
 # One search epoch on 512 synthetic images: seconds per run.
@@ -87,8 +88,16 @@ def test_threads_auto_shares_the_cores_among_parallel_jobs(n_jobs, hydra_config,
     assert set_threads("auto") == max(1, available_cores() // jobs)
 
 
-def test_search_config_defaults_to_auto_threads():
-    assert compose_config("search").threads == "auto"
+def test_search_config_defaults_to_auto_threads_and_test_accuracy():
+    cfg = compose_config("search")
+    assert cfg.threads == "auto" and cfg.objective == "test_acc"
+
+
+def test_unknown_objective_fails_before_training(tmp_path):
+    from dnas.cli.search import run
+
+    with pytest.raises(ValueError, match="objective='loss'"):
+        run(compose_config("search", "objective=loss"), output_dir=tmp_path)
 
 
 # ------------------------------------------------------------------------ launcher configs
@@ -110,13 +119,17 @@ def test_slurm_launcher_config_composes_with_ddp():
         "hydra.launcher.partition=gpu",
         "hydra.launcher.gpus_per_node=4",
         "hydra.launcher.timeout_min=90",
+        "hydra.launcher.nodes=2",
+        "trainer.num_nodes=2",
+        "hydra.launcher.setup=[source .venv/bin/activate]",
     )
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
     assert (launcher.partition, launcher.gpus_per_node, launcher.timeout_min) == ("gpu", 4, 90)
     assert launcher.tasks_per_node == 4  # one DDP process per GPU follows gpus_per_node
-    assert launcher.nodes == 1 and launcher.submitit_folder.endswith("/.submitit/%j")
-    assert cfg.trainer.strategy.startswith("ddp")
+    assert launcher.submitit_folder.endswith("/.submitit/%j")
+    assert list(launcher.setup) == ["source .venv/bin/activate"]
+    assert launcher.nodes == cfg.trainer.num_nodes == 2 and cfg.trainer.strategy.startswith("ddp")
     params = instantiate(launcher).params  # resolved as submitit would receive them
     assert params["tasks_per_node"] == 4 and params["partition"] == "gpu"
 
@@ -126,7 +139,7 @@ def test_optuna_sweeper_config_composes():
     cfg = compose_config("search", "hparams_search=optuna")
     sweeper = cfg.hydra.sweeper
     assert sweeper._target_.endswith("OptunaSweeper")
-    assert sweeper.direction == "maximize"
+    assert sweeper.direction == "maximize" and cfg.objective == "val_acc"
     assert set(sweeper.params) == {"loss.lam", "optimizer.weights.lr", "optimizer.arch.lr"}
     for key in sweeper.params:  # every swept name exists in the search config
         node, _, leaf = key.rpartition(".")
@@ -184,12 +197,13 @@ def test_optuna_sweep_of_two_trials(tmp_path, cache_dir):
         f"hydra.sweep.dir={sweep}",
     )
     result = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
-    assert 0.0 <= result["best_value"] <= 1.0  # the accuracy dnas-search returned
     assert set(result["best_params"]) == {"loss.lam", "optimizer.weights.lr", "optimizer.arch.lr"}
-    lams = []
+    lams, val_accs = [], []
     for trial in (0, 1):
         run = json.loads((sweep / str(trial) / "run.json").read_text())
+        assert run["config"]["objective"] == "val_acc"
         lams.append(run["config"]["loss"]["lam"])
         assert 0.5 <= lams[-1] <= 8.0
-        assert (sweep / str(trial) / "arch.yaml").is_file()
+        val_accs.append(Architecture.load(sweep / str(trial) / "arch.yaml").metrics["val_acc"])
     assert lams[0] != lams[1]
+    assert result["best_value"] == pytest.approx(max(val_accs))  # what dnas-search returned

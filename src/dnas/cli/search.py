@@ -22,9 +22,16 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+OBJECTIVES = ("test_acc", "val_acc")  # what run() may return: metrics of the derived network
+
 
 def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
-    """Run one search from a composed config; returns the derived network's test accuracy."""
+    """Run one search from a composed config; returns its objective (what a sweeper optimizes).
+
+    The objective is ``cfg.objective`` of the derived network: ``test_acc`` (default) or
+    ``val_acc`` (its accuracy on the validation split at the last epoch, for tuning without
+    looking at the test set); the mean over the targets of a front.
+    """
     import pytorch_lightning as pl
     import torch
     from hydra.utils import instantiate
@@ -50,6 +57,9 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
 
     silence_lightning()
     console = Console(stderr=True)
+    objective = cfg.get("objective", "test_acc")
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective={objective!r} is not one of {OBJECTIVES}")
     out = make_output_dir(output_dir)
     pl.seed_everything(int(cfg.seed), workers=True)
     threads = set_threads(cfg.get("threads"))
@@ -148,7 +158,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
             f"derived: {cost['latency_ms']:.4f} ms, {cost['energy_mj']:.4f} mJ "
             f"(budget {targets.describe()}); test accuracy {100 * test_acc:.2f}% -> {out}"
         )
-    return results[0][4] if len(results) == 1 else sum(r[4] for r in results) / len(results)
+    return sum(arch.metrics[objective] for _, arch, *_ in results) / len(results)
 
 
 def _resolve_front(cfg: DictConfig, extremes) -> list:
