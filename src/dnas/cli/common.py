@@ -57,6 +57,48 @@ def output_dir(given: str | Path | None) -> Path:
     return out
 
 
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def parallel_jobs() -> int:
+    """How many jobs the running Hydra launcher runs at once: joblib's ``n_jobs`` (negative counts
+    back from the cores, as joblib does: -1 is all of them), otherwise 1."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        n_jobs = HydraConfig.get().launcher.get("n_jobs")
+    except (ImportError, ValueError, AttributeError):  # no Hydra run (e.g. run() from Python)
+        return 1
+    if n_jobs is None:
+        return 1
+    n_jobs = int(n_jobs)
+    return max(1, available_cores() + 1 + n_jobs if n_jobs < 0 else n_jobs)
+
+
+def set_threads(threads: int | str | None) -> int:
+    """Apply the ``threads`` setting to torch's intra-op thread pool; returns the count in use.
+
+    Args:
+        threads: ``None`` keeps torch's default; an integer sets it; ``"auto"`` shares the cores
+            among the jobs a parallel launcher runs at once (``cores // n_jobs``, at least 1) so
+            that parallel jobs do not fight over cores, and keeps torch's default otherwise.
+    """
+    import torch
+
+    if threads == "auto":
+        jobs = parallel_jobs()
+        threads = max(1, available_cores() // jobs) if jobs > 1 else None
+    if threads is not None:
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise DnasError(f"threads must be a positive integer, auto or null, got {threads!r}")
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
+
+
 def check_data(space, data) -> None:
     """The data module loads and gives the space's input shape (before any training)."""
     if hasattr(data, "check"):
@@ -64,7 +106,7 @@ def check_data(space, data) -> None:
     shape = tuple(getattr(data, "input_shape", ()))
     want = (space.in_channels, space.resolution, space.resolution)
     if shape not in ((), want):
-        raise ValueError(
+        raise DnasError(
             f"data {type(data).__name__} gives inputs {shape}, space {space.name!r} expects {want}"
         )
 

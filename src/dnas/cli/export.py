@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import dnas
+from dnas.errors import DnasError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,7 +69,7 @@ def export_run(run_dir: Path, out: Path, onnx: bool = True, check_batches: int =
             import onnx as _onnx  # noqa: F401
             import onnxruntime  # noqa: F401
         except ImportError:
-            raise ValueError(
+            raise DnasError(
                 'ONNX export needs onnx and onnxruntime: pip install "dnas[export]" '
                 "(or pass --no-onnx)"
             ) from None

@@ -10,6 +10,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from dnas.cli.common import handle_version
+from dnas.errors import DnasError
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
@@ -33,7 +34,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     space = SearchSpace.from_dict(OmegaConf.to_container(cfg.space, resolve=True))
     space.validate_bits(hw.pmax_bits)
     if int(cfg.batch) < 1:
-        raise ValueError(f"batch must be a positive integer, got {cfg.batch}")
+        raise DnasError(f"batch must be a positive integer, got {cfg.batch}")
     out = Path(cfg.out) if cfg.out else default_table_path(space, hw, int(cfg.batch))
     t0 = time.perf_counter()
     status = "built"

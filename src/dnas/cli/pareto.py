@@ -80,6 +80,7 @@ COSTS = (("latency_ms", "latency", "ms"), ("energy_mj", "energy", "mJ"))
 # Known methods keep their look from one plot to the next; others take what is left.
 STYLES = {
     "dnas": ("tab:blue", "o"),
+    "dnas_front": ("tab:cyan", "o"),
     "evolution_predictor": ("tab:orange", "s"),
     "evolution_direct": ("tab:green", "^"),
     "random": ("tab:gray", "D"),
@@ -283,6 +284,27 @@ def collect(dirs: Sequence[str | Path], warn: Callable[[str], None]) -> list[Row
     return rows
 
 
+def rows_from_records(records: Iterable[dict]) -> list[Row]:
+    """Rows of the head-to-head's records (``bench/results/search.json``, one finetuned
+    architecture per record: ``method``, ``target_metric``, ``target_value``, ``latency_ms``,
+    ``energy_mj``, ``supernet_acc`` and the finetuned ``test_acc``), fronts marked."""
+    rows = [
+        Row(
+            method=r["method"],
+            target_metric=r.get("target_metric"),
+            target_value=r.get("target_value"),
+            latency_ms=float(r["latency_ms"]),
+            energy_mj=float(r["energy_mj"]),
+            supernet_acc=_accuracy(r, "supernet_acc"),
+            finetuned_acc=_accuracy(r, "test_acc"),
+            run_dir=Path(r.get("run_dir") or "."),
+        )
+        for r in records
+    ]
+    mark_fronts(rows)
+    return rows
+
+
 # -------------------------------------------------------------------------------------- fronts
 def non_dominated(points: Sequence[tuple[float, float]]) -> list[bool]:
     """For each ``(cost, accuracy)``: True when no other point is at most as costly and at least as
@@ -331,17 +353,12 @@ def series_label(method: str, finetuned: bool) -> str:
     return f"{method} (finetuned)" if finetuned else f"{method} (in supernet)"
 
 
-def plot_pareto(rows: Sequence[Row], path: Path) -> Path:
-    """Two panels, accuracy (%) against latency and energy; every series' front as a step line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def draw_pareto(rows: Sequence[Row], axes: Sequence) -> None:
+    """Draw accuracy (%) against latency and against energy into two ``axes``: one colour and
+    marker per method, each series' front as a step line."""
     plotted = [r for r in rows if r.accuracy is not None]
     series = sorted({r.series for r in plotted})
     styles = _styles(sorted({m for m, _ in series}))
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, (metric, name, unit) in zip(axes, COSTS):
         flag = f"on_front_{metric.split('_')[0]}"
         for method, finetuned in series:
@@ -384,11 +401,21 @@ def plot_pareto(rows: Sequence[Row], path: Path) -> Path:
             ax.legend(fontsize=8, loc="lower right")
         else:
             ax.text(0.5, 0.5, "no accuracy recorded", ha="center", transform=ax.transAxes)
+
+
+def plot_pareto(rows: Sequence[Row], path: Path) -> Path:
+    """Two panels, accuracy (%) against latency and energy; every series' front as a step line.
+
+    Drawn on a bare Figure, so matplotlib's global backend (a notebook's) is left alone.
+    """
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 4.2))
+    draw_pareto(rows, fig.subplots(1, 2))
     fig.suptitle(f"{len(rows)} architectures; step lines: the Pareto front of each series")
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
     return path
 
 

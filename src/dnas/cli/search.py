@@ -23,9 +23,16 @@ from omegaconf import DictConfig, OmegaConf
 
 from dnas.cli.common import handle_version, main_exit, run_command
 
+OBJECTIVES = ("test_acc", "val_acc")  # what run() may return: metrics of the derived network
+
 
 def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
-    """Run one search from a composed config; returns the derived network's test accuracy."""
+    """Run one search from a composed config; returns its objective (what a sweeper optimizes).
+
+    The objective is ``cfg.objective`` of the derived network: ``test_acc`` (default) or
+    ``val_acc`` (its accuracy on the validation split at the last epoch, for tuning without
+    looking at the test set); the mean over the targets of a front.
+    """
     import pytorch_lightning as pl
     import torch
     from hydra.utils import instantiate
@@ -43,6 +50,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
         check_epochs,
         interrupted,
         resolved_config,
+        set_threads,
         silence_lightning,
         write_run_record,
     )
@@ -51,7 +59,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     from dnas.cost.table import load_or_build
     from dnas.cost.targets import BudgetError
     from dnas.derive.budget import cheapest_state
-    from dnas.errors import NonFiniteLossError
+    from dnas.errors import DnasError, NonFiniteLossError
     from dnas.search.losses import BudgetLoss
     from dnas.search.module import CHECKPOINT_KEY, SearchModule
     from dnas.space import SearchSpace
@@ -59,8 +67,12 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
 
     silence_lightning()
     console = Console(stderr=True)
+    objective = cfg.get("objective", "test_acc")
+    if objective not in OBJECTIVES:
+        raise DnasError(f"objective={objective!r} is not one of {OBJECTIVES}")
     out = make_output_dir(output_dir)
     pl.seed_everything(int(cfg.seed), workers=True)
+    threads = set_threads(cfg.get("threads"))
 
     # Everything that can fail is checked before training starts.
     check_epochs(cfg.trainer.get("max_epochs"), int(cfg.search.warmup_epochs))
@@ -138,7 +150,11 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
         arch = module.derived_front[k].with_metrics(test_acc=test_acc, val_acc=val_acc)
         results.append((targets, arch, module.derived_front_cost[k], history, test_acc))
     if trainer.is_global_zero:
-        record = {"table_hash": table.header.content_hash, "config": resolved_config(cfg)}
+        record = {
+            "table_hash": table.header.content_hash,
+            "torch_threads": threads,
+            "config": resolved_config(cfg),
+        }
         if ckpt_path:
             record["resumed_from"] = str(ckpt_path)
         if len(front) == 1:
@@ -173,7 +189,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
             f"derived: {cost['latency_ms']:.4f} ms, {cost['energy_mj']:.4f} mJ "
             f"(budget {targets.describe()}); test accuracy {100 * test_acc:.2f}% -> {out}"
         )
-    return results[0][4] if len(results) == 1 else sum(r[4] for r in results) / len(results)
+    return sum(arch.metrics[objective] for _, arch, *_ in results) / len(results)
 
 
 def _resolve_front(cfg: DictConfig, extremes) -> list:

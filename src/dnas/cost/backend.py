@@ -11,6 +11,7 @@ from dnas.cost.batch import PARAM_COLUMNS, CostBatch, layers_to_params
 from dnas.cost.hardware import BitFusionConfig
 from dnas.cost.layer import LayerShape
 from dnas.cost.vectorized import bitfusion_cost_torch
+from dnas.errors import DnasError
 
 BACKENDS = ("auto", "torch", "triton")
 
@@ -27,7 +28,7 @@ def triton_available() -> bool:
 def resolve_backend(name: str) -> str:
     """``auto`` → ``triton`` on a CUDA machine with Triton, else ``torch``."""
     if name not in BACKENDS:
-        raise ValueError(f"unknown cost backend {name!r}; allowed: {', '.join(BACKENDS)}")
+        raise DnasError(f"unknown cost backend {name!r}; allowed: {', '.join(BACKENDS)}")
     if name == "auto":
         return "triton" if torch.cuda.is_available() and triton_available() else "torch"
     if name == "triton" and not triton_available():
@@ -73,11 +74,11 @@ def evaluate(
     hw = hw or BitFusionConfig()
     params = layers if isinstance(layers, torch.Tensor) else layers_to_params(layers)
     if params.ndim != 2 or params.shape[1] != len(PARAM_COLUMNS):
-        raise ValueError(f"params must be [n, {len(PARAM_COLUMNS)}], got {tuple(params.shape)}")
+        raise DnasError(f"params must be [n, {len(PARAM_COLUMNS)}], got {tuple(params.shape)}")
     bits = params[:, [PARAM_COLUMNS.index("w_bits"), PARAM_COLUMNS.index("a_bits")]]
     if params.numel() and int(bits.max()) > hw.pmax_bits:
         row = int(torch.nonzero((bits > hw.pmax_bits).any(1))[0])
-        raise ValueError(f"layer {row}: bits above the hardware's pmax_bits={hw.pmax_bits}")
+        raise DnasError(f"layer {row}: bits above the hardware's pmax_bits={hw.pmax_bits}")
     fn = _backend_fn(resolve_backend(backend))
     outs = []
     for start in range(0, params.shape[0], chunk):

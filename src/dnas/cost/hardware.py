@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 
+from dnas.errors import DnasError
+
 
 @dataclass(frozen=True)
 class BitFusionConfig:
@@ -49,18 +51,18 @@ class BitFusionConfig:
             v = getattr(self, f.name)
             if f.type in ("int", int):
                 if isinstance(v, bool) or not isinstance(v, int):
-                    raise ValueError(f"hardware.{f.name} must be an integer, got {v!r}")
+                    raise DnasError(f"hardware.{f.name} must be an integer, got {v!r}")
                 if v <= 0:
-                    raise ValueError(f"hardware.{f.name} must be positive, got {v}")
+                    raise DnasError(f"hardware.{f.name} must be positive, got {v}")
             else:
                 if isinstance(v, bool) or not isinstance(v, (int, float)):
-                    raise ValueError(f"hardware.{f.name} must be a number, got {v!r}")
+                    raise DnasError(f"hardware.{f.name} must be a number, got {v!r}")
                 if f.name.startswith("e_") and v < 0:
-                    raise ValueError(f"hardware.{f.name} must be >= 0, got {v}")
+                    raise DnasError(f"hardware.{f.name} must be >= 0, got {v}")
                 if not f.name.startswith("e_") and v <= 0:
-                    raise ValueError(f"hardware.{f.name} must be positive, got {v}")
+                    raise DnasError(f"hardware.{f.name} must be positive, got {v}")
         if self.pmin_bits > self.pmax_bits:
-            raise ValueError(
+            raise DnasError(
                 f"hardware.pmin_bits ({self.pmin_bits}) must not exceed pmax_bits ({self.pmax_bits})"
             )
 
@@ -122,7 +124,7 @@ class BitFusionConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ValueError(f"unknown hardware field(s) {unknown}; allowed: {sorted(known)}")
+            raise DnasError(f"unknown hardware field(s) {unknown}; allowed: {sorted(known)}")
         return cls(**d)
 
 
@@ -141,12 +143,12 @@ def load_hardware(name_or_path: str | Path = "bitfusion") -> BitFusionConfig:
     else:
         res = resources.files("dnas") / "conf" / "hardware" / f"{name_or_path}.yaml"
         if not res.is_file():
-            raise ValueError(
+            raise DnasError(
                 f"unknown hardware {str(name_or_path)!r}; built-in: {builtin_hardware_names()} "
                 "(or give a path to a YAML file)"
             )
         text = res.read_text()
     data = yaml.safe_load(text)
     if not isinstance(data, dict):
-        raise ValueError(f"hardware config {name_or_path} must be a mapping")
+        raise DnasError(f"hardware config {name_or_path} must be a mapping")
     return BitFusionConfig.from_dict(data)

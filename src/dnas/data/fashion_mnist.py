@@ -16,6 +16,7 @@ from dnas.data.errors import DatasetError, DatasetNotFoundError
 from dnas.data.idx import read_idx, read_idx_header
 from dnas.data.loader import Batch
 from dnas.data.module import TensorDataModule, split_indices
+from dnas.errors import DnasError
 
 DEFAULT_ROOT = "/usr/share/datasets/fashion-mnist"
 INSTALL_HINT = (
@@ -135,11 +136,11 @@ class FashionMNISTDataModule(TensorDataModule):
         drop_last: bool = True,
     ) -> None:
         if std <= 0:
-            raise ValueError(f"std must be > 0, got {std}")
+            raise DnasError(f"std must be > 0, got {std}")
         if limit_test is not None and limit_test < 1:
-            raise ValueError(f"limit_test must be >= 1 or null, got {limit_test}")
+            raise DnasError(f"limit_test must be >= 1 or null, got {limit_test}")
         if limit_train is not None and limit_train < 1:
-            raise ValueError(f"limit_train must be >= 1 or null, got {limit_train}")
+            raise DnasError(f"limit_train must be >= 1 or null, got {limit_train}")
         super().__init__(
             num_classes=10,
             input_shape=(1, *IMAGE_SHAPE),

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from dnas.data.errors import DatasetError
+from dnas.errors import DnasError
 
 GZIP_MAGIC = b"\x1f\x8b"
 UINT8_CODE = 0x08
@@ -179,7 +180,7 @@ def write_idx(path: str | os.PathLike, tensor: torch.Tensor, compress: bool | No
     if tensor.dtype != torch.uint8:
         raise TypeError(f"write_idx writes uint8 tensors, got {tensor.dtype}")
     if tensor.dim() == 0 or tensor.dim() > 255:
-        raise ValueError(f"an IDX file holds 1 to 255 dimensions, got {tensor.dim()}")
+        raise DnasError(f"an IDX file holds 1 to 255 dimensions, got {tensor.dim()}")
     header = struct.pack(">HBB", 0, UINT8_CODE, tensor.dim())
     header += struct.pack(f">{tensor.dim()}I", *tensor.shape)
     raw = header + tensor.contiguous().cpu().numpy().tobytes()

@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterator
 import torch
 import torch.nn.functional as F
 
+from dnas.errors import DnasError
+
 Batch = tuple[torch.Tensor, torch.Tensor]
 Transform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
@@ -105,11 +107,11 @@ class TensorLoader:
         max_batches: int | None = None,
     ) -> None:
         if len(x) != len(y):
-            raise ValueError(f"inputs and labels differ in length: {len(x)} vs {len(y)}")
+            raise DnasError(f"inputs and labels differ in length: {len(x)} vs {len(y)}")
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise DnasError(f"batch_size must be >= 1, got {batch_size}")
         if max_batches is not None and max_batches < 1:
-            raise ValueError(f"max_batches must be >= 1, got {max_batches}")
+            raise DnasError(f"max_batches must be >= 1, got {max_batches}")
         self.x, self.y = x, y
         self.batch_size = batch_size
         self.shuffle = shuffle

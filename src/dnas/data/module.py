@@ -16,6 +16,7 @@ import torch
 from pytorch_lightning.utilities import CombinedLoader
 
 from dnas.data.loader import Batch, TensorLoader, augment_batch
+from dnas.errors import DnasError
 
 SPLITS = ("weights", "arch", "val", "test")
 
@@ -49,11 +50,11 @@ def split_indices(
         ValueError: a fraction out of range, or a split that would be empty although requested.
     """
     if not 0.0 <= arch_fraction < 1.0:
-        raise ValueError(f"arch_fraction must be in [0, 1), got {arch_fraction}")
+        raise DnasError(f"arch_fraction must be in [0, 1), got {arch_fraction}")
     if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        raise DnasError(f"val_fraction must be in [0, 1), got {val_fraction}")
     if limit is not None and limit < 1:
-        raise ValueError(f"limit_train must be >= 1 or null, got {limit}")
+        raise DnasError(f"limit_train must be >= 1 or null, got {limit}")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     if limit is not None:
         perm = perm[:limit]
@@ -67,7 +68,7 @@ def split_indices(
         ("val", n_val, val_fraction > 0),
     ):
         if asked and size < 1:
-            raise ValueError(
+            raise DnasError(
                 f"the {name} split of {pool} training samples would be empty "
                 f"(arch_fraction={arch_fraction}, val_fraction={val_fraction}): "
                 "use more samples or other fractions"
@@ -122,18 +123,18 @@ class TensorDataModule(pl.LightningDataModule, ABC):
     ) -> None:
         super().__init__()
         if batch_size < 1 or eval_batch_size < 1:
-            raise ValueError(
+            raise DnasError(
                 f"batch sizes must be >= 1, got batch_size={batch_size}, "
                 f"eval_batch_size={eval_batch_size}"
             )
         if not 0.0 <= arch_fraction < 1.0:
-            raise ValueError(f"arch_fraction must be in [0, 1), got {arch_fraction}")
+            raise DnasError(f"arch_fraction must be in [0, 1), got {arch_fraction}")
         if not 0.0 <= val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+            raise DnasError(f"val_fraction must be in [0, 1), got {val_fraction}")
         self._num_classes = int(num_classes)
         self._input_shape = tuple(int(s) for s in input_shape)
         if len(self._input_shape) != 3:
-            raise ValueError(f"input_shape must be (C, H, W), got {self._input_shape}")
+            raise DnasError(f"input_shape must be (C, H, W), got {self._input_shape}")
         self.batch_size = int(batch_size)
         self.eval_batch_size = int(eval_batch_size)
         self.arch_fraction = float(arch_fraction)
@@ -238,7 +239,7 @@ class TensorDataModule(pl.LightningDataModule, ABC):
             ValueError: ``arch_fraction`` is 0, so there is no architecture split.
         """
         if self.arch_fraction == 0:
-            raise ValueError("arch_fraction is 0: there is no architecture split")
+            raise DnasError("arch_fraction is 0: there is no architecture split")
         return self._train_loader("arch", 2, False)
 
     def train_dataloader(self) -> CombinedLoader | TensorLoader:

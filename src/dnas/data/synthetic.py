@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from dnas.data.loader import Batch
 from dnas.data.module import TensorDataModule, split_indices
+from dnas.errors import DnasError
 
 
 def make_prototypes(
@@ -101,11 +102,11 @@ class SyntheticDataModule(TensorDataModule):
         drop_last: bool = True,
     ) -> None:
         if num_train < 1 or num_test < 1:
-            raise ValueError(f"num_train and num_test must be >= 1, got {num_train}, {num_test}")
+            raise DnasError(f"num_train and num_test must be >= 1, got {num_train}, {num_test}")
         if num_classes < 2:
-            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+            raise DnasError(f"num_classes must be >= 2, got {num_classes}")
         if noise < 0:
-            raise ValueError(f"noise must be >= 0, got {noise}")
+            raise DnasError(f"noise must be >= 0, got {noise}")
         input_shape = tuple(int(s) for s in input_shape)
         super().__init__(
             num_classes=num_classes,

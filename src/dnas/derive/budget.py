@@ -17,6 +17,7 @@ import torch
 
 from dnas.cost.table import CostTable
 from dnas.cost.targets import BudgetError, Targets
+from dnas.errors import DnasError
 from dnas.space import Architecture, BlockChoice, ConvBits, LayerKey, nearest_index
 
 _BLOCK_ROLES = ("expand", "dw", "project")
@@ -523,7 +524,7 @@ def derive_within_budget(
     """
     strategy = strategy or ("fill" if fill else "argmax")
     if strategy not in DERIVE_STRATEGIES:
-        raise ValueError(f"unknown derive strategy {strategy!r}; choose from {DERIVE_STRATEGIES}")
+        raise DnasError(f"unknown derive strategy {strategy!r}; choose from {DERIVE_STRATEGIES}")
     active = targets.active()
     metrics = ("latency_ms", "energy_mj")
     costs = _Costs(space, table, metrics)

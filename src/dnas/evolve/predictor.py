@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from dnas.errors import DnasError
+
 
 class AccuracyPredictor(nn.Module):
     """``layers`` fully-connected ReLU layers of ``hidden`` units and a linear regressor.
@@ -50,7 +52,7 @@ class AccuracyPredictor(nn.Module):
             The final training RMSE (in accuracy units).
         """
         if len(x) < 2:
-            raise ValueError(f"the predictor needs at least 2 samples, got {len(x)}")
+            raise DnasError(f"the predictor needs at least 2 samples, got {len(x)}")
         gen = torch.Generator().manual_seed(seed)
         self.y_mean.fill_(float(y.mean()))
         self.y_std.fill_(max(float(y.std()), 1e-6))
@@ -82,7 +84,7 @@ def kendall_tau(a: Tensor, b: Tensor) -> float:
     """Kendall's τ-a between two score vectors (pairs tied in either count as 0)."""
     a, b = a.double().flatten(), b.double().flatten()
     if len(a) != len(b) or len(a) < 2:
-        raise ValueError(f"need two score vectors of the same length >= 2, got {len(a)}, {len(b)}")
+        raise DnasError(f"need two score vectors of the same length >= 2, got {len(a)}, {len(b)}")
     da = torch.sign(a[:, None] - a[None, :])
     db = torch.sign(b[:, None] - b[None, :])
     n = len(a)
@@ -105,10 +107,10 @@ def holdout_quality(
     standard deviation: an RMSE near it means the predictor explains little).
     """
     if not 0 < fraction < 1:
-        raise ValueError(f"predictor.holdout must be in (0, 1), got {fraction}")
+        raise DnasError(f"predictor.holdout must be in (0, 1), got {fraction}")
     n_out = max(2, round(fraction * len(x)))
     if len(x) - n_out < 2:
-        raise ValueError(f"too few samples ({len(x)}) to hold {fraction:.0%} out")
+        raise DnasError(f"too few samples ({len(x)}) to hold {fraction:.0%} out")
     perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed + 1))
     held, kept = perm[:n_out], perm[n_out:]
     with torch.random.fork_rng():  # the same split and initialisation for a seed, no side effect

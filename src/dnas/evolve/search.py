@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from dnas.cost.targets import BudgetError, Targets
 from dnas.derive import ArchState
+from dnas.errors import DnasError
 from dnas.evolve.genome import GenomeSpace
 
 Fitness = Callable[[Sequence[ArchState]], list[float]]
@@ -91,7 +92,7 @@ def evolve(
         on_generation: called with each history row.
     """
     if not 0 < parents <= population:
-        raise ValueError(f"need 0 < parents <= population, got {parents}, {population}")
+        raise DnasError(f"need 0 < parents <= population, got {parents}, {population}")
     t0 = time.perf_counter()
 
     def score(states: list[ArchState], costs: list[dict]) -> list[Candidate]:
@@ -135,7 +136,7 @@ def random_search(
 ) -> SearchResult:
     """``samples`` uniform draws within budget, ranked by fitness (history per ``chunk``)."""
     if samples < 1:
-        raise ValueError(f"random search needs samples >= 1, got {samples}")
+        raise DnasError(f"random search needs samples >= 1, got {samples}")
     t0 = time.perf_counter()
     seen: list[Candidate] = []
     history = []

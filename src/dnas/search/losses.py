@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from dnas.cost.targets import Targets
+from dnas.errors import DnasError
 
 KINDS = ("abs", "hinge", "fbnet", "lagrangian")
 
@@ -47,9 +48,9 @@ class BudgetLoss(nn.Module):
     ) -> None:
         super().__init__()
         if kind not in KINDS:
-            raise ValueError(f"unknown budget loss {kind!r}; allowed: {', '.join(KINDS)}")
+            raise DnasError(f"unknown budget loss {kind!r}; allowed: {', '.join(KINDS)}")
         if lam < 0 or eta < 0 or alpha < 0:
-            raise ValueError("budget loss coefficients lam, eta and alpha must be >= 0")
+            raise DnasError("budget loss coefficients lam, eta and alpha must be >= 0")
         self.kind, self.targets = kind, targets
         self.alpha, self.beta, self.eta = alpha, beta, eta
         self.register_buffer("lam", torch.full((len(targets.active()),), float(lam)))

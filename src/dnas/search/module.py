@@ -29,7 +29,7 @@ from dnas.cost.expected import ExpectedCost
 from dnas.cost.table import CostTable
 from dnas.cost.targets import Targets
 from dnas.derive import derive_within_budget
-from dnas.errors import NonFiniteLossError
+from dnas.errors import DnasError, NonFiniteLossError
 from dnas.search.losses import BudgetLoss
 from dnas.supernet import SuperNet, bn_statistics, load_bn_statistics, recalibrate_bn
 
@@ -75,15 +75,15 @@ class SearchModule(ResumableModule, pl.LightningModule):
         from dnas.derive.budget import DERIVE_STRATEGIES
 
         if derive not in DERIVE_STRATEGIES:
-            raise ValueError(f"search.derive={derive!r} is not one of {DERIVE_STRATEGIES}")
+            raise DnasError(f"search.derive={derive!r} is not one of {DERIVE_STRATEGIES}")
         if warmup_epochs < 0:
-            raise ValueError(f"warmup_epochs must be >= 0, got {warmup_epochs}")
+            raise DnasError(f"warmup_epochs must be >= 0, got {warmup_epochs}")
         if not 0 < tau_min <= tau0:
-            raise ValueError(f"need 0 < tau_min <= tau0, got tau0={tau0}, tau_min={tau_min}")
+            raise DnasError(f"need 0 < tau_min <= tau0, got tau0={tau0}, tau_min={tau_min}")
         front = [targets] if isinstance(targets, Targets) else list(targets)
         budgets = [budget] if isinstance(budget, BudgetLoss) else list(budget)
         if not front or len(budgets) != len(front):
-            raise ValueError(
+            raise DnasError(
                 f"need one budget term per target, got {len(front)} targets, {len(budgets)} terms"
             )
         self.save_hyperparameters(

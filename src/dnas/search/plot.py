@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from dnas.cost.targets import Targets
 
 
-def plot_search(history: list[dict[str, float]], targets: Targets, path: str | Path) -> Path:
-    """Save a two-panel PNG (cost per epoch with the target line; validation accuracy per epoch)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def draw_search(history: list[dict[str, float]], targets: Targets, axes: Sequence) -> None:
+    """Draw the three panels of ``plot_search`` into ``axes`` (latency, energy, accuracy)."""
     from matplotlib.ticker import MaxNLocator
 
-    path = Path(path)
-    fig, (ax_lat, ax_en, ax_acc) = plt.subplots(1, 3, figsize=(13, 3.8))
+    ax_lat, ax_en, ax_acc = axes
     for ax, metric, unit in ((ax_lat, "latency_ms", "ms"), (ax_en, "energy_mj", "mJ")):
         for kind, style in (("expected", "-o"), ("derived", "-s")):
             pts = [(h["epoch"], h[f"{kind}_{metric}"]) for h in history if f"{kind}_{metric}" in h]
@@ -37,10 +33,20 @@ def plot_search(history: list[dict[str, float]], targets: Targets, path: str | P
     ax_acc.set_ylabel("accuracy of the derived net (%)")
     ax_acc.set_title("validation accuracy")
     ax_acc.grid(alpha=0.3)
-    for ax in (ax_lat, ax_en, ax_acc):
+    for ax in axes:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def plot_search(history: list[dict[str, float]], targets: Targets, path: str | Path) -> Path:
+    """Save a three-panel PNG (latency and energy per epoch with the target line; validation
+    accuracy per epoch). Drawn on a bare Figure: matplotlib's global backend is left alone, so a
+    notebook that runs a search keeps its inline plots."""
+    from matplotlib.figure import Figure
+
+    path = Path(path)
+    fig = Figure(figsize=(13, 3.8))
+    draw_search(history, targets, fig.subplots(1, 3))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path

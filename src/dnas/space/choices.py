@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Union
 
+from dnas.errors import DnasError
 from dnas.space.errors import SpaceError
 
 SKIP: Literal["skip"] = "skip"
@@ -31,7 +32,7 @@ def nearest_index(value: float, num_choices: int) -> int:
     clamp to ``[0, n − 1]``, then round half *up*, so θ = 2.5 picks option 3 everywhere.
     """
     if num_choices < 1:
-        raise ValueError(f"need at least one option, got {num_choices}")
+        raise DnasError(f"need at least one option, got {num_choices}")
     v = min(max(float(value), 0.0), float(num_choices - 1))
     return min(math.floor(v + 0.5), num_choices - 1)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import yaml
 
+from dnas.errors import DnasError
 from dnas.space.errors import SpaceError
 from dnas.space.search_space import SearchSpace
 
@@ -38,7 +39,7 @@ def load_space(name_or_path: str | Path = "fmnist_mbv2") -> SearchSpace:
     else:
         res = resources.files("dnas") / "conf" / "space" / f"{name_or_path}.yaml"
         if not res.is_file():
-            raise ValueError(
+            raise DnasError(
                 f"unknown search space {str(name_or_path)!r}; built-in: {builtin_space_names()} "
                 "(or give a path to a YAML file)"
             )

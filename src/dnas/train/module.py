@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
 from dnas.checkpoint import CheckpointError, ResumableModule
-from dnas.errors import NonFiniteLossError
+from dnas.errors import DnasError, NonFiniteLossError
 from dnas.supernet import ChildNet
 
 
@@ -49,9 +49,9 @@ class ChildModule(ResumableModule, pl.LightningModule):
     ) -> None:
         super().__init__()
         if warmup_epochs < 0:
-            raise ValueError(f"warmup_epochs must be >= 0, got {warmup_epochs}")
+            raise DnasError(f"warmup_epochs must be >= 0, got {warmup_epochs}")
         if not 0 <= label_smoothing < 1:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+            raise DnasError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
         self.child = child
         self._optimizer = optimizer
         self.warmup_epochs, self.label_smoothing = float(warmup_epochs), float(label_smoothing)

@@ -6,15 +6,14 @@ from pathlib import Path
 
 
 def plot_training(history: list[dict[str, float]], path: str | Path, title: str = "") -> Path:
-    """Save a two-panel PNG: training loss and validation accuracy (%) per epoch."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Save a two-panel PNG: training loss and validation accuracy (%) per epoch (on a bare
+    Figure: matplotlib's global backend is left alone)."""
+    from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
     path = Path(path)
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.6))
+    fig = Figure(figsize=(9, 3.6))
+    ax_loss, ax_acc = fig.subplots(1, 2)
     pts = [(h["epoch"] + 1, h["train_loss"]) for h in history if "train_loss" in h]
     if pts:
         ax_loss.plot(*zip(*pts), "-o", markersize=4)
@@ -34,5 +33,4 @@ def plot_training(history: list[dict[str, float]], path: str | Path, title: str 
 
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
     return path
