@@ -97,3 +97,81 @@ def test_eval_with_triton_backend_equals_torch(tmp_path):
     assert main(["eval", src, "-o", str(a), "--backend", "torch"]) == 0
     assert main(["eval", src, "-o", str(b), "--backend", "triton"]) == 0
     assert read_rows(a) == read_rows(b)
+
+
+ROW = "8,8,1,1,4,1,8,8"
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        (f"{ROW}\n{ROW},\n", "bad.csv:3: 1 more field(s) than the header's 8 (a trailing comma?)"),
+        ("8,8,1,1,4,1,1,8\n", "bad.csv:2: field 'w_bits'=1 is below the hardware's pmin_bits=2"),
+        ("8,8,1,1,4,1,8,-4\n", "bad.csv:2: field 'a_bits'=-4 is below"),
+        ("", "bad.csv: no layer rows"),
+    ],
+)
+def test_more_bad_rows_named_before_costing(tmp_path, capsys, body, message):
+    out = tmp_path / "out.csv"
+    assert main(["eval", write(tmp_path / "bad.csv", HEADER + "\n" + body), "-o", str(out)]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_empty_file_names_the_columns(tmp_path, capsys):
+    assert main(["eval", write(tmp_path / "e.csv", ""), "-o", str(tmp_path / "o.csv")]) == 2
+    assert "missing column(s) in_channels" in capsys.readouterr().err
+
+
+def test_bom_and_crlf_are_read(tmp_path):
+    src = tmp_path / "excel.csv"
+    src.write_bytes(("\ufeff" + HEADER + "\r\n" + ROW + "\r\n").encode("utf-8"))
+    plain = tmp_path / "plain.csv"
+    plain.write_text(HEADER + "\n" + ROW + "\n")
+    assert main(["eval", str(src), "-o", str(tmp_path / "a.csv")]) == 0
+    assert main(["eval", str(plain), "-o", str(tmp_path / "b.csv")]) == 0
+    assert read_rows(tmp_path / "a.csv") == read_rows(tmp_path / "b.csv")
+
+
+def test_bad_outputs_refused_before_costing(tmp_path, capsys):
+    src = write(tmp_path / "in.csv", HEADER + "\n" + ROW + "\n")
+    assert main(["eval", src, "-o", str(tmp_path)]) == 2
+    assert "is a directory" in capsys.readouterr().err
+    assert main(["eval", src, "-o", str(tmp_path / "nope" / "o.csv")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    before = (tmp_path / "in.csv").read_text()
+    assert main(["eval", src, "-o", src]) == 2
+    assert "is the input file" in capsys.readouterr().err
+    assert (tmp_path / "in.csv").read_text() == before
+
+
+def test_output_through_a_symlink_keeps_the_link_and_a_normal_mode(tmp_path):
+    import os
+    import stat
+
+    src = write(tmp_path / "in.csv", HEADER + "\n" + ROW + "\n")
+    real = tmp_path / "real.csv"
+    link = tmp_path / "link.csv"
+    link.symlink_to(real)
+    assert main(["eval", src, "-o", str(link)]) == 0
+    assert link.is_symlink() and len(read_rows(real)) == 1
+    fresh = tmp_path / "fresh.csv"
+    assert main(["eval", src, "-o", str(fresh)]) == 0
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o666 & ~mask
+
+
+def test_output_to_stdout(tmp_path, capsys):
+    src = write(tmp_path / "in.csv", HEADER + "\n" + ROW + "\n")
+    assert main(["eval", src, "-o", "-"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(HEADER) and len(out) == 2
+
+
+def test_malformed_hardware_yaml_is_one_line(tmp_path, capsys):
+    src = write(tmp_path / "in.csv", HEADER + "\n" + ROW + "\n")
+    hw = write(tmp_path / "hw.yaml", "pmax_bits: [8\nrows: 16\n")
+    assert main(["eval", src, "-o", str(tmp_path / "o.csv"), "--hardware", hw]) == 2
+    err = capsys.readouterr().err
+    assert "is not valid YAML (line" in err and "Traceback" not in err

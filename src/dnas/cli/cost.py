@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import sys
 import time
 from pathlib import Path
@@ -52,12 +53,15 @@ class InputError(DnasError):
 
 
 def read_layers(
-    path: Path, pmax_bits: int
+    path: Path, pmax_bits: int, pmin_bits: int = 1
 ) -> tuple[list[str], list[dict[str, str]], list[LayerShape]]:
-    """Parse and validate every row before any work starts; errors name the line and field."""
+    """Parse and validate every row before any work starts; errors name the line and field.
+
+    A UTF-8 byte-order mark and CRLF line ends (as spreadsheets write them) are accepted.
+    """
     if not path.is_file():
         raise InputError(f"{path}: no such file")
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         header = list(reader.fieldnames or [])
         missing = [c for c in REQUIRED if c not in header]
@@ -69,6 +73,12 @@ def read_layers(
         rows, layers = [], []
         for row in reader:
             line = reader.line_num
+            if None in row:
+                extra = len(row[None])
+                raise InputError(
+                    f"{path}:{line}: {extra} more field(s) than the header's {len(header)} "
+                    "(a trailing comma?)"
+                )
             values = {}
             for col in (*REQUIRED, *OPTIONAL):
                 raw = row.get(col)
@@ -87,6 +97,11 @@ def read_layers(
                         f"{path}:{line}: field {col!r}={values[col]} exceeds the hardware's "
                         f"pmax_bits={pmax_bits}"
                     )
+                if values[col] < pmin_bits:
+                    raise InputError(
+                        f"{path}:{line}: field {col!r}={values[col]} is below the hardware's "
+                        f"pmin_bits={pmin_bits} (its smallest operand; give {pmin_bits})"
+                    )
             values["im2col"] = bool(values["im2col"])
             try:
                 layers.append(LayerShape(**values))
@@ -98,12 +113,44 @@ def read_layers(
     return header, rows, layers
 
 
-def write_atomic(path: Path, header: list[str], rows: list[dict]) -> None:
-    """Write a CSV through a temporary file and a rename: never a partial file."""
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+def check_output(output: str, input_path: Path) -> Path | None:
+    """Where the results go (None: standard output, ``-o -``), checked before any costing."""
+    if output == "-":
+        return None
+    out = Path(output)
+    if out.is_dir():
+        raise InputError(f"-o {output}: is a directory; give a file name, e.g. {out / 'costs.csv'}")
+    target = Path(os.path.realpath(out))
+    if not target.parent.is_dir():
+        raise InputError(f"-o {output}: directory {target.parent} does not exist")
+    if target.exists() and input_path.exists() and os.path.samefile(target, input_path):
+        raise InputError(f"-o {output}: is the input file; give another name")
+    return out
+
+
+def write_atomic(path: Path | None, header: list[str], rows: list[dict]) -> None:
+    """Write a CSV through a temporary file and a rename: never a partial file.
+
+    ``None`` writes to standard output; an existing file that is not a regular file (a device,
+    a pipe) is written in place, since it cannot be replaced; a symlink is written through.
+    """
+
+    def write(f) -> None:
         w = csv.DictWriter(f, fieldnames=header, lineterminator="\n")
         w.writeheader()
         w.writerows(rows)
+
+    if path is None:
+        write(sys.stdout)
+        sys.stdout.flush()
+        return
+    real = Path(os.path.realpath(path))
+    if real.exists() and not real.is_file():
+        with open(real, "w", newline="") as f:
+            write(f)
+        return
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        write(f)
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
@@ -112,7 +159,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from dnas.cost.backend import evaluate, resolve_backend
 
     hw = load_hardware(args.hardware)
-    header, rows, layers = read_layers(Path(args.input), hw.pmax_bits)
+    output = check_output(args.output, Path(args.input))
+    header, rows, layers = read_layers(Path(args.input), hw.pmax_bits, hw.pmin_bits)
     backend = resolve_backend(args.backend)
     t0 = time.perf_counter()
     with Progress(transient=True, disable=not sys.stderr.isatty()) as bar:
@@ -145,7 +193,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
             best_loop_order=">".join(res.loop_order(i)),
         )
     out_header = header + [c for c in OUTPUT if c not in header]
-    write_atomic(Path(args.output), out_header, rows)
+    write_atomic(output, out_header, rows)
     dt = time.perf_counter() - t0
     print(
         f"{len(rows)} layers costed on {hw.name} with the {backend} backend in {dt:.2f} s "
@@ -484,7 +532,9 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     ev.add_argument("input", metavar="IN.csv")
-    ev.add_argument("-o", "--output", metavar="OUT.csv", required=True)
+    ev.add_argument(
+        "-o", "--output", metavar="OUT.csv", required=True, help="results file ('-': stdout)"
+    )
     ev.add_argument(
         "--hardware",
         default="bitfusion",
@@ -530,7 +580,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args) or 0
-    except (InputError, ValueError, FileNotFoundError, RuntimeError) as e:
+    except (DnasError, FileNotFoundError) as e:
         print(f"dnas-cost: error: {e}", file=sys.stderr)
         return 2
 

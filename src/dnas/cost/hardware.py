@@ -148,7 +148,15 @@ def load_hardware(name_or_path: str | Path = "bitfusion") -> BitFusionConfig:
                 "(or give a path to a YAML file)"
             )
         text = res.read_text()
-    data = yaml.safe_load(text)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        at = f" (line {where.line + 1}, column {where.column + 1})" if where else ""
+        problem = getattr(e, "problem", None) or type(e).__name__
+        raise DnasError(
+            f"hardware config {name_or_path} is not valid YAML{at}: {problem}"
+        ) from None
     if not isinstance(data, dict):
         raise DnasError(f"hardware config {name_or_path} must be a mapping")
     return BitFusionConfig.from_dict(data)
