@@ -89,12 +89,19 @@ def test_killed_mid_epoch_then_resumed_equals_uninterrupted(tmp_path, monkeypatc
     resumed = _search(tmp_path / "resumed", f"ckpt_path={ckpt}")
     _, err = resumed.communicate(timeout=900)
     assert resumed.returncode == 0, err
+    again = _search(tmp_path / "again")  # the same seed again, uninterrupted
+    _, err = again.communicate(timeout=900)
+    assert again.returncode == 0, err
 
     a = Architecture.load(tmp_path / "full" / "arch.yaml")
     b = Architecture.load(tmp_path / "resumed" / "arch.yaml")
     assert b.to_dict()["blocks"] == a.to_dict()["blocks"]
     assert b.metrics["latency_ms"] == a.metrics["latency_ms"]
     assert b.metrics["energy_mj"] == a.metrics["energy_mj"]
+    c = Architecture.load(tmp_path / "again" / "arch.yaml")  # same seed, same machine: same result
+    assert c.to_dict()["blocks"] == a.to_dict()["blocks"]
+    assert c.metrics["latency_ms"] == a.metrics["latency_ms"]
+    assert c.table_hash == a.table_hash != ""
     pa, pb = _arch_params(tmp_path / "full"), _arch_params(tmp_path / "resumed")
     assert pa and pa.keys() == pb.keys()
     for k in pa:

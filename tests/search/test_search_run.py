@@ -59,6 +59,16 @@ def test_search_writes_arch_within_budget(tmp_path, loss, derive, monkeypatch):
     assert (tmp_path / "search.png").stat().st_size > 10_000
     state = torch.load(tmp_path / "supernet.pt", weights_only=True)
     assert any("arch" in k for k in state)
+    # provenance: arch.yaml names the table its costs came from; run.json what produced it
+    import json
+
+    import dnas
+
+    assert arch.table_hash == table.header.content_hash
+    record = json.loads((tmp_path / "run.json").read_text())
+    assert record["table_hash"] == table.header.content_hash
+    assert record["dnas_version"] == dnas.__version__
+    assert record["config"]["search"]["derive"] == derive
 
 
 def test_unreachable_target_fails_before_training(tmp_path):

@@ -328,7 +328,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     }
     for m, t in targets.active().items():
         metrics[f"target_{m}"] = t
-    arch = arch.with_metrics(**metrics)
+    arch = arch.with_metrics(**metrics).priced_by(table.header.content_hash)
     arch.save(out / "arch.yaml")
     save_space(space, out / SPACE_FILE)
     header = ["generation", "best_fitness", "mean_fitness", "evaluated", "wall_s"]

@@ -148,6 +148,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
         history = module.history_for(k)
         val_acc = history[-1].get("val_acc", float("nan")) if history else float("nan")
         arch = module.derived_front[k].with_metrics(test_acc=test_acc, val_acc=val_acc)
+        arch = arch.priced_by(table.header.content_hash)
         results.append((targets, arch, module.derived_front_cost[k], history, test_acc))
     if trainer.is_global_zero:
         record = {

@@ -199,6 +199,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
         space=space.name,
         space_fingerprint=space.fingerprint(),
         metrics=metrics,
+        table_hash=table.header.content_hash,
     )
     if trainer.is_global_zero:
         with atomic_path(out / MODEL_FILE) as tmp:

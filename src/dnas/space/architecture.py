@@ -131,6 +131,8 @@ class Architecture:
         metrics: free-form numbers written alongside, with units in their names
             (``latency_ms``, ``energy_mj``, ``target_latency_ms``, ``val/acc``). Not compared by
             ``==``.
+        table_hash: content hash of the cost table ``latency_ms``/``energy_mj`` were read from
+            (provenance; empty when no table priced it). Not compared by ``==``.
     """
 
     blocks: tuple[BlockChoice, ...]
@@ -140,6 +142,7 @@ class Architecture:
     space: str = ""
     space_fingerprint: str = ""
     metrics: dict[str, float] = field(default_factory=dict, compare=False, hash=False)
+    table_hash: str = field(default="", compare=False, hash=False)
 
     KEYS = (
         "format_version",
@@ -150,6 +153,7 @@ class Architecture:
         "last",
         "classifier",
         "metrics",
+        "table_hash",
     )
 
     def __post_init__(self) -> None:
@@ -175,6 +179,10 @@ class Architecture:
         """A copy with ``metrics`` added to (or replacing) the existing ones."""
         return replace(self, metrics={**self.metrics, **metrics})
 
+    def priced_by(self, table_hash: str) -> Architecture:
+        """A copy recording the content hash of the cost table its metrics came from."""
+        return replace(self, table_hash=str(table_hash))
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "format_version": ARCH_FORMAT_VERSION,
@@ -185,6 +193,7 @@ class Architecture:
             "last": self.last.to_dict(),
             "classifier": self.classifier.to_dict(),
             "metrics": dict(self.metrics),
+            **({"table_hash": self.table_hash} if self.table_hash else {}),
         }
 
     @classmethod
@@ -216,6 +225,7 @@ class Architecture:
             space=str(d.get("space") or ""),
             space_fingerprint=str(d.get("space_fingerprint") or ""),
             metrics=d.get("metrics") or {},
+            table_hash=str(d.get("table_hash") or ""),
             **bits,
         )
 
