@@ -1,6 +1,6 @@
 """The BitFusion per-layer schedule search as one Triton kernel.
 
-``bitfusion_cost`` evaluates the model of ../shared/BITFUSION.md for a batch of layers and returns,
+``bitfusion_cost`` evaluates the model of docs/BITFUSION.md for a batch of layers and returns,
 per layer, the integer counters of the best schedule, its tile sizes and its loop order. The whole
 search over tilings and loop orders runs inside the kernel; the results are identical to
 ``dnas.cost.oracle`` (the truth), including which of several equally good schedules is reported.
@@ -23,7 +23,7 @@ Work layout:
       16 layers per program and 64k-lane blocks.
     * Loop orders that differ only by swapping OW and OH are one lane (see ``_order_table``).
 
-Kernel steps ↔ BITFUSION.md steps (marked "Step k" in the kernel):
+Kernel steps ↔ docs/BITFUSION.md steps (marked "Step k" in the kernel):
     1 fusion factor; 2 tile sizes, levels and tile counts; 3 footprints and the fit test (depthwise:
     the project's extension); 4 compute cycles; 5 on-chip dataflow and buffer reads; 6 the
     loop-order walk; 7 DRAM traffic and stalls; 8 buffer writes; 9 energy; 10 the lexicographic

@@ -1,4 +1,4 @@
-"""The differentiable expected cost of a relaxed architecture (DESIGN.md, "The differentiable cost").
+"""The differentiable expected cost of a relaxed architecture (docs/DESIGN.md, "The differentiable cost").
 
     E[cost] = fixed layers + Σ_blocks Σ_k p_k(α) · Interp(table_block,k ; θ, β_w, β_a)
 

@@ -1,6 +1,6 @@
 """The BitFusion per-layer cost model, written for reading: one layer, plain Python integers.
 
-This is the oracle every faster backend is tested against. It follows ../shared/BITFUSION.md step by
+This is the oracle every faster backend is tested against. It follows docs/BITFUSION.md step by
 step (Sharma et al., ISCA 2018; the authors' public simulator), plus dnas's depthwise extension.
 """
 

@@ -1,6 +1,6 @@
 """The BitFusion cost model vectorized over many layers at once (the PyTorch backend).
 
-Same model as ``oracle.py`` (../shared/BITFUSION.md), evaluated for every (layer, tiling, loop order)
+Same model as ``oracle.py`` (docs/BITFUSION.md), evaluated for every (layer, tiling, loop order)
 candidate as int64 tensor arithmetic, then reduced per layer with the oracle's tie-breaking:
 fewest cycles, then least energy, then the reference simulator's loop-order rank, then tiling rank.
 """
@@ -76,7 +76,7 @@ def _order_classes(loops: tuple[str, ...], trivial: int) -> tuple[torch.Tensor, 
 
 
 def _tile_grid(params: torch.Tensor, depthwise: bool, hw: BitFusionConfig):
-    """Every tiling of every layer that fits the buffers (steps 2-5 of BITFUSION.md).
+    """Every tiling of every layer that fits the buffers (steps 2-5 of docs/BITFUSION.md).
 
     Returns a dict of 1-D tensors over the C candidate tilings: ``layer`` (row in params),
     ``tiling_rank`` (position in the oracle's enumeration), ``sizes`` ``[C, 4]`` (b, o, ic, oc),

@@ -1,6 +1,6 @@
 """The Lightning data module every data set shares: seeded in-memory splits and their loaders.
 
-Training is bi-level (DESIGN.md): a weight step on a batch of the *weight* split and an architecture
+Training is bi-level (docs/DESIGN.md): a weight step on a batch of the *weight* split and an architecture
 step on a batch of the held-out *arch* split, so ``train_dataloader()`` yields both at once. A
 subclass only has to load its tensors (``_load``); splitting, batching, augmentation and the loaders
 live here.

@@ -1,4 +1,4 @@
-"""Deriving a discrete architecture whose exact table cost meets the budget (DESIGN.md, "Derive").
+"""Deriving a discrete architecture whose exact table cost meets the budget (docs/DESIGN.md, "Derive").
 
 Start from the most likely architecture (argmax kernel, nearest width and bit indices). While its
 exact cost exceeds a target, apply the one-step downgrade (a cheaper kernel or skip, one width index

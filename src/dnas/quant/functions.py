@@ -12,7 +12,7 @@ integer β the result equals the fixed-bit quantizer bit for bit (the interpolat
 ends, and both paths share the same arithmetic).
 
 Each quantizer is a single autograd node (no chain of clamp/round/mul nodes with their own saved
-tensors): on a CPU this roughly halves the step time of a quantized MobileNetV2 (DESIGN.md).
+tensors): on a CPU this roughly halves the step time of a quantized MobileNetV2 (docs/DESIGN.md).
 Clips and the bit index are read as Python numbers once per call (fast scalar kernels on a CPU;
 one host synchronisation per quantizer on a GPU).
 """

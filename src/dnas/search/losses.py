@@ -1,4 +1,4 @@
-"""Budget terms added to the task loss in the architecture step (DESIGN.md, "Loss").
+"""Budget terms added to the task loss in the architecture step (docs/DESIGN.md, "Loss").
 
 ``abs``        λ·|E/T − 1|                 (FBNetV2/ProxylessNAS style: aim at the target)
 ``hinge``      λ·max(0, E/T − 1)²          (only penalise going over)

@@ -1,7 +1,7 @@
 """The Lightning search module: first-order bi-level optimisation of weights and architecture.
 
 Weight steps (SGD) on the weight split, architecture steps (Adam) on the architecture split with
-the task loss plus a budget term on the expected cost (DESIGN.md, "Loss, schedule and derivation").
+the task loss plus a budget term on the expected cost (docs/DESIGN.md, "Loss, schedule and derivation").
 The first ``warmup_epochs`` train weights only, with every choice sampled uniformly; after that the
 supernet samples hard Gumbel-softmax kernels whose temperature decays exponentially per epoch.
 

@@ -2,7 +2,7 @@
 
 Kernel: Gumbel-softmax over centre crops of one shared depthwise weight (FBNet, Wu et al. 2019;
 once-for-all, Cai et al. 2020). Width: fractional channel mask, leading channels kept. Bits:
-fractional bit-widths (FracBits, Yang & Jin, arXiv 2007.02017) with PACT clips. See DESIGN.md,
+fractional bit-widths (FracBits, Yang & Jin, arXiv 2007.02017) with PACT clips. See docs/DESIGN.md,
 "The three relaxations".
 """
 
