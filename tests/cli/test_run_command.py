@@ -216,3 +216,31 @@ def test_read_checkpoint_refuses_foreign_truncated_and_malicious_files(tmp_path)
         assert "\n" not in str(e.value)
     with pytest.raises(CheckpointError, match="not a Lightning checkpoint"):
         read_checkpoint(foreign)
+
+
+def test_unknown_config_name_lists_the_valid_ones():
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "dnas.cli.search", "space=nope"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode != 0
+    assert "space/nope" in out.stderr and "fmnist_mbv2" in out.stderr and "cifar_mbv2" in out.stderr
+
+
+@pytest.mark.parametrize(
+    "changes, match",
+    [
+        ({"pmax_bits": 2, "pmin_bits": 4}, "pmin_bits"),
+        ({"no_such_knob": 1}, "no_such_knob"),
+    ],
+)
+def test_invalid_hardware_config_is_refused(changes, match):
+    from dnas.cost.hardware import BitFusionConfig
+
+    with pytest.raises(DnasError, match=match):
+        BitFusionConfig.from_dict(changes)

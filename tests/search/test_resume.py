@@ -124,3 +124,35 @@ def test_sigterm_exits_nonzero_naming_the_checkpoint(tmp_path, monkeypatch):
     assert "SIGTERM" in err and f"ckpt_path={ckpt}" in err
     assert not (out / "arch.yaml").exists()
     assert not (out / "run.json").exists()
+
+
+@pytest.mark.slow
+def test_a_nan_loss_stops_with_the_step_and_the_last_checkpoint(tmp_path, monkeypatch):
+    """Weights blown up at epoch 1: exit 3, naming the step; epoch 0's checkpoint is kept."""
+    from dnas.cli.search import run
+    from dnas.errors import Interrupted
+    from tests.runs import SEARCH, compose_config
+
+    monkeypatch.setenv("DNAS_CACHE", str(tmp_path / "cache"))
+    cfg = compose_config(
+        "search", *SEARCH, "trainer.max_epochs=3", f"hydra.runtime.output_dir={tmp_path}"
+    )
+    from dnas.search import module as search_module
+
+    real_step = search_module.SearchModule.training_step
+
+    def poisoned(self, batch, batch_idx):
+        if self.current_epoch == 1 and batch_idx == 2:
+            for p in self.supernet.weight_parameters():
+                p.data.fill_(float("nan"))
+        return real_step(self, batch, batch_idx)
+
+    monkeypatch.setattr(search_module.SearchModule, "training_step", poisoned)
+    with pytest.raises(Interrupted) as e:
+        run(cfg, output_dir=tmp_path)
+    assert e.value.exit_code == 3
+    msg = str(e.value)
+    assert "loss is nan at epoch 1, batch 2" in msg
+    assert f"ckpt_path={tmp_path / 'checkpoints' / 'last.ckpt'}" in msg
+    assert _epochs_done(tmp_path / "checkpoints" / "last.ckpt") == 1
+    assert not (tmp_path / "arch.yaml").exists()

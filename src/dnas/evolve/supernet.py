@@ -67,7 +67,7 @@ class UniformSupernetModule(ResumableModule, pl.LightningModule):
         loss = F.cross_entropy(logits, y)
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
-                f"the supernet's training loss is {float(loss)} at epoch {self.current_epoch}, "
+                f"the supernet's training loss is {float(loss.detach())} at epoch {self.current_epoch}, "
                 f"batch {batch_idx} (global step {self.global_step})"
             )
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True)

@@ -237,7 +237,7 @@ class SearchModule(ResumableModule, pl.LightningModule):
     def _check_finite(self, loss: torch.Tensor, which: str, batch_idx: int) -> None:
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
-                f"the {which} loss is {float(loss)} at epoch {self.current_epoch}, batch "
+                f"the {which} loss is {float(loss.detach())} at epoch {self.current_epoch}, batch "
                 f"{batch_idx} (global step {self.global_step}); try a smaller learning rate"
             )
 

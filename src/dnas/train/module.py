@@ -98,7 +98,7 @@ class ChildModule(ResumableModule, pl.LightningModule):
         loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
-                f"the training loss is {float(loss)} at epoch {self.current_epoch}, batch "
+                f"the training loss is {float(loss.detach())} at epoch {self.current_epoch}, batch "
                 f"{batch_idx} (global step {self.global_step}); try a smaller learning rate"
             )
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True)
