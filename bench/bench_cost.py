@@ -29,6 +29,7 @@ import yaml
 from dnas.cost.backend import evaluate
 from dnas.cost.batch import COUNTER_COLUMNS
 from dnas.cost.hardware import BitFusionConfig
+from dnas.cost.layer import layer_shape
 from dnas.cost.oracle import layer_cost
 from dnas.cost.table import build_table
 from dnas.space import SearchSpace, load_space
@@ -47,7 +48,7 @@ def sample_configs(n: int, seed: int = 0) -> list:
             k, w, wb, ab = cl.grid_shape()
             for _ in range(max(1, n // 20)):
                 idx = (rng.randrange(k), rng.randrange(w), rng.randrange(wb), rng.randrange(ab))
-                shapes.add(cl.shape(*idx))
+                shapes.add(layer_shape(cl, *idx))
         pools.append(sorted(shapes))
     out = []
     for pool in pools:

@@ -39,6 +39,7 @@ import numpy as np
 
 from dnas.cost.backend import evaluate
 from dnas.cost.hardware import load_hardware
+from dnas.cost.layer import arch_layer_shapes, layer_shape
 from dnas.cost.table import load_or_build
 from dnas.space import LayerKey, load_space
 
@@ -74,7 +75,7 @@ zoom = {r: layers[LayerKey(r, block)] for r in roles}
 from dnas.cost.oracle import layer_cost
 
 cl = zoom["expand" if "expand" in zoom else "project"]
-shape = cl.shape(0, len(cl.widths) - 1, len(cl.w_bits) - 1, len(cl.a_bits) - 1)
+shape = layer_shape(cl, 0, len(cl.widths) - 1, len(cl.w_bits) - 1, len(cl.a_bits) - 1)
 c = layer_cost(shape, hw)
 print(f"{cl.key}: {shape}")
 print(
@@ -102,7 +103,7 @@ print("tiling", c.tiling_json, "loop order", c.loop_order_str)
 def costs(cl, points):
     """Latency (total and compute only, ms) and energy (mJ) of ``cl`` at grid points
     ``(kernel, width, w_bits, a_bits)`` indices, from the vectorized model."""
-    res = evaluate([cl.shape(*p) for p in points], hw, backend)
+    res = evaluate([layer_shape(cl, *p) for p in points], hw, backend)
     return {
         "latency_ms": res.latency_ms(hw).numpy(),
         "compute_ms": res.column("compute_cycles").double().numpy() / hw.cycles_per_ms,
@@ -174,7 +175,7 @@ for b in native:
     for cl in layers.values():
         wb = cl.w_bits.index(b) if b in cl.w_bits else len(cl.w_bits) - 1
         ab = cl.a_bits.index(b) if b in cl.a_bits else len(cl.a_bits) - 1
-        shapes.append(cl.shape(0, len(cl.widths) - 1, wb, ab))
+        shapes.append(layer_shape(cl, 0, len(cl.widths) - 1, wb, ab))
     res = evaluate(shapes, hw, backend)
     stall = res.column("mem_stall_cycles").double().numpy()
     share = stall / res.column("cycles").double().numpy()
@@ -284,7 +285,7 @@ def uniform_arch(b):
 networks = {f"{b}/{b} bits": uniform_arch(b) for b in (native[-1], native[-2])}
 fig, axes = plt.subplots(2, len(networks), figsize=(7 * len(networks), 7), sharey="row")
 for col, (label, arch) in enumerate(networks.items()):
-    shapes = space.arch_layer_shapes(arch)
+    shapes = arch_layer_shapes(space, arch)
     res = evaluate(list(shapes.values()), hw, backend)
     x = np.arange(len(shapes))
     compute = res.column("compute_cycles").double().numpy() / hw.cycles_per_ms

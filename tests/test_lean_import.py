@@ -16,3 +16,15 @@ def test_import_dnas_does_not_import_triton_or_heavy_frameworks():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["none", "False"], out.stdout + out.stderr
+
+
+def test_imports_run_one_way():
+    """The layers import downwards only: the space knows nothing of the cost model or search."""
+    code = (
+        "import sys\n"
+        "import dnas.space\n"
+        "print(sorted({m.split('.')[1] for m in sys.modules if m.startswith('dnas.')}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = eval(out.stdout)
+    assert set(loaded) <= {"space", "atomic", "errors"}, loaded

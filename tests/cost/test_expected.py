@@ -9,6 +9,7 @@ import torch
 
 from dnas.cost.expected import ExpectedCost, interp3
 from dnas.cost.hardware import BitFusionConfig
+from dnas.cost.layer import arch_layer_shapes
 from dnas.cost.oracle import layer_cost
 from dnas.space import LayerKey
 from tests.conftest import Relaxed
@@ -40,7 +41,7 @@ def test_one_hot_equals_table_sum_equals_cost_model(space, table, seed):
     assert got["latency_ms"].item() == pytest.approx(lat, rel=1e-12)
     assert got["energy_mj"].item() == pytest.approx(en, rel=1e-12)
     hw = BitFusionConfig()
-    shapes = space.arch_layer_shapes(arch).values()
+    shapes = arch_layer_shapes(space, arch).values()
     assert lat == pytest.approx(sum(layer_cost(s, hw).latency_ms for s in shapes), rel=1e-12)
 
 

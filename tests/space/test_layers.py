@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from dnas.cost.layer import LayerShape
+from dnas.cost.layer import LayerShape, arch_layer_shapes, layer_shape
 from dnas.space import SKIP, CostedLayer, LayerKey, SpaceError, builtin_space_names, load_space
 
 
@@ -35,9 +35,9 @@ def test_fmnist_block_2_hand_checked(fmnist):
     layers = layers_by_key(fmnist)
     expand, dw, project = (layers[LayerKey(r, 2)] for r in ("expand", "dw", "project"))
     # Grid point: width 96, w_bits 4, a_bits 6 (dw: kernel 5; pointwise convs have one kernel).
-    assert expand.shape(0, 3, 2, 4) == LayerShape(24, 96, 1, 1, 14, 1, 4, 6)
-    assert dw.shape(1, 3, 2, 4) == LayerShape(96, 96, 5, 2, 7, 1, 4, 6, groups=96)
-    assert project.shape(0, 3, 2, 4, batch=4) == LayerShape(96, 40, 1, 1, 7, 4, 4, 6)
+    assert layer_shape(expand, 0, 3, 2, 4) == LayerShape(24, 96, 1, 1, 14, 1, 4, 6)
+    assert layer_shape(dw, 1, 3, 2, 4) == LayerShape(96, 96, 5, 2, 7, 1, 4, 6, groups=96)
+    assert layer_shape(project, 0, 3, 2, 4, batch=4) == LayerShape(96, 40, 1, 1, 7, 4, 4, 6)
     assert expand.kernels == project.kernels == (1,)
     assert dw.kernels == (3, 5, 7)
     assert expand.widths == dw.widths == project.widths == b.widths
@@ -49,9 +49,9 @@ def test_fmnist_fixed_layers(fmnist):
     layers = fmnist.costed_layers()
     stem, last, fc = layers[0], layers[-2], layers[-1]
     assert stem.key == LayerKey("stem") and stem.key.block == -1
-    assert stem.shape(0, 0, 0, 0) == LayerShape(1, 16, 3, 2, 14, 1, 8, 8, im2col=True)
-    assert last.shape(0, 0, 0, 0) == LayerShape(80, 256, 1, 1, 7, 1, 8, 8)
-    assert fc.shape(0, 0, 0, 0) == LayerShape(256, 10, 1, 1, 1, 1, 8, 8)
+    assert layer_shape(stem, 0, 0, 0, 0) == LayerShape(1, 16, 3, 2, 14, 1, 8, 8, im2col=True)
+    assert layer_shape(last, 0, 0, 0, 0) == LayerShape(80, 256, 1, 1, 7, 1, 8, 8)
+    assert layer_shape(fc, 0, 0, 0, 0) == LayerShape(256, 10, 1, 1, 1, 1, 8, 8)
     assert stem.grid_shape() == last.grid_shape() == fc.grid_shape() == (1, 1, 1, 1)
 
 
@@ -80,7 +80,7 @@ def test_every_layer_shape_is_consistent():
         space = load_space(name)
         for c in space.costed_layers():
             last = tuple(n - 1 for n in c.grid_shape())
-            big = c.shape(*last)
+            big = layer_shape(c, *last)
             assert (big.in_channels, big.out_channels) == (c.in_channels, c.out_channels)
             assert big.kernel_size <= max(big.input_h, 1) or c.key.role == "classifier"
             if c.key.role == "dw":
@@ -90,7 +90,7 @@ def test_every_layer_shape_is_consistent():
 def test_shape_index_out_of_range(fmnist):
     dw = layers_by_key(fmnist)[LayerKey("dw", 0)]
     with pytest.raises(IndexError, match=r"dw\[0\]: k=3 is outside 0..2"):
-        dw.shape(3, 0, 0, 0)
+        layer_shape(dw, 3, 0, 0, 0)
 
 
 def test_arch_indices_of_largest_and_smallest():
@@ -133,7 +133,7 @@ def test_arch_indices_pick_the_chosen_values(fmnist):
 
 def test_arch_layer_shapes(fmnist):
     arch = fmnist.largest_arch()
-    shapes = fmnist.arch_layer_shapes(arch, batch=2)
+    shapes = arch_layer_shapes(fmnist, arch, batch=2)
     assert shapes[LayerKey("dw", 5)] == LayerShape(480, 480, 7, 1, 7, 2, 8, 8, groups=480)
     assert shapes[LayerKey("expand", 0)] == LayerShape(16, 96, 1, 1, 14, 2, 8, 8)
 
@@ -174,10 +174,12 @@ def test_apq_space():
     for stage in range(1, 6):
         assert [b.can_skip for b in apq.blocks if b.stage == stage] == [False, False, True, True]
     layers = layers_by_key(apq)
-    assert layers[LayerKey("stem")].shape(0, 0, 0, 0) == LayerShape(
+    assert layer_shape(layers[LayerKey("stem")], 0, 0, 0, 0) == LayerShape(
         3, 32, 3, 2, 112, 1, 8, 8, im2col=True
     )
-    assert layers[LayerKey("last")].shape(0, 0, 0, 0) == LayerShape(320, 1280, 1, 1, 7, 1, 8, 8)
+    assert layer_shape(layers[LayerKey("last")], 0, 0, 0, 0) == LayerShape(
+        320, 1280, 1, 1, 7, 1, 8, 8
+    )
     assert layers[LayerKey("classifier")].out_channels == 1000
     assert LayerKey("expand", 0) not in layers
 

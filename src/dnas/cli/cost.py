@@ -23,7 +23,7 @@ import dnas
 from dnas.atomic import atomic_path
 from dnas.cost.batch import COUNTER_COLUMNS, PARAM_COLUMNS
 from dnas.cost.hardware import load_hardware
-from dnas.cost.layer import LayerShape
+from dnas.cost.layer import LayerShape, arch_layer_shapes
 from dnas.errors import DnasError
 
 if TYPE_CHECKING:
@@ -343,7 +343,7 @@ def cost_arch(
     from dnas.cost.backend import evaluate
     from dnas.cost.table import _NJ_PER_MJ
 
-    shapes = space.arch_layer_shapes(arch)  # ordered like space.arch_indices(arch)
+    shapes = arch_layer_shapes(space, arch)  # ordered like space.arch_indices(arch)
     for key, s in shapes.items():
         try:
             s.check_bits(hw)

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from dnas.cost.table import CostTable
+from dnas.space import SearchSpace
 
 METRICS = ("latency_ms", "energy_mj")
 
@@ -66,7 +67,7 @@ class ExpectedCost(nn.Module):
         space: a ``dnas.space.SearchSpace``.
     """
 
-    def __init__(self, table: CostTable, space) -> None:
+    def __init__(self, table: CostTable, space: SearchSpace) -> None:
         super().__init__()
         table.check_space(space)
         self.space = space

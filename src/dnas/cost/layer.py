@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 from dnas.cost.hardware import BitFusionConfig
+from dnas.space import Architecture, CostedLayer, LayerKey, SearchSpace
 
 
 @dataclass(frozen=True, order=True)
@@ -72,3 +73,49 @@ class LayerShape:
                 raise ValueError(
                     f"{name}={v} exceeds the hardware's highest precision pmax_bits={hw.pmax_bits}"
                 )
+
+
+def layer_shape(layer: CostedLayer, k: int, w: int, wb: int, ab: int, batch: int = 1) -> LayerShape:
+    """A costed layer of a search space at one grid point, as the cost model sees it.
+
+    Args:
+        layer: the layer (``SearchSpace.costed_layers()``).
+        k, w, wb, ab: indices into its ``kernels``, ``widths``, ``w_bits`` and ``a_bits``.
+        batch: images per inference.
+
+    Raises:
+        IndexError: an index outside its axis.
+    """
+    for name, i, axis in (
+        ("k", k, layer.kernels),
+        ("w", w, layer.widths),
+        ("wb", wb, layer.w_bits),
+        ("ab", ab, layer.a_bits),
+    ):
+        if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < len(axis):
+            raise IndexError(f"{layer.key}: {name}={i!r} is outside 0..{len(axis) - 1}")
+    width = layer.widths[w]
+    role = layer.key.role
+    return LayerShape(
+        in_channels=width if role in ("dw", "project") else layer.in_channels,
+        out_channels=width if role in ("dw", "expand") else layer.out_channels,
+        kernel_size=layer.kernels[k],
+        stride=layer.stride,
+        output_h=layer.output_h,
+        batch=batch,
+        w_bits=layer.w_bits[wb],
+        a_bits=layer.a_bits[ab],
+        groups=width if role == "dw" else 1,
+        im2col=layer.im2col,
+    )
+
+
+def arch_layer_shapes(
+    space: SearchSpace, arch: Architecture, batch: int = 1
+) -> dict[LayerKey, LayerShape]:
+    """The shape of every layer ``arch`` runs, as the cost model sees it (in network order)."""
+    layers = {c.key: c for c in space.costed_layers()}
+    return {
+        key: layer_shape(layers[key], *idx, batch=batch)
+        for key, idx in space.arch_indices(arch).items()
+    }

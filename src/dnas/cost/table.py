@@ -22,7 +22,9 @@ import torch
 import dnas
 from dnas.atomic import atomic_path
 from dnas.cost.hardware import BitFusionConfig
+from dnas.cost.layer import layer_shape
 from dnas.errors import DnasError
+from dnas.space import Architecture, LayerKey, SearchSpace
 
 TABLE_FORMAT_VERSION = 1
 _NJ_PER_MJ = 1e6
@@ -68,7 +70,7 @@ class CostTable:
     """A cost table: a header and one LayerTable per costed layer key of the space."""
 
     header: TableHeader
-    entries: dict[Any, LayerTable]  # LayerKey -> LayerTable
+    entries: dict[LayerKey, LayerTable]
 
     @property
     def num_entries(self) -> int:
@@ -86,7 +88,7 @@ class CostTable:
         return h.hexdigest()
 
     # -------------------------------------------------------------------------------- cost lookup
-    def arch_cost(self, space, arch) -> tuple[float, float]:
+    def arch_cost(self, space: SearchSpace, arch: Architecture) -> tuple[float, float]:
         """Exact (latency_ms, energy_mj) of a discrete architecture: the sum of its table entries."""
         lat = en = 0.0
         for key, idx in space.arch_indices(arch).items():
@@ -95,7 +97,7 @@ class CostTable:
             en += float(t.energy_mj[idx])
         return lat, en
 
-    def extremes(self, space) -> dict[str, float]:
+    def extremes(self, space: SearchSpace) -> dict[str, float]:
         """Latency and energy of the cheapest and dearest network of the space.
 
         Within a block, the expand, depthwise and project convs share the width choice and each conv
@@ -140,8 +142,6 @@ class CostTable:
             TableError: the file is damaged, from a newer format, or for another space or hardware;
                 the message says what differs and how to rebuild.
         """
-        from dnas.space import LayerKey
-
         path = Path(path)
         rebuild = _rebuild_hint(space, hw, path)
         if not path.is_file():
@@ -184,7 +184,7 @@ class CostTable:
             table.check_hardware(hw, path)
         return table
 
-    def check_space(self, space, path: Path | str = "table") -> None:
+    def check_space(self, space: SearchSpace, path: Path | str = "table") -> None:
         h = self.header
         if h.space_fingerprint != space.fingerprint():
             what = (
@@ -266,7 +266,9 @@ def _rebuild_hint(space, hw, path) -> str:
     return "rebuild it with `dnas-lut " + " ".join(args) + "`"
 
 
-def _header(space, hw: BitFusionConfig | None, source: str, batch: int, name: str) -> TableHeader:
+def _header(
+    space: SearchSpace, hw: BitFusionConfig | None, source: str, batch: int, name: str
+) -> TableHeader:
     return TableHeader(
         format_version=TABLE_FORMAT_VERSION,
         space_name=space.name,
@@ -281,7 +283,7 @@ def _header(space, hw: BitFusionConfig | None, source: str, batch: int, name: st
 
 
 def build_table(
-    space,
+    space: SearchSpace,
     hw: BitFusionConfig | None = None,
     backend: str = "auto",
     batch: int = 1,
@@ -311,7 +313,7 @@ def build_table(
         shape = cl.grid_shape()
         ids = torch.empty(shape, dtype=torch.int64)
         for idx in _grid(shape):
-            s = cl.shape(*idx, batch=batch)
+            s = layer_shape(cl, *idx, batch=batch)
             s.check_bits(hw)
             ids[idx] = unique.setdefault(s, len(unique))
         index[cl.key] = ids
@@ -350,7 +352,7 @@ def build_table(
     return table
 
 
-def import_csv(path: str | Path, space, device_name: str, batch: int = 1) -> CostTable:
+def import_csv(path: str | Path, space: SearchSpace, device_name: str, batch: int = 1) -> CostTable:
     """A table from measured costs: a CSV with CSV_COLUMNS, one row per grid point.
 
     Missing grid points are reported (never guessed); rows for keys the space does not have are
@@ -368,8 +370,6 @@ def import_csv(path: str | Path, space, device_name: str, batch: int = 1) -> Cos
             raise TableError(
                 f"{path}: missing column(s) {', '.join(miss)}; required: {', '.join(CSV_COLUMNS)}"
             )
-        from dnas.space import LayerKey
-
         for row in reader:
             line = reader.line_num
             try:
@@ -431,7 +431,7 @@ def import_csv(path: str | Path, space, device_name: str, batch: int = 1) -> Cos
     return table
 
 
-def _extreme(table: CostTable, space, metric: str, red, allow_skip: bool) -> float:
+def _extreme(table: CostTable, space: SearchSpace, metric: str, red, allow_skip: bool) -> float:
     by_block: dict[int, dict[str, torch.Tensor]] = {}
     total = 0.0
     for key, t in table.entries.items():
@@ -451,7 +451,7 @@ def _extreme(table: CostTable, space, metric: str, red, allow_skip: bool) -> flo
     return total
 
 
-def default_table_path(space, hw: BitFusionConfig, batch: int = 1) -> Path:
+def default_table_path(space: SearchSpace, hw: BitFusionConfig, batch: int = 1) -> Path:
     """Where a table is cached: keyed by space, hardware and batch fingerprints."""
     root = Path(os.environ.get("DNAS_CACHE", Path.home() / ".cache" / "dnas")) / "tables"
     return (
@@ -461,7 +461,7 @@ def default_table_path(space, hw: BitFusionConfig, batch: int = 1) -> Path:
 
 
 def load_or_build(
-    space,
+    space: SearchSpace,
     hw: BitFusionConfig,
     path: str | Path | None = None,
     backend="auto",

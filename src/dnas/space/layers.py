@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from dnas.space.choices import check_increasing, check_kernels
 from dnas.space.errors import SpaceError
-
-if TYPE_CHECKING:
-    from dnas.cost.layer import LayerShape
 
 ROLES: tuple[str, ...] = ("stem", "expand", "dw", "project", "last", "classifier")
 BLOCK_ROLES: tuple[str, ...] = ("expand", "dw", "project")
@@ -98,43 +94,3 @@ class CostedLayer:
         """Number of grid points."""
         k, w, wb, ab = self.grid_shape()
         return k * w * wb * ab
-
-    def shape(self, k: int, w: int, wb: int, ab: int, batch: int = 1) -> LayerShape:
-        """The layer's shape at one grid point.
-
-        Args:
-            k: index into ``kernels``.
-            w: index into ``widths``.
-            wb: index into ``w_bits``.
-            ab: index into ``a_bits``.
-            batch: images per inference.
-
-        Raises:
-            IndexError: an index outside its axis.
-        """
-        from dnas.cost.layer import LayerShape  # the cost model's type; imported where used
-
-        for name, i, axis in (
-            ("k", k, self.kernels),
-            ("w", w, self.widths),
-            ("wb", wb, self.w_bits),
-            ("ab", ab, self.a_bits),
-        ):
-            if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < len(axis):
-                raise IndexError(f"{self.key}: {name}={i!r} is outside 0..{len(axis) - 1}")
-        width = self.widths[w]
-        role = self.key.role
-        in_ch = width if role in ("dw", "project") else self.in_channels
-        out_ch = width if role in ("dw", "expand") else self.out_channels
-        return LayerShape(
-            in_channels=in_ch,
-            out_channels=out_ch,
-            kernel_size=self.kernels[k],
-            stride=self.stride,
-            output_h=self.output_h,
-            batch=batch,
-            w_bits=self.w_bits[wb],
-            a_bits=self.a_bits[ab],
-            groups=width if role == "dw" else 1,
-            im2col=self.im2col,
-        )

@@ -8,7 +8,7 @@ import math
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from dnas.space.architecture import Architecture, BlockChoice, ConvBits
 from dnas.space.choices import (
@@ -30,9 +30,6 @@ from dnas.space.spec import (
     StemSpec,
     check_keys,
 )
-
-if TYPE_CHECKING:
-    from dnas.cost.layer import LayerShape
 
 FINGERPRINT_VERSION = 1
 
@@ -387,14 +384,6 @@ class SearchSpace:
             *self._bit_index(self.classifier.bits, arch.classifier),
         )
         return out
-
-    def arch_layer_shapes(self, arch: Architecture, batch: int = 1) -> dict[LayerKey, LayerShape]:
-        """The shape of every layer ``arch`` runs, as the cost model sees it."""
-        layers = {c.key: c for c in self.costed_layers()}
-        return {
-            key: layers[key].shape(*idx, batch=batch)
-            for key, idx in self.arch_indices(arch).items()
-        }
 
     @staticmethod
     def _bit_index(choices: BitChoices, bits: ConvBits) -> tuple[int, int]:
