@@ -33,6 +33,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
 
     from dnas.cli.common import (
         check_data,
+        fit_classes_to_data,
         resolved_config,
         silence_lightning,
         write_run_record,
@@ -54,9 +55,10 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
 
     # Everything that can fail is checked before training starts.
     hw = BitFusionConfig.from_dict(OmegaConf.to_container(cfg.hardware, resolve=True))
+    data = instantiate(cfg.data)
+    fit_classes_to_data(cfg, data, console.print)
     space = SearchSpace.from_dict(OmegaConf.to_container(cfg.space, resolve=True))
     space.validate_bits(hw.pmax_bits)
-    data = instantiate(cfg.data)
     check_data(space, data)
     table, table_path, built = load_or_build(space, hw, cfg.table.path, cfg.table.backend)
     console.print(
