@@ -321,6 +321,21 @@ def test_config_selects_the_cifar_space_and_instantiates(tmp_path):
     assert compose_config("search", "data=cifar10", "space=apq_mbv2").space.name == "apq_mbv2"
 
 
+def test_bad_data_fails_before_the_cost_table(tmp_path, monkeypatch):
+    from dnas.cli.search import run
+
+    monkeypatch.setenv("DNAS_CACHE", str(tmp_path / "cache"))
+    batches: dict = fake_batches()
+    batches["data_batch_5"] = {b"data": _Payload(os.system, "true"), b"labels": [0]}
+    root = write_cifar(tmp_path / "c", "flat", batches)
+    for bad_root, error in ((tmp_path / "nowhere", DatasetNotFoundError), (root, DatasetError)):
+        cfg = compose_config("search", "data=cifar10", f"data.root={bad_root}")
+        with pytest.raises(error):
+            run(cfg, output_dir=tmp_path / "run")
+    assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.slow
 def test_search_runs_on_cifar10(tmp_path, monkeypatch):
     from dnas.cli.search import run
     from dnas.space import Architecture, load_space
