@@ -319,23 +319,39 @@ def _classes_reach_the_result(out: Path, space_name: str) -> None:
     assert record["config"]["space"]["num_classes"] == 3
 
 
+# A smaller grid (2 kernels, 2 bit-widths) keeps the 3-class table quick to build.
+SMALL_GREY_SPACE = [
+    "space=fmnist_mbv2",
+    "space.kernels=[3,5]",
+    "space.bits=[4,8]",
+    *GREY,
+    "data.num_workers=0",
+    "data.batch_size=6",
+]
+
+
 def test_search_on_a_three_class_folder_has_a_three_way_classifier(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DNAS_CACHE", str(tmp_path / "cache"))
+    out = _search(tmp_path, write_folder(tmp_path / "f", n_train=8), *SMALL_GREY_SPACE)
+    said = " ".join(capsys.readouterr().err.split())  # rich wraps lines
+    assert "space fmnist_mbv2 gets a 3-way classifier (its config says 10)" in said
+    _classes_reach_the_result(out, "fmnist_mbv2")
+
+
+@pytest.mark.slow
+def test_train_sizes_the_child_to_the_folder(tmp_path, monkeypatch):
     from dnas.cli.train import run as train
 
     monkeypatch.setenv("DNAS_CACHE", str(tmp_path / "cache"))
     root = write_folder(tmp_path / "f", n_train=8)
-    common = ["space=fmnist_mbv2", *GREY, "data.num_workers=0", "data.batch_size=6"]
-    out = _search(tmp_path, root, *common)
-    said = " ".join(capsys.readouterr().err.split())  # rich wraps lines
-    assert "space fmnist_mbv2 gets a 3-way classifier (its config says 10)" in said
-    _classes_reach_the_result(out, "fmnist_mbv2")
+    out = _search(tmp_path, root, *SMALL_GREY_SPACE)
     # dnas-train sizes the child to the same folder, so the searched architecture loads.
     trained = tmp_path / "train"
     cfg = compose_config(
         "train",
         "data=imagefolder",
         f"data.root={root}",
-        *common,
+        *SMALL_GREY_SPACE,
         "trainer.max_epochs=1",
         "trainer.accelerator=cpu",
         "trainer.enable_model_summary=false",
