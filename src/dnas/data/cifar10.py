@@ -293,7 +293,8 @@ class CIFAR10DataModule(TensorDataModule):
                 and what to put there).
             DatasetError: a batch is damaged, of the wrong format, or refused as unsafe.
         """
-        self._read()
+        if self._splits is None:  # once loaded, there is nothing left to check
+            self._read()
 
     def _read(self) -> dict[str, Batch]:
         if self._raw is not None:
