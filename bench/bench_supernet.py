@@ -1,9 +1,10 @@
 """Benchmark of a supernet training step against the largest child network's.
 
-One run measures, on ``fmnist_mbv2`` with a batch of 28×28×1 images, a training step (forward,
-backward, SGD step) of the supernet in gumbel mode (the search: Gumbel kernel mix, fractional
-width masks, fractional bit-widths) and of ``ChildNet(space, space.largest_arch())`` (the same
-network without relaxations, with the same quantizers at 8 bits).
+One run measures, on ``fmnist_mbv2`` with a batch of 28×28×1 images (or on another space, e.g.
+``apq_mbv2`` at 224×224×3), a training step (forward, backward, SGD step) of the supernet in
+gumbel mode (the search: Gumbel kernel mix, fractional width masks, fractional bit-widths) and of
+``ChildNet(space, space.largest_arch())`` (the same network without relaxations, with the same
+quantizers at 8 bits).
 
 Time: the median of the timed steps after warm-up; the two models' steps are interleaved so that
 machine noise hits both alike. The full run also times both in NCHW (``step_s_*_nchw``), to show
@@ -21,6 +22,13 @@ allocator made it vary by ±20% between identical runs):
 
     python bench/bench_supernet.py            # full run -> bench/results/supernet.json
     python bench/bench_supernet.py --quick    # < 1 min  -> bench/results/supernet_quick.json
+    python bench/bench_supernet.py --space apq_mbv2 --quick  # 224x224x3, batch 8
+                                              # -> bench/results/supernet_apq_mbv2_quick.json
+
+Each space has a default batch this 2-core machine can step (``DEFAULT_BATCH``). A record taken
+while other work loaded the machine says so: ``machine_shared`` is true when ``--machine-shared``
+is given or the 1-minute load average at the start exceeded ``SHARED_LOAD``; the load averages
+at start and end are recorded either way.
 
 Prints one JSON line with ``step_ratio`` and ``memory_ratio`` (supernet / child).
 """
@@ -46,6 +54,9 @@ from dnas.supernet import ChildNet, SuperNet
 
 RESULTS = Path(__file__).parent / "results"
 KINDS = ("supernet", "child")
+DEFAULT_SPACE = "fmnist_mbv2"
+DEFAULT_BATCH = {"fmnist_mbv2": 128, "cifar_mbv2": 64, "apq_mbv2": 8}
+SHARED_LOAD = 0.5  # a 1-minute load average above this means something else was running
 
 
 def build(kind: str, space_name: str, batch: int, seed: int = 0, channels_last: bool = True):
@@ -167,18 +178,38 @@ def run(space_name: str, batch: int, warmup: int, steps: int, layouts: bool) -> 
     }
 
 
+def results_path(space_name: str, quick: bool) -> Path:
+    """``supernet[_<space>][_quick].json`` (the default space keeps the historical name)."""
+    stem = "supernet" if space_name == DEFAULT_SPACE else f"supernet_{space_name}"
+    return RESULTS / f"{stem}{'_quick' if quick else ''}.json"
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps (< 1 min)")
-    parser.add_argument("--space", default="fmnist_mbv2")
-    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--space", default=DEFAULT_SPACE)
+    parser.add_argument(
+        "--batch", type=int, default=None, help=f"default per space: {DEFAULT_BATCH}, else 32"
+    )
     parser.add_argument("--steps", type=int, default=None, help="timed steps per model")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--machine-shared",
+        action="store_true",
+        help="record machine_shared: true (other work was running)",
+    )
     args = parser.parse_args(argv)
     warmup, steps = (2, 5) if args.quick else (3, 15)
-    result = run(args.space, args.batch, warmup, args.steps or steps, layouts=not args.quick)
+    batch = args.batch or DEFAULT_BATCH.get(args.space, 32)
+    load_start = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    result = run(args.space, batch, warmup, args.steps or steps, layouts=not args.quick)
     result["quick"] = args.quick
-    out = args.out or RESULTS / ("supernet_quick.json" if args.quick else "supernet.json")
+    result["wall_s"] = round(time.perf_counter() - t0, 1)
+    result["load_avg_1m_start"] = round(load_start, 2)
+    result["load_avg_1m_end"] = round(os.getloadavg()[0], 2)
+    result["machine_shared"] = bool(args.machine_shared or load_start > SHARED_LOAD)
+    out = args.out or results_path(args.space, args.quick)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result))

@@ -99,8 +99,35 @@ def set_threads(threads: int | str | None) -> int:
     return torch.get_num_threads()
 
 
+def fit_classes_to_data(cfg, data, say: Callable[[str], object] = print) -> None:
+    """Give the space's classifier the data's number of classes (``cfg.space.num_classes``).
+
+    A 3-class image folder then trains a 3-way classifier, and the classifier's cost is priced at
+    3 outputs: ``num_classes`` is part of the space's fingerprint, so the cost table's cache key
+    changes with it and a table built for another class count is not reused. When the counts
+    differ, ``say`` gets one line saying so. Call before the space is built from ``cfg.space``.
+
+    Args:
+        cfg: the composed config (its ``space.num_classes`` is updated in place).
+        data: the instantiated data module; one without ``num_classes`` leaves the space alone.
+        say: prints the line.
+    """
+    from omegaconf import open_dict
+
+    classes = getattr(data, "num_classes", None)
+    if classes is None or int(classes) == int(cfg.space.num_classes):
+        return
+    was = int(cfg.space.num_classes)
+    with open_dict(cfg):
+        cfg.space.num_classes = int(classes)
+    say(
+        f"classes: {type(data).__name__} has {classes}, so space {cfg.space.name} gets a "
+        f"{classes}-way classifier (its config says {was})"
+    )
+
+
 def check_data(space, data) -> None:
-    """The data module loads and gives the space's input shape (before any training)."""
+    """The data module loads and gives the space's input shape and classes (before training)."""
     if hasattr(data, "check"):
         data.check()
     shape = tuple(getattr(data, "input_shape", ()))
@@ -108,6 +135,12 @@ def check_data(space, data) -> None:
     if shape not in ((), want):
         raise DnasError(
             f"data {type(data).__name__} gives inputs {shape}, space {space.name!r} expects {want}"
+        )
+    classes = getattr(data, "num_classes", None)
+    if classes is not None and int(classes) != space.num_classes:
+        raise ValueError(
+            f"data {type(data).__name__} has {classes} classes, space {space.name!r} a "
+            f"{space.num_classes}-way classifier"
         )
 
 

@@ -100,6 +100,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     from dnas.cli.common import (
         check_data,
         check_epochs,
+        fit_classes_to_data,
         interrupted,
         resolved_config,
         silence_lightning,
@@ -141,9 +142,10 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
 
     # Everything that can fail is checked before training starts.
     hw = BitFusionConfig.from_dict(OmegaConf.to_container(cfg.hardware, resolve=True))
+    data = instantiate(cfg.data)
+    fit_classes_to_data(cfg, data, console.print)
     space = SearchSpace.from_dict(OmegaConf.to_container(cfg.space, resolve=True))
     space.validate_bits(hw.pmax_bits)
-    data = instantiate(cfg.data)
     check_data(space, data)
     if data.arch_fraction <= 0:
         raise DnasError(
@@ -204,11 +206,10 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     supernet.eval()
 
     # 2. fitness
-    xa, ya = data.split("arch")
     gen = torch.Generator().manual_seed(int(cfg.seed) * 7 + 1)
-    pick = torch.randperm(len(ya), generator=gen)[: int(ev.images)]
+    xa, ya = data.sample("arch", int(ev.images), gen)
     calib = [b[0] for b in data.bn_recalibration_loader(int(ev.bn_batches))]
-    direct = DirectFitness(supernet, genomes, xa[pick], ya[pick], calib)
+    direct = DirectFitness(supernet, genomes, xa, ya, calib)
     fitness = direct
     n_samples = 0
     predictor_quality: dict[str, float] = {}

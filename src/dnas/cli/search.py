@@ -48,6 +48,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     from dnas.cli.common import (
         check_data,
         check_epochs,
+        fit_classes_to_data,
         interrupted,
         resolved_config,
         set_threads,
@@ -77,9 +78,10 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     # Everything that can fail is checked before training starts.
     check_epochs(cfg.trainer.get("max_epochs"), int(cfg.search.warmup_epochs))
     hw = BitFusionConfig.from_dict(OmegaConf.to_container(cfg.hardware, resolve=True))
+    data = instantiate(cfg.data)
+    fit_classes_to_data(cfg, data, console.print)
     space = SearchSpace.from_dict(OmegaConf.to_container(cfg.space, resolve=True))
     space.validate_bits(hw.pmax_bits)
-    data = instantiate(cfg.data)
     check_data(space, data)
     table, table_path, built = load_or_build(space, hw, cfg.table.path, cfg.table.backend)
     console.print(

@@ -74,6 +74,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     from dnas.cli.common import (
         check_data,
         check_epochs,
+        fit_classes_to_data,
         interrupted,
         read_run_record,
         resolved_config,
@@ -112,12 +113,13 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     if ckpt_path:
         read_checkpoint(ckpt_path)  # unreadable or foreign: refused here; another arch: on load
     hw = BitFusionConfig.from_dict(OmegaConf.to_container(cfg.hardware, resolve=True))
+    data = instantiate(cfg.data)
+    fit_classes_to_data(cfg, data, console.print)
     space = SearchSpace.from_dict(OmegaConf.to_container(cfg.space, resolve=True))
     space.validate_bits(hw.pmax_bits)
     arch_path = resolve_arch_path(cfg.arch)
     arch = load_arch(arch_path, space)
     init = resolve_init(cfg.init, arch_path)
-    data = instantiate(cfg.data)
     check_data(space, data)
     table, _, _ = load_or_build(space, hw, cfg.table.path, cfg.table.backend)
     latency_ms, energy_mj = table.arch_cost(space, arch)

@@ -66,21 +66,106 @@ def _world() -> tuple[int, int]:
 
 
 class _Passes:
-    """The ``sampler`` of a ``TensorLoader``: only forwards ``set_epoch``."""
+    """The ``sampler`` of a loader: only forwards ``set_epoch`` to its ``BatchSchedule``."""
 
-    def __init__(self, loader: TensorLoader) -> None:
-        self._loader = loader
+    def __init__(self, schedule: BatchSchedule) -> None:
+        self._schedule = schedule
 
     def set_epoch(self, epoch: int) -> None:
-        self._loader.set_epoch(epoch)
+        self._schedule.set_epoch(epoch)
 
 
-class TensorLoader:
-    """Iterable of ``(x, y)`` batches taken from in-memory tensors.
+class BatchSchedule:
+    """Which samples each batch of a pass holds: the order every loader of a split follows.
 
     Each pass draws a fresh permutation from ``(seed, pass number)``, so runs are reproducible and
     successive epochs differ. Under ``torch.distributed`` each rank takes a disjoint, equally long
     share of the permutation (the role a ``DistributedSampler`` plays for a ``DataLoader``).
+
+    Args:
+        n: number of samples in the split.
+        batch_size: samples per batch.
+        shuffle: draw a new permutation each pass; otherwise serve in order.
+        drop_last: drop the last incomplete batch (kept anyway when ``n < batch_size``, so a tiny
+            split still yields one batch).
+        seed: seed of the permutations (and of the generator handed to each pass).
+        max_batches: stop each pass after this many batches.
+    """
+
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        drop_last: bool = False,
+        seed: int = 0,
+        max_batches: int | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise DnasError(f"batch_size must be >= 1, got {batch_size}")
+        if max_batches is not None and max_batches < 1:
+            raise DnasError(f"max_batches must be >= 1, got {max_batches}")
+        self.n = int(n)
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.seed = seed
+        self.max_batches = max_batches
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Set the pass number the next permutation is drawn from."""
+        self.epoch = epoch
+
+    batch_sampler = None  # read by Lightning beside ``sampler`` (a DataLoader has both)
+
+    @property
+    def sampler(self) -> _Passes:
+        """What Lightning calls ``set_epoch`` on before each training epoch, as it does a
+        ``DataLoader``'s sampler: the pass number then follows the trainer's epoch, so a run
+        resumed from a checkpoint draws the same permutations as one that was never stopped."""
+        return _Passes(self)
+
+    @property
+    def num_samples(self) -> int:
+        """Samples this rank serves per pass (before ``drop_last`` and ``max_batches``)."""
+        _, world = _world()
+        return self.n // world if world > 1 else self.n
+
+    def __len__(self) -> int:
+        n = self.num_samples
+        if self.drop_last and n >= self.batch_size:
+            batches = n // self.batch_size
+        else:
+            batches = -(-n // self.batch_size)
+        return min(batches, self.max_batches) if self.max_batches is not None else batches
+
+    def next_pass(self) -> tuple[torch.Generator, list[torch.Tensor | slice]]:
+        """The generator of the next pass and its batches (then the pass number advances).
+
+        Returns:
+            ``(generator, batches)``: each batch is an int64 index tensor ``[B]`` when shuffling
+            or sharding, else a ``slice`` of the split. The generator has drawn the permutation
+            and is left for the pass's augmentation.
+        """
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        self.epoch += 1
+        order = torch.randperm(self.n, generator=generator) if self.shuffle else None
+        rank, world = _world()
+        if world > 1:
+            share = self.n // world
+            idx = order if order is not None else torch.arange(self.n)
+            order = idx[rank : rank + share * world : world]
+        batches: list[torch.Tensor | slice] = []
+        for i in range(len(self)):
+            sl = slice(i * self.batch_size, (i + 1) * self.batch_size)
+            batches.append(sl if order is None else order[sl])
+        return generator, batches
+
+
+class TensorLoader(BatchSchedule):
+    """Iterable of ``(x, y)`` batches taken from in-memory tensors, in a :class:`BatchSchedule`.
 
     Args:
         x: inputs ``[N, C, H, W]`` (float32, already normalised).
@@ -108,63 +193,24 @@ class TensorLoader:
     ) -> None:
         if len(x) != len(y):
             raise DnasError(f"inputs and labels differ in length: {len(x)} vs {len(y)}")
-        if batch_size < 1:
-            raise DnasError(f"batch_size must be >= 1, got {batch_size}")
-        if max_batches is not None and max_batches < 1:
-            raise DnasError(f"max_batches must be >= 1, got {max_batches}")
+        super().__init__(
+            len(x),
+            batch_size,
+            shuffle=shuffle,
+            drop_last=drop_last,
+            seed=seed,
+            max_batches=max_batches,
+        )
         self.x, self.y = x, y
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.drop_last = drop_last
-        self.seed = seed
         self.transform = transform
-        self.max_batches = max_batches
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Set the pass number the next permutation is drawn from."""
-        self.epoch = epoch
-
-    batch_sampler = None  # read by Lightning beside ``sampler`` (a DataLoader has both)
-
-    @property
-    def sampler(self) -> _Passes:
-        """What Lightning calls ``set_epoch`` on before each training epoch, as it does a
-        ``DataLoader``'s sampler: the pass number then follows the trainer's epoch, so a run
-        resumed from a checkpoint draws the same permutations as one that was never stopped."""
-        return _Passes(self)
-
-    @property
-    def num_samples(self) -> int:
-        """Samples this rank serves per pass (before ``drop_last`` and ``max_batches``)."""
-        _, world = _world()
-        return len(self.x) // world if world > 1 else len(self.x)
-
-    def __len__(self) -> int:
-        n = self.num_samples
-        if self.drop_last and n >= self.batch_size:
-            batches = n // self.batch_size
-        else:
-            batches = -(-n // self.batch_size)
-        return min(batches, self.max_batches) if self.max_batches is not None else batches
 
     def __iter__(self) -> Iterator[Batch]:
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        self.epoch += 1
-        n_all = len(self.x)
-        order = torch.randperm(n_all, generator=generator) if self.shuffle else None
-        rank, world = _world()
-        if world > 1:
-            share = n_all // world
-            idx = order if order is not None else torch.arange(n_all)
-            order = idx[rank : rank + share * world : world]
-        for i in range(len(self)):
-            sl = slice(i * self.batch_size, (i + 1) * self.batch_size)
-            if order is None:
+        generator, batches = self.next_pass()
+        for idx in batches:
+            if isinstance(idx, slice):
                 # Copies, so a model that edits its input in place cannot damage the split.
-                xb, yb = self.x[sl].clone(), self.y[sl].clone()
+                xb, yb = self.x[idx].clone(), self.y[idx].clone()
             else:
-                idx = order[sl]
                 xb, yb = self.x[idx], self.y[idx]
             if self.transform is not None:
                 xb = self.transform(xb, generator)
