@@ -38,15 +38,12 @@ def output_dir(given: str | Path | None) -> Path:
 
 
 def check_data(space, data) -> None:
-    """The data module loads and gives the space's input shape (before any training)."""
+    """The data module loads and fits the space (before any training)."""
+    from dnas.data import check_data_fits_space
+
     if hasattr(data, "check"):
         data.check()
-    shape = tuple(getattr(data, "input_shape", ()))
-    want = (space.in_channels, space.resolution, space.resolution)
-    if shape not in ((), want):
-        raise ValueError(
-            f"data {type(data).__name__} gives inputs {shape}, space {space.name!r} expects {want}"
-        )
+    check_data_fits_space(space, data)
 
 
 def git_revision() -> str | None:

@@ -9,7 +9,7 @@ from dnas.data.errors import DatasetError, DatasetNotFoundError
 from dnas.data.fashion_mnist import FashionMNISTDataModule
 from dnas.data.idx import IdxHeader, read_idx, read_idx_header, write_idx
 from dnas.data.loader import TensorLoader, augment_batch
-from dnas.data.module import SPLITS, TensorDataModule, split_indices
+from dnas.data.module import SPLITS, TensorDataModule, check_data_fits_space, split_indices
 from dnas.data.synthetic import SyntheticDataModule
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "TensorDataModule",
     "TensorLoader",
     "augment_batch",
+    "check_data_fits_space",
     "read_idx",
     "read_idx_header",
     "split_indices",

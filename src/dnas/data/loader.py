@@ -68,7 +68,8 @@ class TensorLoader:
 
     Each pass draws a fresh permutation from ``(seed, pass number)``, so runs are reproducible and
     successive epochs differ. Under ``torch.distributed`` each rank takes a disjoint, equally long
-    share of the permutation (the role a ``DistributedSampler`` plays for a ``DataLoader``).
+    share of the permutation (the role a ``DistributedSampler`` plays for a ``DataLoader``), unless
+    ``shard`` is off.
 
     Args:
         x: inputs ``[N, C, H, W]`` (float32, already normalised).
@@ -80,6 +81,8 @@ class TensorLoader:
         seed: seed of the permutations and of ``transform``.
         transform: per-batch augmentation ``(x [B, C, H, W], generator) -> x``.
         max_batches: stop each pass after this many batches.
+        shard: under ``torch.distributed``, serve each rank its own share; off, every rank gets
+            the same batches (e.g. to re-estimate batch-norm statistics identically everywhere).
     """
 
     def __init__(
@@ -93,6 +96,7 @@ class TensorLoader:
         seed: int = 0,
         transform: Transform | None = None,
         max_batches: int | None = None,
+        shard: bool = True,
     ) -> None:
         if len(x) != len(y):
             raise ValueError(f"inputs and labels differ in length: {len(x)} vs {len(y)}")
@@ -107,6 +111,7 @@ class TensorLoader:
         self.seed = seed
         self.transform = transform
         self.max_batches = max_batches
+        self.shard = shard
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -116,8 +121,11 @@ class TensorLoader:
     @property
     def num_samples(self) -> int:
         """Samples this rank serves per pass (before ``drop_last`` and ``max_batches``)."""
-        _, world = _world()
+        _, world = self._world()
         return len(self.x) // world if world > 1 else len(self.x)
+
+    def _world(self) -> tuple[int, int]:
+        return _world() if self.shard else (0, 1)
 
     def __len__(self) -> int:
         n = self.num_samples
@@ -132,7 +140,7 @@ class TensorLoader:
         self.epoch += 1
         n_all = len(self.x)
         order = torch.randperm(n_all, generator=generator) if self.shuffle else None
-        rank, world = _world()
+        rank, world = self._world()
         if world > 1:
             share = n_all // world
             idx = order if order is not None else torch.arange(n_all)

@@ -79,6 +79,27 @@ def split_indices(
     }
 
 
+def check_data_fits_space(space, data) -> None:
+    """The data module gives the input shape of ``space`` (a ``SearchSpace``) and no more classes
+    than it classifies.
+
+    Raises:
+        ValueError: naming both shapes (or class counts).
+    """
+    shape = tuple(getattr(data, "input_shape", ()))
+    want = (space.in_channels, space.resolution, space.resolution)
+    if shape not in ((), want):
+        raise ValueError(
+            f"data {type(data).__name__} gives inputs {shape}, space {space.name!r} expects {want}"
+        )
+    classes = getattr(data, "num_classes", None)
+    if classes is not None and classes > space.num_classes:
+        raise ValueError(
+            f"data {type(data).__name__} has {classes} classes, space {space.name!r} "
+            f"classifies into {space.num_classes}"
+        )
+
+
 class TensorDataModule(pl.LightningDataModule, ABC):
     """Splits held in memory as normalised tensors, served by :class:`TensorLoader`.
 
@@ -264,7 +285,9 @@ class TensorDataModule(pl.LightningDataModule, ABC):
     def bn_recalibration_loader(self, num_batches: int) -> TensorLoader:
         """A short, fixed-seed loader over the weight split without augmentation.
 
-        Used to re-estimate batch-norm statistics of a derived network.
+        Used to re-estimate batch-norm statistics of a derived network. Not sharded under
+        ``torch.distributed``: every process re-estimates on the same batches, so all of them
+        evaluate the same network.
 
         Args:
             num_batches: batches per pass (fewer if the split is smaller).
@@ -274,7 +297,13 @@ class TensorDataModule(pl.LightningDataModule, ABC):
         """
         x, y = self.split("weights")
         return TensorLoader(
-            x, y, self.batch_size, shuffle=True, seed=self.seed * 16 + 3, max_batches=num_batches
+            x,
+            y,
+            self.batch_size,
+            shuffle=True,
+            seed=self.seed * 16 + 3,
+            max_batches=num_batches,
+            shard=False,
         )
 
     def __repr__(self) -> str:

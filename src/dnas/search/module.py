@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -25,29 +26,82 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from dnas.cost.expected import ExpectedCost
-from dnas.cost.table import CostTable
-from dnas.cost.targets import Targets
+from dnas.cost.hardware import BitFusionConfig, load_hardware
+from dnas.cost.table import CostTable, load_or_build
+from dnas.cost.targets import BudgetError, Targets, TargetSpec
+from dnas.data.module import check_data_fits_space
 from dnas.derive import derive_within_budget
+from dnas.derive.budget import check_reachable
 from dnas.search.losses import BudgetLoss
+from dnas.space import SearchSpace, load_space
 from dnas.supernet import SuperNet, bn_statistics, load_bn_statistics, recalibrate_bn
+
+
+def resolve_front(
+    space: SearchSpace,
+    table: CostTable,
+    target: TargetSpec | None,
+    front: Sequence[TargetSpec] | None,
+) -> list[Targets]:
+    """The budgets of a search as absolute targets: ``front`` if given, else ``[target]``.
+
+    Raises:
+        BudgetError: an empty front, a front member without a budget, a target outside the space
+            (see ``resolve_targets``) or two targets no architecture meets together.
+    """
+    extremes = table.extremes(space)
+    if front is None:
+        resolved = [(target or TargetSpec()).resolve(extremes)]
+    else:
+        if not front:
+            raise BudgetError(
+                "front must be a non-empty list of targets, e.g. "
+                "'front=[{latency_frac:0.15},{latency_frac:0.3},{energy_frac:0.3}]'"
+            )
+        resolved = [t.resolve(extremes) for t in front]
+        for i, t in enumerate(resolved):
+            if not t.active():
+                raise BudgetError(
+                    f"front[{i}] sets no budget; give latency_ms/_frac or energy_mj/_frac"
+                )
+    for t in resolved:
+        check_reachable(space, table, t)
+    return resolved
+
+
+OptimizerCallable = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+LRSchedulerCallable = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
+BudgetLossCallable = Callable[[Targets], BudgetLoss]
 
 
 class SearchModule(pl.LightningModule):
     """Differentiable search of kernel, width and bits under a BitFusion budget.
 
+    Every argument is a plain typed value (or a callable given by class path and arguments), so
+    ``dnas-fit`` (LightningCLI) builds it from YAML; ``dnas-search`` (Hydra) passes the same
+    arguments, with the space, hardware and table it already loaded. Whatever can be wrong with
+    them (an unknown space, a stale table, an unreachable budget) fails here, before training.
+
     Args:
-        space: the search space (``dnas.space.SearchSpace``).
-        table: its cost table.
-        targets: the budget, or a list of budgets searched together (one distribution each).
-        budget: the budget term (one per target when ``targets`` is a list).
         weight_optimizer: ``params -> Optimizer`` for the supernet weights (e.g. a partial SGD).
         arch_optimizer: ``params -> Optimizer`` for the architecture parameters (one per target).
+        budget: ``targets -> BudgetLoss``, the budget term (e.g. ``partial(BudgetLoss,
+            kind="hinge", lam=2.0)``); one is built per target.
+        space: a built-in space name, a YAML file of one, or a ``SearchSpace``.
+        target: the budget (absolute or a fraction of the space); None: unconstrained.
+        front: several budgets searched together, one architecture distribution each; when set,
+            ``target`` is ignored.
         weight_scheduler: ``optimizer -> LRScheduler`` stepped per epoch, or None.
+        hardware: a built-in hardware name, a YAML file of one, or a ``BitFusionConfig``.
+        table: the cost table: a ``CostTable``, a file (built there if missing or stale), or None
+            for the cache (``$DNAS_CACHE`` or ``~/.cache/dnas/tables/``).
+        table_backend: backend that builds a missing table (``auto``, ``torch``, ``triton``).
         warmup_epochs: epochs of weight-only training with uniformly sampled choices.
         tau0, tau_min: Gumbel-softmax temperature at the first search epoch and the last.
         hard: straight-through one-hot Gumbel samples.
-        bn_batches: batches used to re-estimate batch-norm statistics before evaluating a derived
+        bn_batches: batches used to re-estimate batch-norm statistics before validating a derived
             architecture inside the supernet.
+        test_bn_batches: the same before testing; None: ``bn_batches``.
         derive: how the discrete architecture is read off the distribution within the budget:
             ``"budget"`` (the most preferred network that spends the budget), ``"fill"`` or
             ``"argmax"`` (``dnas.derive.derive_within_budget``).
@@ -55,18 +109,23 @@ class SearchModule(pl.LightningModule):
 
     def __init__(
         self,
-        space,
-        table: CostTable,
-        targets: Targets | Sequence[Targets],
-        budget: BudgetLoss | Sequence[BudgetLoss],
-        weight_optimizer: Callable[..., torch.optim.Optimizer],
-        arch_optimizer: Callable[..., torch.optim.Optimizer],
-        weight_scheduler: Callable[..., Any] | None = None,
+        *,
+        weight_optimizer: OptimizerCallable,
+        arch_optimizer: OptimizerCallable,
+        budget: BudgetLossCallable,
+        space: str | SearchSpace = "fmnist_mbv2",
+        target: TargetSpec | None = None,
+        front: list[TargetSpec] | None = None,
+        weight_scheduler: LRSchedulerCallable | None = None,
+        hardware: str | BitFusionConfig = "bitfusion",
+        table: str | CostTable | None = None,
+        table_backend: str = "auto",
         warmup_epochs: int = 1,
         tau0: float = 5.0,
         tau_min: float = 0.5,
         hard: bool = True,
         bn_batches: int = 20,
+        test_bn_batches: int | None = None,
         derive: str = "budget",
     ) -> None:
         super().__init__()
@@ -78,12 +137,20 @@ class SearchModule(pl.LightningModule):
             raise ValueError(f"warmup_epochs must be >= 0, got {warmup_epochs}")
         if not 0 < tau_min <= tau0:
             raise ValueError(f"need 0 < tau_min <= tau0, got tau0={tau0}, tau_min={tau_min}")
-        front = [targets] if isinstance(targets, Targets) else list(targets)
-        budgets = [budget] if isinstance(budget, BudgetLoss) else list(budget)
-        if not front or len(budgets) != len(front):
-            raise ValueError(
-                f"need one budget term per target, got {len(front)} targets, {len(budgets)} terms"
+        for name, n in (("bn_batches", bn_batches), ("test_bn_batches", test_bn_batches)):
+            if n is not None and n < 0:
+                raise ValueError(f"{name} must be >= 0, got {n}")
+        space = space if isinstance(space, SearchSpace) else load_space(space)
+        hw = hardware if isinstance(hardware, BitFusionConfig) else load_hardware(hardware)
+        space.validate_bits(hw.pmax_bits)
+        self.table_path: Path | None = None
+        self.table_built = False
+        if not isinstance(table, CostTable):
+            table, self.table_path, self.table_built = load_or_build(
+                space, hw, table, table_backend
             )
+        front = resolve_front(space, table, target, front)
+        budgets = [budget(t) for t in front]
         self.save_hyperparameters(
             {
                 "warmup_epochs": warmup_epochs,
@@ -118,6 +185,7 @@ class SearchModule(pl.LightningModule):
         )
         self.warmup_epochs, self.tau0, self.tau_min = warmup_epochs, tau0, tau_min
         self.bn_batches = bn_batches
+        self.test_bn_batches = bn_batches if test_bn_batches is None else test_bn_batches
         self.derive_strategy = derive
         self.val_accs = nn.ModuleList(
             MulticlassAccuracy(space.num_classes, average="micro") for _ in front
@@ -131,6 +199,18 @@ class SearchModule(pl.LightningModule):
         self._eval_archs: list = []
         self._eval_bn: list[dict[str, torch.Tensor] | None] = []
         self._supernet_bn: dict[str, torch.Tensor] | None = None
+
+    def setup(self, stage: str) -> None:
+        """Check the data against the space before any step (a CLI may build them apart)."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is not None:
+            check_data_fits_space(self.space, datamodule)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["dnas_history"] = self.history
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.history = list(checkpoint.get("dnas_history", []))
 
     # ------------------------------------------------------------------------------- targets
     @property
@@ -220,14 +300,33 @@ class SearchModule(pl.LightningModule):
         expected = self.expected_cost(self.supernet.relaxed())
         budget = self.budgets[k]
         term = budget(ce, expected)
-        a_opts[k].zero_grad(set_to_none=True)
-        self.manual_backward(ce + term, inputs=list(self.supernet.arch_parameters()))
+        self._arch_backward(ce + term)
         a_opts[k].step()
         self.supernet.clamp_arch_()
         budget.update(expected)
         sfx = self._suffix(k)
         self.log(f"arch/loss{sfx}", ce + term, on_step=False, on_epoch=True)
         self.log(f"arch/budget_term{sfx}", term, on_step=False, on_epoch=True)
+
+    def _arch_backward(self, loss: torch.Tensor) -> None:
+        """Set the architecture parameters' gradients of ``loss``, averaged over processes.
+
+        Not ``manual_backward(loss, inputs=arch_parameters)``: under DDP, that prepares the
+        reducer for every parameter the graph reaches, the supernet weights included; a backward
+        restricted to ``inputs`` never gives those a gradient, the reduction never completes, and
+        the next step fails with "parameters that were not used in producing the loss". So the
+        gradients are taken apart from DDP's reducer and all-reduced here (a few hundred numbers,
+        one call); the precision plugin still scales the loss and runs the backward hooks.
+        """
+        params = self.supernet.arch_parameters()
+        precision = self.trainer.precision_plugin
+        scaled = precision.pre_backward(loss, self)
+        grads = torch.autograd.grad(scaled, params, allow_unused=True, materialize_grads=True)
+        precision.post_backward(scaled, self)
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        flat = self.trainer.strategy.reduce(flat, reduce_op="mean")
+        for p, g in zip(params, flat.split([p.numel() for p in params])):
+            p.grad = g.view_as(p)
 
     def on_train_epoch_end(self) -> None:
         scheds = self.lr_schedulers()
@@ -271,13 +370,18 @@ class SearchModule(pl.LightningModule):
         self.derived_front[k], self.derived_front_cost[k] = arch, cost
         return arch, cost
 
-    def _prepare_derived(self, loader_fn: Callable | None) -> None:
+    def _prepare_derived(self, loader_fn: Callable | None, bn_batches: int | None = None) -> None:
         """Derive every target's architecture and re-estimate BN statistics for each.
+
+        Args:
+            loader_fn: ``num_batches -> batches`` for the re-estimation, or None (no re-estimation).
+            bn_batches: how many batches; None: ``self.bn_batches``.
 
         The supernet's own statistics are kept aside and put back by ``_restore_supernet_bn``
         after the evaluation, so training and the saved ``supernet.pt`` keep them.
         """
-        recalibrate = loader_fn is not None and self.bn_batches > 0
+        bn_batches = self.bn_batches if bn_batches is None else bn_batches
+        recalibrate = loader_fn is not None and bn_batches > 0
         if recalibrate:
             self._supernet_bn = bn_statistics(self.supernet)
         self._eval_archs, self._eval_bn = [], []
@@ -285,7 +389,7 @@ class SearchModule(pl.LightningModule):
             arch, _ = self.derive(k)
             self.supernet.set_mode("fixed", arch)
             if recalibrate:
-                recalibrate_bn(self.supernet, loader_fn(self.bn_batches), self.bn_batches)
+                recalibrate_bn(self.supernet, loader_fn(bn_batches), bn_batches)
             self._eval_archs.append(arch)
             many = recalibrate and self.num_targets > 1
             self._eval_bn.append(bn_statistics(self.supernet) if many else None)
@@ -343,7 +447,7 @@ class SearchModule(pl.LightningModule):
             self._record(**record)
 
     def on_test_epoch_start(self) -> None:
-        self._prepare_derived(self._bn_loader())
+        self._prepare_derived(self._bn_loader(), self.test_bn_batches)
         for m in self.test_accs:
             m.reset()
 
