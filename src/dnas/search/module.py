@@ -82,6 +82,11 @@ class SearchModule(pl.LightningModule):
     arguments, with the space, hardware and table it already loaded. Whatever can be wrong with
     them (an unknown space, a stale table, an unreachable budget) fails here, before training.
 
+    Under DDP every process holds the same architecture parameters (their gradients are
+    averaged, ``_arch_backward``) and evaluates the same derived networks on its share of the
+    data; accuracies are synced by torchmetrics, and every logged value with ``sync_dist`` (the
+    costs, temperature and entropy are equal on all processes anyway).
+
     Args:
         weight_optimizer: ``params -> Optimizer`` for the supernet weights (e.g. a partial SGD).
         arch_optimizer: ``params -> Optimizer`` for the architecture parameters (one per target).
@@ -291,8 +296,9 @@ class SearchModule(pl.LightningModule):
         w_opt.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         w_opt.step()
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True)
-        self.log("train/acc", (logits.argmax(1) == yw).float().mean(), on_step=False, on_epoch=True)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, sync_dist=True)
+        acc = (logits.argmax(1) == yw).float().mean()
+        self.log("train/acc", acc, on_step=False, on_epoch=True, sync_dist=True)
         if not self.searching or not isinstance(batch, dict) or "arch" not in batch:
             return
         xa, ya = batch["arch"]
@@ -305,8 +311,8 @@ class SearchModule(pl.LightningModule):
         self.supernet.clamp_arch_()
         budget.update(expected)
         sfx = self._suffix(k)
-        self.log(f"arch/loss{sfx}", ce + term, on_step=False, on_epoch=True)
-        self.log(f"arch/budget_term{sfx}", term, on_step=False, on_epoch=True)
+        self.log(f"arch/loss{sfx}", ce + term, on_step=False, on_epoch=True, sync_dist=True)
+        self.log(f"arch/budget_term{sfx}", term, on_step=False, on_epoch=True, sync_dist=True)
 
     def _arch_backward(self, loss: torch.Tensor) -> None:
         """Set the architecture parameters' gradients of ``loss``, averaged over processes.
@@ -334,18 +340,20 @@ class SearchModule(pl.LightningModule):
             if sched is not None:
                 sched.step()
         record: dict[str, float] = {"tau": float(self.supernet.tau)}
-        self.log("arch/tau", float(self.supernet.tau))
+        self.log("arch/tau", float(self.supernet.tau), sync_dist=True)
         for k, targets in enumerate(self.front):
             self.use_distribution(k)
             with torch.no_grad():
                 expected = self.expected_cost(self.supernet.relaxed())
                 entropy = float(self.supernet.entropy())
             sfx = self._suffix(k)
-            self.log(f"cost/expected_latency_ms{sfx}", expected["latency_ms"].float())
-            self.log(f"cost/expected_energy_mj{sfx}", expected["energy_mj"].float())
-            self.log(f"arch/entropy{sfx}", entropy)
+            self.log(
+                f"cost/expected_latency_ms{sfx}", expected["latency_ms"].float(), sync_dist=True
+            )
+            self.log(f"cost/expected_energy_mj{sfx}", expected["energy_mj"].float(), sync_dist=True)
+            self.log(f"arch/entropy{sfx}", entropy, sync_dist=True)
             for i, m in enumerate(targets.active()):
-                self.log(f"budget/lambda_{m}{sfx}", self.budgets[k].lam[i])
+                self.log(f"budget/lambda_{m}{sfx}", self.budgets[k].lam[i], sync_dist=True)
             record.update(
                 {
                     f"expected_latency_ms{sfx}": float(expected["latency_ms"]),
@@ -428,14 +436,19 @@ class SearchModule(pl.LightningModule):
         accs = [m.compute() for m in self.val_accs]
         record: dict[str, float] = {}
         if self.num_targets > 1:
-            self.log("val/acc", torch.stack(accs).mean(), prog_bar=True)  # the front's mean
+            self.log(
+                "val/acc", torch.stack(accs).mean(), prog_bar=True, sync_dist=True
+            )  # the front's mean
         for k, acc in enumerate(accs):
             sfx, cost = self._suffix(k), self.derived_front_cost[k]
-            self.log(f"val/acc{sfx}", acc, prog_bar=self.num_targets == 1)
+            self.log(f"val/acc{sfx}", acc, prog_bar=self.num_targets == 1, sync_dist=True)
             self.log(
-                f"cost/derived_latency_ms{sfx}", cost["latency_ms"], prog_bar=self.num_targets == 1
+                f"cost/derived_latency_ms{sfx}",
+                cost["latency_ms"],
+                prog_bar=self.num_targets == 1,
+                sync_dist=True,
             )
-            self.log(f"cost/derived_energy_mj{sfx}", cost["energy_mj"])
+            self.log(f"cost/derived_energy_mj{sfx}", cost["energy_mj"], sync_dist=True)
             record.update(
                 {
                     f"val_acc{sfx}": float(acc),
@@ -459,7 +472,7 @@ class SearchModule(pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._restore_supernet_bn()
         for k, m in enumerate(self.test_accs):
-            self.log(f"test/acc{self._suffix(k)}", m.compute())
+            self.log(f"test/acc{self._suffix(k)}", m.compute(), sync_dist=True)
 
     def history_for(self, k: int) -> list[dict[str, float]]:
         """The history of target k alone, with the keys of a one-target search."""
