@@ -1,5 +1,5 @@
-"""What the Hydra commands share: quiet Lightning, the run directory, checks before training,
-and the run record (``run.json``) written beside every result."""
+"""What the commands share: quiet Lightning, the run directory, checks before training, what a
+search aims at, and the run record (``run.json``) written beside every result."""
 
 from __future__ import annotations
 
@@ -44,6 +44,21 @@ def check_data(space, data) -> None:
     if hasattr(data, "check"):
         data.check()
     check_data_fits_space(space, data)
+
+
+def describe_table(table, path: Path | None, built: bool) -> str:
+    """``cost table: PATH (cached, 22,053 entries)``."""
+    return f"cost table: {path} ({'built' if built else 'cached'}, {table.num_entries:,} entries)"
+
+
+def describe_budget(module) -> str:
+    """``budget: latency_ms <= 0.4662 ms  (space spans ...)``: what a ``SearchModule`` aims at."""
+    extremes = module.table.extremes(module.space)
+    return (
+        f"budget: {'; '.join(t.describe() for t in module.front)}  (space spans "
+        f"{extremes['min_latency_ms']:.4g}-{extremes['max_latency_ms']:.4g} ms, "
+        f"{extremes['min_energy_mj']:.4g}-{extremes['max_energy_mj']:.4g} mJ)"
+    )
 
 
 def git_revision() -> str | None:

@@ -35,13 +35,16 @@ class SearchOutputs(pl.Callback):
 
     Args:
         dirpath: the run directory; None: the trainer's log directory (``trainer.log_dir``).
-        config: the run's resolved configuration, recorded in ``run.json``.
+
+    Attributes:
+        config: the run's resolved configuration, recorded in ``run.json`` (set by the CLI that
+            builds the trainer).
     """
 
-    def __init__(self, dirpath: str | None = None, config: dict[str, Any] | None = None) -> None:
+    def __init__(self, dirpath: str | None = None) -> None:
         super().__init__()
         self.dirpath = dirpath
-        self.config = config
+        self.config: dict[str, Any] | None = None
 
     def run_dir(self, trainer: pl.Trainer) -> Path:
         """Where the files go."""
@@ -55,7 +58,7 @@ class SearchOutputs(pl.Callback):
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         module = _search_module(pl_module)
         accs = [
-            float(trainer.callback_metrics.get(f"test/acc{module._suffix(k)}", math.nan))
+            float(trainer.callback_metrics.get(f"test/acc{module.target_suffix(k)}", math.nan))
             for k in range(module.num_targets)
         ]
         self.write(trainer, module, test_accs=accs)
@@ -157,7 +160,7 @@ def write_front_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 def _copy_metrics_csv(trainer: pl.Trainer, out: Path) -> None:
     """A CSV logger's ``metrics.csv`` beside the results when it logs elsewhere."""
     logger = trainer.logger
-    if logger is None or not hasattr(logger, "log_dir"):
+    if getattr(logger, "log_dir", None) is None:  # none, or fast_dev_run's dummy
         return
     logger.save()  # what it holds so far (the test's metrics are logged just before this)
     csv_file = Path(logger.log_dir) / "metrics.csv"

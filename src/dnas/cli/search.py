@@ -11,6 +11,9 @@ directory ``front/<k>_<target>/`` holding what a one-target run holds (``arch.ya
 ``supernet.pt`` with that target's distribution, ``space.yaml``, ``run.json``, ``history.json``,
 ``search.png``), so ``dnas-train arch=RUN/front/<k>_<target>`` finetunes it; ``front.csv`` lists
 them all.
+
+The files are written by ``dnas.cli.outputs.SearchOutputs``, the callback ``dnas-fit`` uses too.
+More callbacks: ``+callbacks.NAME._target_=package.Class +callbacks.NAME.arg=value``.
 """
 
 from __future__ import annotations
@@ -24,25 +27,28 @@ from omegaconf import DictConfig, OmegaConf
 
 if TYPE_CHECKING:
     from dnas.cost.targets import TargetSpec
+    from dnas.search.module import SearchModule
 
 
 def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     """Run one search from a composed config; returns the derived network's test accuracy."""
-    from functools import partial
-
     import pytorch_lightning as pl
     from hydra.utils import instantiate
     from pytorch_lightning.callbacks import RichProgressBar
     from pytorch_lightning.utilities import rank_zero_only
     from rich.console import Console
 
-    from dnas.cli.common import check_data, resolved_config, silence_lightning
+    from dnas.cli.common import (
+        check_data,
+        describe_budget,
+        describe_table,
+        resolved_config,
+        silence_lightning,
+    )
     from dnas.cli.common import output_dir as make_output_dir
     from dnas.cli.outputs import SearchOutputs
     from dnas.cost.hardware import BitFusionConfig
     from dnas.cost.table import load_or_build
-    from dnas.search.losses import BudgetLoss
-    from dnas.search.module import SearchModule
     from dnas.space import SearchSpace
 
     silence_lightning()
@@ -57,14 +63,47 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     data = instantiate(cfg.data)
     check_data(space, data)
     table, table_path, built = load_or_build(space, hw, cfg.table.path, cfg.table.backend)
-    console.print(
-        f"cost table: {table_path} ({'built' if built else 'cached'}, "
-        f"{table.num_entries:,} entries)"
+    console.print(describe_table(table, table_path, built))
+    module = search_module(cfg, space, hw, table)
+    console.print(describe_budget(module))
+
+    logger = instantiate(cfg.logger, save_dir=str(out)) if cfg.get("logger") else False
+    outputs = SearchOutputs(str(out))
+    outputs.config = resolved_config(cfg)
+    callbacks = [RichProgressBar(), outputs]
+    callbacks += [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    trainer: pl.Trainer = instantiate(
+        cfg.trainer, logger=logger, callbacks=callbacks, default_root_dir=str(out)
     )
+    trainer.fit(module, datamodule=data)
+    test = trainer.test(module, datamodule=data, verbose=False)
+
+    accs = []
+    for k, targets in enumerate(module.front):
+        test_acc = float(test[0][f"test/acc{module.target_suffix(k)}"]) if test else float("nan")
+        cost = module.derived_front_cost[k]
+        console.print(
+            f"derived: {cost['latency_ms']:.4f} ms, {cost['energy_mj']:.4f} mJ "
+            f"(budget {targets.describe()}); test accuracy {100 * test_acc:.2f}% -> {out}"
+        )
+        accs.append(test_acc)
+    return sum(accs) / len(accs)
+
+
+def search_module(cfg: DictConfig, space, hardware, table) -> SearchModule:
+    """The ``SearchModule`` a composed config describes, on an already loaded space, hardware
+    and cost table."""
+    from functools import partial
+
+    from hydra.utils import instantiate
+
+    from dnas.search.losses import BudgetLoss
+    from dnas.search.module import SearchModule
+
     target, front = _target_specs(cfg)
-    module = SearchModule(
+    return SearchModule(
         space=space,
-        hardware=hw,
+        hardware=hardware,
         table=table,
         target=target,
         front=front,
@@ -75,27 +114,6 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
         test_bn_batches=int(cfg.final.bn_batches),
         **OmegaConf.to_container(cfg.search, resolve=True),
     )
-    console.print(describe_budget(module))
-
-    logger = instantiate(cfg.logger, save_dir=str(out)) if cfg.get("logger") else False
-    callbacks = [RichProgressBar(), SearchOutputs(str(out), config=resolved_config(cfg))]
-    callbacks += [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
-    trainer: pl.Trainer = instantiate(
-        cfg.trainer, logger=logger, callbacks=callbacks, default_root_dir=str(out)
-    )
-    trainer.fit(module, datamodule=data)
-    test = trainer.test(module, datamodule=data, verbose=False)
-
-    accs = []
-    for k, targets in enumerate(module.front):
-        test_acc = float(test[0][f"test/acc{module._suffix(k)}"]) if test else float("nan")
-        cost = module.derived_front_cost[k]
-        console.print(
-            f"derived: {cost['latency_ms']:.4f} ms, {cost['energy_mj']:.4f} mJ "
-            f"(budget {targets.describe()}); test accuracy {100 * test_acc:.2f}% -> {out}"
-        )
-        accs.append(test_acc)
-    return sum(accs) / len(accs)
 
 
 def _target_specs(cfg: DictConfig) -> tuple[TargetSpec, list[TargetSpec] | None]:
@@ -113,16 +131,6 @@ def _target_specs(cfg: DictConfig) -> tuple[TargetSpec, list[TargetSpec] | None]
             "'front=[{latency_frac:0.15},{latency_frac:0.3},{energy_frac:0.3}]'"
         )
     return target, [TargetSpec.from_dict(t) for t in spec]
-
-
-def describe_budget(module) -> str:
-    """``budget: latency_ms <= 0.4662 ms  (space spans ...)``: what the search aims at."""
-    extremes = module.table.extremes(module.space)
-    return (
-        f"budget: {'; '.join(t.describe() for t in module.front)}  (space spans "
-        f"{extremes['min_latency_ms']:.4g}-{extremes['max_latency_ms']:.4g} ms, "
-        f"{extremes['min_energy_mj']:.4g}-{extremes['max_energy_mj']:.4g} mJ)"
-    )
 
 
 @hydra.main(config_path="../conf", config_name="search", version_base="1.3")

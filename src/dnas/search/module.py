@@ -240,7 +240,9 @@ class SearchModule(pl.LightningModule):
     def derived_cost(self) -> dict[str, float]:
         return self.derived_front_cost[0]
 
-    def _suffix(self, k: int) -> str:
+    def target_suffix(self, k: int) -> str:
+        """What target k's metric names end with: ``_t<k>`` in a front (``val/acc_t1``), else
+        nothing."""
         return f"_t{k}" if self.num_targets > 1 else ""
 
     @torch.no_grad()
@@ -310,7 +312,7 @@ class SearchModule(pl.LightningModule):
         a_opts[k].step()
         self.supernet.clamp_arch_()
         budget.update(expected)
-        sfx = self._suffix(k)
+        sfx = self.target_suffix(k)
         self.log(f"arch/loss{sfx}", ce + term, on_step=False, on_epoch=True, sync_dist=True)
         self.log(f"arch/budget_term{sfx}", term, on_step=False, on_epoch=True, sync_dist=True)
 
@@ -346,7 +348,7 @@ class SearchModule(pl.LightningModule):
             with torch.no_grad():
                 expected = self.expected_cost(self.supernet.relaxed())
                 entropy = float(self.supernet.entropy())
-            sfx = self._suffix(k)
+            sfx = self.target_suffix(k)
             self.log(
                 f"cost/expected_latency_ms{sfx}", expected["latency_ms"].float(), sync_dist=True
             )
@@ -440,7 +442,7 @@ class SearchModule(pl.LightningModule):
                 "val/acc", torch.stack(accs).mean(), prog_bar=True, sync_dist=True
             )  # the front's mean
         for k, acc in enumerate(accs):
-            sfx, cost = self._suffix(k), self.derived_front_cost[k]
+            sfx, cost = self.target_suffix(k), self.derived_front_cost[k]
             self.log(f"val/acc{sfx}", acc, prog_bar=self.num_targets == 1, sync_dist=True)
             self.log(
                 f"cost/derived_latency_ms{sfx}",
@@ -472,7 +474,7 @@ class SearchModule(pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._restore_supernet_bn()
         for k, m in enumerate(self.test_accs):
-            self.log(f"test/acc{self._suffix(k)}", m.compute(), sync_dist=True)
+            self.log(f"test/acc{self.target_suffix(k)}", m.compute(), sync_dist=True)
 
     def history_for(self, k: int) -> list[dict[str, float]]:
         """The history of target k alone, with the keys of a one-target search."""
