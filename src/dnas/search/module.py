@@ -213,6 +213,10 @@ class SearchModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["dnas_history"] = self.history
+        # ``hparams`` is a summary for loggers (resolved targets, names), not the constructor's
+        # arguments; LightningCLI would parse it as model arguments when testing from this
+        # checkpoint (``--ckpt_path``). The configuration is kept beside it (``config.yaml``).
+        checkpoint.pop(self.CHECKPOINT_HYPER_PARAMS_KEY, None)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.history = list(checkpoint.get("dnas_history", []))
