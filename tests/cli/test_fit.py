@@ -16,22 +16,10 @@ from omegaconf import OmegaConf
 
 from dnas.cli.fit import build_cli, main
 from dnas.space import Architecture
+from tests.runs import FIT_TINY as TINY
 from tests.runs import compose_config
 
 ROOT = Path(__file__).resolve().parents[2]
-# tiny synthetic data; every split parameter given, as a class switch keeps compatible init_args
-TINY = [
-    "--data=dnas.data.SyntheticDataModule",
-    "--data.num_train=512",
-    "--data.num_test=128",
-    "--data.batch_size=64",
-    "--data.eval_batch_size=256",
-    "--data.val_fraction=0.0",
-    "--trainer.accelerator=cpu",
-    "--trainer.enable_model_summary=false",
-    "--model.bn_batches=2",
-    "--model.test_bn_batches=2",
-]
 RUN_FILES = ("arch.yaml", "supernet.pt", "space.yaml", "run.json", "history.json", "search.png")
 
 

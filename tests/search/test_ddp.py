@@ -15,7 +15,7 @@ import pytorch_lightning as pl
 import torch
 
 from dnas.space import Architecture
-from tests.runs import SEARCH
+from tests.runs import FIT_TINY, SEARCH
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -51,16 +51,24 @@ class RankProbe(pl.Callback):
             n: p.detach().clone() for n, p in pl_module.named_parameters() if "banks" not in n
         }
 
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._accuracy("val", trainer, pl_module.val_accs[0])
+
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        acc = pl_module.test_accs[0]  # local counts: torchmetrics unsyncs after compute()
-        self.state["test_acc"] = float(trainer.callback_metrics["test/acc"])
-        self.state["correct"] = int(acc.tp.sum())
-        self.state["seen"] = int((acc.tp + acc.fn).sum())
+        self._accuracy("test", trainer, pl_module.test_accs[0])
+
+    def _accuracy(self, stage: str, trainer: pl.Trainer, metric) -> None:
+        """The logged (synced) accuracy and this process's counts (torchmetrics unsyncs its
+        state after ``compute()``)."""
+        self.state[stage] = {
+            "acc": float(trainer.callback_metrics[f"{stage}/acc"]),
+            "correct": int(metric.tp.sum()),
+            "seen": int((metric.tp + metric.fn).sum()),
+        }
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if stage == "test":
-            self.state["writes"] = sorted(set(self.writes))
-            torch.save(self.state, self.out / f"rank{trainer.global_rank}.pt")
+        self.state["writes"] = sorted(set(self.writes))
+        torch.save(self.state, self.out / f"rank{trainer.global_rank}.pt")
 
 
 def _run(cmd: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
@@ -83,8 +91,33 @@ def _run(cmd: list[str], env: dict[str, str], timeout: float) -> subprocess.Comp
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
+def _command(cli: str, run_dir: Path, probe: Path) -> list[str]:
+    """A two-process CPU search with ``cli`` (``search``: dnas-search with the shipped
+    ``trainer=ddp``, then a test; ``fit``: ``dnas-fit fit`` with results in the logger's
+    directory under ``run_dir``), the probe on every process."""
+    if cli == "search":
+        return [
+            *("-m", "dnas.cli.search", "trainer=ddp", *SEARCH, "trainer.devices=2"),
+            f"hydra.run.dir={run_dir}",
+            f"+callbacks.probe._target_={__name__}.RankProbe",
+            f"+callbacks.probe.out={probe}",
+            f"+callbacks.probe.run_dir={run_dir}",
+        ]
+    callback = {"class_path": f"{__name__}.RankProbe", "init_args": {"out": str(probe)}}
+    callback["init_args"]["run_dir"] = str(run_dir)
+    return [
+        *("-m", "dnas.cli.fit", "fit", *FIT_TINY),
+        *("--trainer.max_epochs=2", "--model.weight_scheduler.init_args.T_max=2"),
+        *("--model.warmup_epochs=1", "--model.target.latency_frac=0.2"),
+        *("--trainer.strategy=ddp_find_unused_parameters_true", "--trainer.devices=2"),
+        f"--trainer.logger.init_args.save_dir={run_dir}",
+        f"--trainer.callbacks+={json.dumps(callback)}",
+    ]
+
+
 @pytest.mark.slow
-def test_ddp_search_on_two_cpu_processes(tmp_path, cache_dir):
+@pytest.mark.parametrize("cli", ["search", "fit"])
+def test_ddp_search_on_two_cpu_processes(tmp_path, cache_dir, cli):
     run_dir, probe = tmp_path / "run", tmp_path / "probe"
     probe.mkdir()
     env = {
@@ -94,19 +127,7 @@ def test_ddp_search_on_two_cpu_processes(tmp_path, cache_dir):
             [str(ROOT), str(ROOT / "src"), str(ROOT / "kernels"), os.environ.get("PYTHONPATH", "")]
         ),
     }
-    cmd = [
-        sys.executable,
-        "-m",
-        "dnas.cli.search",
-        "trainer=ddp",
-        *SEARCH,
-        "trainer.devices=2",
-        f"hydra.run.dir={run_dir}",
-        f"+callbacks.probe._target_={__name__}.RankProbe",
-        f"+callbacks.probe.out={probe}",
-        f"+callbacks.probe.run_dir={run_dir}",
-    ]
-    done = _run(cmd, env, timeout=900)
+    done = _run([sys.executable, *_command(cli, run_dir, probe)], env, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
 
     ranks = [torch.load(probe / f"rank{r}.pt", weights_only=True) for r in range(2)]
@@ -116,19 +137,24 @@ def test_ddp_search_on_two_cpu_processes(tmp_path, cache_dir):
     assert any("arch" in n for n in params[0])
     for name, value in params[0].items():
         assert torch.equal(value, params[1][name]), name
-    # the test accuracy is one number over both shares of the test set
-    seen = [r["seen"] for r in ranks]
-    assert seen[0] == seen[1] > 0
-    overall = sum(r["correct"] for r in ranks) / sum(seen)
-    for r in ranks:
-        assert r["test_acc"] == pytest.approx(overall, abs=1e-6)
+    # accuracies are one number over both shares of the data
+    stages = ["val", "test"] if cli == "search" else ["val"]
+    for stage in stages:
+        seen = [r[stage]["seen"] for r in ranks]
+        assert seen[0] == seen[1] > 0
+        overall = sum(r[stage]["correct"] for r in ranks) / sum(seen)
+        for r in ranks:
+            assert r[stage]["acc"] == pytest.approx(overall, abs=1e-6), stage
     # only rank 0 writes
     assert ranks[1]["writes"] == []
     written = {Path(p).name for p in ranks[0]["writes"]}
     assert {"arch.yaml", "supernet.pt", "run.json", "search.png", "history.json"} <= written
     # the derived architecture is within budget, with the synced accuracy
-    arch = Architecture.load(run_dir / "arch.yaml")
+    (arch_file,) = run_dir.rglob("arch.yaml")
+    arch = Architecture.load(arch_file)
     assert arch.metrics["latency_ms"] <= arch.metrics["target_latency_ms"] * (1 + 1e-12)
-    assert arch.metrics["test_acc"] == pytest.approx(ranks[0]["test_acc"])
-    record = json.loads((run_dir / "run.json").read_text())
-    assert record["config"]["trainer"]["strategy"] == "ddp_find_unused_parameters_true"
+    assert arch.metrics["val_acc"] == pytest.approx(ranks[0]["val"]["acc"])
+    if cli == "search":
+        assert arch.metrics["test_acc"] == pytest.approx(ranks[0]["test"]["acc"])
+    record = json.loads((arch_file.parent / "run.json").read_text())
+    assert "ddp" in str(record["config"]["trainer"]["strategy"])

@@ -47,7 +47,8 @@ class SearchOutputs(pl.Callback):
         self.config: dict[str, Any] | None = None
 
     def run_dir(self, trainer: pl.Trainer) -> Path:
-        """Where the files go."""
+        """Where the files go (call it on every process: under DDP, ``trainer.log_dir`` is a
+        broadcast from rank 0)."""
         if self.dirpath is not None:
             return Path(self.dirpath)
         return Path(trainer.log_dir or trainer.default_root_dir)
@@ -73,9 +74,9 @@ class SearchOutputs(pl.Callback):
             module: the search.
             test_accs: each target's test accuracy, or None before any test.
         """
+        out = self.run_dir(trainer)  # on every process: trainer.log_dir is a collective call
         if not trainer.is_global_zero:
             return None
-        out = self.run_dir(trainer)
         record = {"table_hash": module.table.header.content_hash, "config": self.config}
         space, front = module.space, module.front
         if len(front) == 1:
