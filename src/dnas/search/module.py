@@ -441,10 +441,8 @@ class SearchModule(pl.LightningModule):
         self._restore_supernet_bn()
         accs = [m.compute() for m in self.val_accs]
         record: dict[str, float] = {}
-        if self.num_targets > 1:
-            self.log(
-                "val/acc", torch.stack(accs).mean(), prog_bar=True, sync_dist=True
-            )  # the front's mean
+        if self.num_targets > 1:  # the front's mean
+            self.log("val/acc", torch.stack(accs).mean(), prog_bar=True, sync_dist=True)
         for k, acc in enumerate(accs):
             sfx, cost = self.target_suffix(k), self.derived_front_cost[k]
             self.log(f"val/acc{sfx}", acc, prog_bar=self.num_targets == 1, sync_dist=True)
