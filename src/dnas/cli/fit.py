@@ -41,6 +41,11 @@ def _cli_class():
     class SearchCLI(LightningCLI):
         """LightningCLI with the search's outputs callback and its pre-training summary."""
 
+        @staticmethod
+        def subcommands() -> dict[str, set[str]]:
+            """``fit``, ``validate`` and ``test`` (a search has nothing to predict)."""
+            return {k: v for k, v in LightningCLI.subcommands().items() if k in SUBCOMMANDS}
+
         def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
             parser.add_lightning_class_args(SearchOutputs, "outputs")
 
