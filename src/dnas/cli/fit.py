@@ -100,12 +100,15 @@ def build_cli(args: list[str] | None = None, run: bool = True):
     from dnas.search.module import SearchModule
 
     defaults: dict[str, Any] = {"default_config_files": [default_config_path()]}
+    main_parser = {"prog": "dnas-fit", "description": __doc__.split("\n\n")[0]}
     return _cli_class()(
         SearchModule,
         TensorDataModule,
         subclass_mode_data=True,
         seed_everything_default=0,
-        parser_kwargs={sub: defaults for sub in SUBCOMMANDS} if run else defaults,
+        parser_kwargs={**main_parser, **{sub: defaults for sub in SUBCOMMANDS}}
+        if run
+        else {**main_parser, **defaults},
         auto_configure_optimizers=False,
         args=args,
         run=run,
