@@ -19,6 +19,21 @@ SEARCH_BASE = [
     "final.bn_batches=2",
 ]
 SEARCH = [*SEARCH_BASE, "target.latency_frac=0.2"]
+
+# dnas-fit on tiny synthetic data; every split parameter given, as a class switch keeps the
+# compatible init_args of the default (Fashion-MNIST) data module
+FIT_TINY = [
+    "--data=dnas.data.SyntheticDataModule",
+    "--data.num_train=512",
+    "--data.num_test=128",
+    "--data.batch_size=64",
+    "--data.eval_batch_size=256",
+    "--data.val_fraction=0.0",
+    "--trainer.accelerator=cpu",
+    "--trainer.enable_model_summary=false",
+    "--model.bn_batches=2",
+    "--model.test_bn_batches=2",
+]
 TRAIN = [*TINY_DATA, "trainer.max_epochs=1", "train.bn_batches=2"]
 
 

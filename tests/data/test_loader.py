@@ -34,6 +34,22 @@ def test_order_is_reproducible_from_the_seed():
     assert not all(torch.equal(a, b) for a, b in zip(first, other))
 
 
+@pytest.mark.parametrize("rank", [0, 1])
+def test_shards_per_process_unless_told_not_to(monkeypatch, rank):
+    """Under torch.distributed each rank serves its own half; an unsharded loader (batch-norm
+    re-estimation) serves every rank the same batches."""
+    monkeypatch.setattr("dnas.data.loader._world", lambda: (rank, 2))
+    x, y = data()
+    mine = torch.cat([yb for _, yb in TensorLoader(x, y, 8, shuffle=True, seed=3)])
+    assert len(mine) == 25
+    monkeypatch.setattr("dnas.data.loader._world", lambda: (1 - rank, 2))
+    other = torch.cat([yb for _, yb in TensorLoader(x, y, 8, shuffle=True, seed=3)])
+    assert set(mine.tolist()).isdisjoint(other.tolist())
+    same = [TensorLoader(x, y, 8, shuffle=True, seed=3, shard=False) for _ in range(2)]
+    assert torch.equal(*(torch.cat([yb for _, yb in loader]) for loader in same))
+    assert len(same[0]) == 7
+
+
 def test_drop_last_and_max_batches():
     x, y = data()
     assert [len(yb) for _, yb in TensorLoader(x, y, 16, shuffle=True, drop_last=True)] == [16] * 3

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import csv
+from functools import partial
 
 import pytest
 import torch
 
-from dnas.cost.targets import BudgetError, Targets, resolve_targets
+from dnas.cost.targets import BudgetError, TargetSpec
 from dnas.search.losses import BudgetLoss
 from dnas.search.module import SearchModule
 from dnas.space import Architecture
@@ -18,13 +19,11 @@ FRONT = "front=[{latency_frac:0.1},{latency_frac:0.4},{energy_frac:0.3}]"
 
 
 def _module(space, table, fracs=(0.1, 0.5)):
-    ext = table.extremes(space)
-    front = [resolve_targets({"latency_frac": f}, ext) for f in fracs]
     return SearchModule(
-        space,
-        table,
-        front,
-        [BudgetLoss(targets=t, kind="hinge") for t in front],
+        space=space,
+        table=table,
+        front=[TargetSpec(latency_frac=f) for f in fracs],
+        budget=partial(BudgetLoss, kind="hinge"),
         weight_optimizer=lambda p: torch.optim.SGD(p, lr=0.1),
         arch_optimizer=lambda p: torch.optim.Adam(p, lr=0.5),
         warmup_epochs=0,
@@ -62,12 +61,15 @@ def test_switching_distributions_keeps_each_one(space, table):
 
 def test_an_architecture_step_moves_only_its_own_distribution(space, table):
     """Step i takes distribution i mod K: its arch step changes it and no other."""
-    pytest.importorskip("pytorch_lightning")
+    pl = pytest.importorskip("pytorch_lightning")
     m = _module(space, table)
     opts = [torch.optim.SGD(m.supernet.weight_parameters(), lr=0.1)]
     opts += [torch.optim.Adam(m.supernet.arch_parameters(), lr=0.5) for _ in range(2)]
-    m.optimizers = lambda: opts  # run training_step outside a Trainer
-    m.manual_backward = lambda loss, **kw: loss.backward(**kw)
+    # training_step outside a fit: a trainer for its backward hooks, no loop
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False)
+    trainer.strategy.connect(m)
+    m.trainer = trainer
+    m.optimizers = lambda: opts
     m.log = lambda *a, **k: None
     x = torch.randn(8, space.in_channels, space.resolution, space.resolution)
     y = torch.randint(0, space.num_classes, (8,))
@@ -128,6 +130,21 @@ def test_bad_front_is_refused_before_training(tmp_path, cache_dir, front):
 
 
 def test_one_budget_term_per_target(space, table):
-    t = Targets(latency_ms=1.0)
-    with pytest.raises(ValueError, match="one budget term per target"):
-        SearchModule(space, table, [t, t], [BudgetLoss(targets=t, kind="hinge")], None, None)
+    m = _module(space, table, fracs=(0.1, 0.3, 0.5))
+    assert [b.targets for b in m.budgets] == m.front
+    assert m.front[0].latency_ms < m.front[1].latency_ms < m.front[2].latency_ms
+
+
+@pytest.mark.parametrize(
+    "front, match", [([], "non-empty"), ([TargetSpec()], r"front\[0\] sets no budget")]
+)
+def test_bad_front_is_refused_by_the_module(space, table, front, match):
+    with pytest.raises(BudgetError, match=match):
+        SearchModule(
+            space=space,
+            table=table,
+            front=front,
+            budget=partial(BudgetLoss, kind="hinge"),
+            weight_optimizer=torch.optim.SGD,
+            arch_optimizer=torch.optim.Adam,
+        )

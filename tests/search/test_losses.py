@@ -14,7 +14,7 @@ T = Targets(latency_ms=2.0)
 
 
 def term(kind, e, **kw):
-    loss = BudgetLoss(kind, T, **kw)
+    loss = BudgetLoss(T, kind, **kw)
     ce = torch.tensor(1.5)
     x = torch.tensor(e, dtype=torch.float64, requires_grad=True)
     out = loss(ce, {"latency_ms": x, "energy_mj": torch.tensor(1.0)})
@@ -41,7 +41,7 @@ def test_fbnet_multiplies_the_task_loss():
 
 
 def test_lagrangian_dual_ascent():
-    loss = BudgetLoss("lagrangian", T, lam=0.5, eta=0.1)
+    loss = BudgetLoss(T, "lagrangian", lam=0.5, eta=0.1)
     over = {"latency_ms": torch.tensor(3.0), "energy_mj": torch.tensor(0.0)}
     assert loss(torch.tensor(1.0), over).item() == pytest.approx(0.5 * 0.5)
     loss.update(over)
@@ -53,14 +53,14 @@ def test_lagrangian_dual_ascent():
 
 
 def test_two_targets_and_none():
-    both = BudgetLoss("hinge", Targets(latency_ms=1.0, energy_mj=1.0), lam=1.0)
+    both = BudgetLoss(Targets(latency_ms=1.0, energy_mj=1.0), "hinge", lam=1.0)
     e = {"latency_ms": torch.tensor(2.0), "energy_mj": torch.tensor(3.0)}
     assert both(torch.tensor(1.0), e).item() == pytest.approx(1.0 + 4.0)
-    none = BudgetLoss("hinge", Targets())
+    none = BudgetLoss(Targets(), "hinge")
     assert none(torch.tensor(1.0), e).item() == 0.0
 
 
 def test_bad_kind():
     with pytest.raises(ValueError, match="allowed"):
-        BudgetLoss("l2", T)
+        BudgetLoss(T, "l2")
     assert math.isfinite(term("fbnet", 0.01)[0])

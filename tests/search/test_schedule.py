@@ -3,23 +3,23 @@
 from __future__ import annotations
 
 import itertools
+from functools import partial
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-from dnas.cost.targets import Targets
+from dnas.cost.targets import TargetSpec
 from dnas.search.losses import BudgetLoss
 from dnas.search.module import SearchModule
 
 
 def _module(space, table, warmup=2, tau0=5.0, tau_min=0.5, max_epochs=7):
-    t = Targets(latency_ms=0.5)
     m = SearchModule(
-        space,
-        table,
-        t,
-        BudgetLoss("hinge", t),
+        space=space,
+        table=table,
+        target=TargetSpec(latency_ms=0.5),
+        budget=partial(BudgetLoss, kind="hinge"),
         weight_optimizer=lambda p: torch.optim.SGD(p, lr=0.1),
         arch_optimizer=lambda p: torch.optim.Adam(p, lr=0.01),
         warmup_epochs=warmup,

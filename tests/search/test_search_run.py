@@ -181,19 +181,20 @@ def test_evaluating_the_derived_architecture_keeps_the_supernets_statistics(tmp_
     """Validation and test re-estimate BN for the derived architecture; the supernet's own
     statistics (those of the sub-networks it trained) come back afterwards, so ``supernet.pt``
     holds them and not the derived architecture's (reset blocks at mean 0 / var 1)."""
-    from dnas.cost.targets import resolve_targets
+    from functools import partial
+
+    from dnas.cost.targets import TargetSpec
     from dnas.search.losses import BudgetLoss
     from dnas.search.module import SearchModule
     from dnas.supernet import bn_statistics
 
     space = load_space("fmnist_mbv2")
     table, _, _ = load_or_build(space, BitFusionConfig(), str(tmp_path / "t.pt"), "torch")
-    targets = resolve_targets({"latency_frac": 0.1}, table.extremes(space))
     module = SearchModule(
-        space,
-        table,
-        targets,
-        BudgetLoss(targets=targets, kind="hinge"),
+        space=space,
+        table=table,
+        target=TargetSpec(latency_frac=0.1),
+        budget=partial(BudgetLoss, kind="hinge"),
         weight_optimizer=lambda p: torch.optim.SGD(p, lr=0.01),
         arch_optimizer=lambda p: torch.optim.Adam(p, lr=0.01),
         bn_batches=2,

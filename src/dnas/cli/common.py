@@ -1,5 +1,5 @@
-"""What the Hydra commands share: quiet Lightning, the run directory, checks before training,
-and the run record (``run.json``) written beside every result."""
+"""What the commands share: quiet Lightning, the run directory, checks before training, what a
+search aims at, and the run record (``run.json``) written beside every result."""
 
 from __future__ import annotations
 
@@ -127,21 +127,27 @@ def fit_classes_to_data(cfg, data, say: Callable[[str], object] = print) -> None
 
 
 def check_data(space, data) -> None:
-    """The data module loads and gives the space's input shape and classes (before training)."""
+    """The data module loads and fits the space (before any training)."""
+    from dnas.data import check_data_fits_space
+
     if hasattr(data, "check"):
         data.check()
-    shape = tuple(getattr(data, "input_shape", ()))
-    want = (space.in_channels, space.resolution, space.resolution)
-    if shape not in ((), want):
-        raise DnasError(
-            f"data {type(data).__name__} gives inputs {shape}, space {space.name!r} expects {want}"
-        )
-    classes = getattr(data, "num_classes", None)
-    if classes is not None and int(classes) != space.num_classes:
-        raise ValueError(
-            f"data {type(data).__name__} has {classes} classes, space {space.name!r} a "
-            f"{space.num_classes}-way classifier"
-        )
+    check_data_fits_space(space, data)
+
+
+def describe_table(table, path: Path | None, built: bool) -> str:
+    """``cost table: PATH (cached, 22,053 entries)``."""
+    return f"cost table: {path} ({'built' if built else 'cached'}, {table.num_entries:,} entries)"
+
+
+def describe_budget(module) -> str:
+    """``budget: latency_ms <= 0.4662 ms  (space spans ...)``: what a ``SearchModule`` aims at."""
+    extremes = module.table.extremes(module.space)
+    return (
+        f"budget: {'; '.join(t.describe() for t in module.front)}  (space spans "
+        f"{extremes['min_latency_ms']:.4g}-{extremes['max_latency_ms']:.4g} ms, "
+        f"{extremes['min_energy_mj']:.4g}-{extremes['max_energy_mj']:.4g} mJ)"
+    )
 
 
 def git_revision() -> str | None:

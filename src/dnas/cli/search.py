@@ -11,12 +11,15 @@ directory ``front/<k>_<target>/`` holding what a one-target run holds (``arch.ya
 ``supernet.pt`` with that target's distribution, ``space.yaml``, ``run.json``, ``history.json``,
 ``search.png``), so ``dnas-train arch=RUN/front/<k>_<target>`` finetunes it; ``front.csv`` lists
 them all.
+
+The files are written by ``dnas.cli.outputs.SearchOutputs``, the callback ``dnas-fit`` uses too.
+More callbacks: ``+callbacks.NAME._target_=package.Class +callbacks.NAME.arg=value``.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -24,6 +27,10 @@ from omegaconf import DictConfig, OmegaConf
 from dnas.cli.common import handle_version, main_exit, run_command
 
 OBJECTIVES = ("test_acc", "val_acc")  # what run() may return: metrics of the derived network
+
+if TYPE_CHECKING:
+    from dnas.cost.targets import TargetSpec
+    from dnas.search.module import SearchModule
 
 
 def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
@@ -34,9 +41,9 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     looking at the test set); the mean over the targets of a front.
     """
     import pytorch_lightning as pl
-    import torch
     from hydra.utils import instantiate
     from pytorch_lightning.callbacks import RichProgressBar
+    from pytorch_lightning.utilities import rank_zero_only
     from rich.console import Console
 
     from dnas.checkpoint import (
@@ -48,26 +55,24 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     from dnas.cli.common import (
         check_data,
         check_epochs,
+        describe_budget,
+        describe_table,
         fit_classes_to_data,
         interrupted,
         resolved_config,
         set_threads,
         silence_lightning,
-        write_run_record,
     )
     from dnas.cli.common import output_dir as make_output_dir
+    from dnas.cli.outputs import SearchOutputs
     from dnas.cost.hardware import BitFusionConfig
     from dnas.cost.table import load_or_build
-    from dnas.cost.targets import BudgetError
-    from dnas.derive.budget import cheapest_state
     from dnas.errors import DnasError, NonFiniteLossError
-    from dnas.search.losses import BudgetLoss
-    from dnas.search.module import CHECKPOINT_KEY, SearchModule
+    from dnas.search.module import CHECKPOINT_KEY, check_checkpoint_state
     from dnas.space import SearchSpace
-    from dnas.train.load import SPACE_FILE, save_space
 
     silence_lightning()
-    console = Console(stderr=True)
+    console = Console(stderr=True, quiet=rank_zero_only.rank != 0)  # DDP: rank 0 speaks
     objective = cfg.get("objective", "test_acc")
     if objective not in OBJECTIVES:
         raise DnasError(f"objective={objective!r} is not one of {OBJECTIVES}")
@@ -84,52 +89,26 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     space.validate_bits(hw.pmax_bits)
     check_data(space, data)
     table, table_path, built = load_or_build(space, hw, cfg.table.path, cfg.table.backend)
-    console.print(
-        f"cost table: {table_path} ({'built' if built else 'cached'}, "
-        f"{table.num_entries:,} entries)"
-    )
-    extremes = table.extremes(space)
-    front = _resolve_front(cfg, extremes)
-    for targets in front:
-        if len(targets.active()) > 1:
-            s = cheapest_state(space, table, {m: 1 / t for m, t in targets.active().items()})
-            lat, en = table.arch_cost(space, s.to_arch(space))
-            if not targets.fits({"latency_ms": lat, "energy_mj": en}):
-                raise BudgetError(
-                    f"no architecture of {space.name!r} meets {targets.describe()} "
-                    f"together (closest: {lat:.4g} ms, {en:.4g} mJ)"
-                )
-    console.print(
-        f"budget: {'; '.join(t.describe() for t in front)}  (space spans "
-        f"{extremes['min_latency_ms']:.4g}-{extremes['max_latency_ms']:.4g} ms, "
-        f"{extremes['min_energy_mj']:.4g}-{extremes['max_energy_mj']:.4g} mJ)"
-    )
-
+    console.print(describe_table(table, table_path, built))
+    module = search_module(cfg, space, hw, table)
+    console.print(describe_budget(module))
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path:
-        from dnas.search.module import check_checkpoint_state
-
         state = read_checkpoint(ckpt_path).get(CHECKPOINT_KEY)
         if state is None:
             raise CheckpointError(f"ckpt_path={ckpt_path} was not written by dnas-search")
-        check_checkpoint_state(state, space, front)
+        check_checkpoint_state(state, space, module.front)
 
-    loss_cfg = OmegaConf.to_container(cfg.loss, resolve=True)
-    budgets = [BudgetLoss(targets=t, **loss_cfg) for t in front]
-    module = SearchModule(
-        space,
-        table,
-        front if len(front) > 1 else front[0],
-        budgets if len(front) > 1 else budgets[0],
-        weight_optimizer=instantiate(cfg.optimizer.weights),
-        arch_optimizer=instantiate(cfg.optimizer.arch),
-        weight_scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
-        **OmegaConf.to_container(cfg.search, resolve=True),
-    )
     logger = instantiate(cfg.logger, save_dir=str(out)) if cfg.get("logger") else False
-    callbacks: list = [RichProgressBar()]
+    outputs = SearchOutputs(str(out))
+    outputs.config = resolved_config(cfg)
+    outputs.record = {"torch_threads": threads}
+    if ckpt_path:
+        outputs.record["resumed_from"] = str(ckpt_path)
+    callbacks = [RichProgressBar(), outputs]
     if cfg.trainer.get("enable_checkpointing", True):
         callbacks.append(checkpoint_callback(out))
+    callbacks += [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     trainer: pl.Trainer = instantiate(
         cfg.trainer,
         logger=logger,
@@ -139,115 +118,67 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     )
     try:
         trainer.fit(module, datamodule=data, ckpt_path=ckpt_path or None)
-        module.bn_batches = int(cfg.final.bn_batches)
         test = trainer.test(module, datamodule=data, verbose=False)
     except (SystemExit, NonFiniteLossError) as e:  # Lightning's answer to SIGTERM and Ctrl-C
         raise interrupted(e, out, "the search") from None
-    results = []
-    for k, targets in enumerate(front):
-        sfx = f"_t{k}" if len(front) > 1 else ""
-        test_acc = float(test[0][f"test/acc{sfx}"]) if test else float("nan")
-        history = module.history_for(k)
-        val_acc = history[-1].get("val_acc", float("nan")) if history else float("nan")
-        arch = module.derived_front[k].with_metrics(test_acc=test_acc, val_acc=val_acc)
-        arch = arch.priced_by(table.header.content_hash)
-        results.append((targets, arch, module.derived_front_cost[k], history, test_acc))
-    if trainer.is_global_zero:
-        record = {
-            "table_hash": table.header.content_hash,
-            "torch_threads": threads,
-            "config": resolved_config(cfg),
-        }
-        if ckpt_path:
-            record["resumed_from"] = str(ckpt_path)
-        if len(front) == 1:
-            targets, arch, _, history, _ = results[0]
-            _write_target(out, arch, module.distribution_state(0), space, history, targets, record)
-        else:
-            rows = []
-            for k, (targets, arch, cost, history, test_acc) in enumerate(results):
-                sub = out / "front" / front_label(k, targets)
-                rec = {**record, "front_index": k, "front_size": len(front)}
-                _write_target(sub, arch, module.distribution_state(k), space, history, targets, rec)
-                rows.append(
-                    {
-                        "index": k,
-                        "dir": str(sub.relative_to(out)),
-                        "target": targets.describe(),
-                        **cost,
-                        "test_acc": test_acc,
-                    }
-                )
-            torch.save(module.distribution_state(0), out / "supernet.pt")
-            save_space(space, out / SPACE_FILE)
-            write_run_record(out, "dnas", front=rows, **record)
-            _write_front_csv(out / "front.csv", rows)
-            (out / "history.json").write_text(json.dumps(module.history, indent=1))
-        if logger and hasattr(logger, "log_dir"):
-            csv_file = Path(logger.log_dir) / "metrics.csv"
-            if csv_file.is_file() and csv_file.parent != out:
-                (out / "metrics.csv").write_bytes(csv_file.read_bytes())
-    for targets, _, cost, _, test_acc in results:
+
+    values = []
+    for k, targets in enumerate(module.front):
+        test_acc = float(test[0][f"test/acc{module.target_suffix(k)}"]) if test else float("nan")
+        cost = module.derived_front_cost[k]
         console.print(
             f"derived: {cost['latency_ms']:.4f} ms, {cost['energy_mj']:.4f} mJ "
             f"(budget {targets.describe()}); test accuracy {100 * test_acc:.2f}% -> {out}"
         )
-    return sum(arch.metrics[objective] for _, arch, *_ in results) / len(results)
+        if objective == "test_acc":
+            values.append(test_acc)
+        else:
+            history = module.history_for(k)
+            values.append(history[-1].get("val_acc", float("nan")) if history else float("nan"))
+    return sum(values) / len(values)
 
 
-def _resolve_front(cfg: DictConfig, extremes) -> list:
-    """The budgets to search: ``front`` (a list of target mappings) if set, else ``target``."""
-    from dnas.cost.targets import BudgetError, resolve_targets
+def search_module(cfg: DictConfig, space, hardware, table) -> SearchModule:
+    """The ``SearchModule`` a composed config describes, on an already loaded space, hardware
+    and cost table."""
+    from functools import partial
 
+    from hydra.utils import instantiate
+
+    from dnas.search.losses import BudgetLoss
+    from dnas.search.module import SearchModule
+
+    target, front = _target_specs(cfg)
+    return SearchModule(
+        space=space,
+        hardware=hardware,
+        table=table,
+        target=target,
+        front=front,
+        budget=partial(BudgetLoss, **OmegaConf.to_container(cfg.loss, resolve=True)),
+        weight_optimizer=instantiate(cfg.optimizer.weights),
+        arch_optimizer=instantiate(cfg.optimizer.arch),
+        weight_scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+        test_bn_batches=int(cfg.final.bn_batches),
+        **OmegaConf.to_container(cfg.search, resolve=True),
+    )
+
+
+def _target_specs(cfg: DictConfig) -> tuple[TargetSpec, list[TargetSpec] | None]:
+    """``target`` and ``front`` (a list of target mappings, or null) as typed specs."""
+    from dnas.cost.targets import BudgetError, TargetSpec
+
+    target = TargetSpec.from_dict(OmegaConf.to_container(cfg.target, resolve=True))
     spec = cfg.get("front")
     if spec is None:
-        return [resolve_targets(OmegaConf.to_container(cfg.target, resolve=True), extremes)]
+        return target, None
     spec = OmegaConf.to_container(spec, resolve=True) if OmegaConf.is_config(spec) else spec
     if not isinstance(spec, list) or not spec or not all(isinstance(t, dict) for t in spec):
         raise BudgetError(
             "front must be a non-empty list of targets, e.g. "
             "'front=[{latency_frac:0.15},{latency_frac:0.3},{energy_frac:0.3}]'"
         )
-    front = [resolve_targets(t, extremes) for t in spec]
-    for i, t in enumerate(front):
-        if not t.active():
-            raise BudgetError(
-                f"front[{i}] sets no budget; give latency_ms/_frac or energy_mj/_frac"
-            )
-    return front
-
-
-def front_label(k: int, targets) -> str:
-    """``<k>_latency_ms0.2661`` (the directory of a front's k-th target)."""
-    return f"{k}_" + "_".join(f"{m}{t:.4g}" for m, t in targets.active().items())
-
-
-def _write_target(out: Path, arch, state, space, history, targets, record: dict) -> None:
-    """What a one-target search leaves in its directory."""
-    import torch
-
-    from dnas.cli.common import write_run_record
-    from dnas.search.plot import plot_search
-    from dnas.train.load import SPACE_FILE, save_space
-
-    out.mkdir(parents=True, exist_ok=True)
-    arch.save(out / "arch.yaml")
-    torch.save(state, out / "supernet.pt")
-    save_space(space, out / SPACE_FILE)
-    write_run_record(out, "dnas", **record)
-    (out / "history.json").write_text(json.dumps(history, indent=1))
-    plot_search(history, targets, out / "search.png")
-
-
-def _write_front_csv(path: Path, rows: list[dict]) -> None:
-    import csv
-
-    from dnas.atomic import atomic_path
-
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    return target, [TargetSpec.from_dict(t) for t in spec]
 
 
 @hydra.main(config_path="../conf", config_name="search", version_base="1.3")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from dnas.cost.expected import METRICS
@@ -33,6 +33,46 @@ class Targets:
 
     def describe(self) -> str:
         return ", ".join(f"{m} <= {t:.4g} {_UNIT[m]}" for m, t in self.active().items()) or "none"
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """A budget as given on the command line or in a config: absolute or a fraction of the space.
+
+    At most one of each pair; a fraction f means cheapest + f·(dearest − cheapest) of the space.
+    ``resolve`` turns it into absolute ``Targets`` once the space's cost table is known.
+    """
+
+    latency_ms: float | None = None
+    latency_frac: float | None = None
+    energy_mj: float | None = None
+    energy_frac: float | None = None
+
+    def __post_init__(self) -> None:
+        for base in ("latency", "energy"):
+            absolute = "latency_ms" if base == "latency" else "energy_mj"
+            if getattr(self, absolute) is not None and getattr(self, f"{base}_frac") is not None:
+                raise BudgetError(f"give either target.{absolute} or target.{base}_frac, not both")
+
+    @classmethod
+    def from_dict(cls, spec: Mapping[str, Any] | None) -> TargetSpec:
+        """From a config mapping (null values ignored); unknown keys are a ``BudgetError``."""
+        spec = {k: v for k, v in (spec or {}).items() if v is not None}
+        allowed = {f.name for f in fields(cls)}
+        unknown = sorted(set(spec) - allowed)
+        if unknown:
+            raise BudgetError(f"unknown target key(s) {unknown}; allowed: {sorted(allowed)}")
+        return cls(**spec)
+
+    def to_dict(self) -> dict[str, float]:
+        """The keys that are set."""
+        return {
+            f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None
+        }
+
+    def resolve(self, extremes: Mapping[str, float]) -> Targets:
+        """Absolute targets, checked against what the space can reach (see ``resolve_targets``)."""
+        return resolve_targets(self.to_dict(), extremes)
 
 
 def resolve_targets(spec: Mapping[str, Any] | None, extremes: Mapping[str, float]) -> Targets:

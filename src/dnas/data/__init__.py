@@ -14,7 +14,13 @@ from dnas.data.idx import IdxHeader, read_idx, read_idx_header, write_idx
 from dnas.data.image_folder import ImageFolderDataModule
 from dnas.data.images import ImageTransform
 from dnas.data.loader import BatchSchedule, TensorLoader, augment_batch
-from dnas.data.module import SPLITS, SplitDataModule, TensorDataModule, split_indices
+from dnas.data.module import (
+    SPLITS,
+    SplitDataModule,
+    TensorDataModule,
+    check_data_fits_space,
+    split_indices,
+)
 from dnas.data.safe_pickle import UnsafePickleError, restricted_loads
 from dnas.data.synthetic import SyntheticDataModule
 
@@ -34,6 +40,7 @@ __all__ = [
     "TensorLoader",
     "UnsafePickleError",
     "augment_batch",
+    "check_data_fits_space",
     "read_idx",
     "read_idx_header",
     "restricted_loads",

@@ -447,7 +447,12 @@ class ImageFolderDataModule(SplitDataModule):
         return self._loader(
             "weights",
             self.eval_transform,
-            {"shuffle": True, "seed": self.seed * 16 + 3, "max_batches": num_batches},
+            {
+                "shuffle": True,
+                "seed": self.seed * 16 + 3,
+                "max_batches": num_batches,
+                "shard": False,  # every process re-estimates on the same batches
+            },
             self.batch_size,
         )
 

@@ -90,6 +90,8 @@ class BatchSchedule:
             split still yields one batch).
         seed: seed of the permutations (and of the generator handed to each pass).
         max_batches: stop each pass after this many batches.
+        shard: under ``torch.distributed``, serve each rank its own share; off, every rank gets
+            the same batches (e.g. to re-estimate batch-norm statistics identically everywhere).
     """
 
     def __init__(
@@ -101,6 +103,7 @@ class BatchSchedule:
         drop_last: bool = False,
         seed: int = 0,
         max_batches: int | None = None,
+        shard: bool = True,
     ) -> None:
         if batch_size < 1:
             raise DnasError(f"batch_size must be >= 1, got {batch_size}")
@@ -112,6 +115,7 @@ class BatchSchedule:
         self.drop_last = drop_last
         self.seed = seed
         self.max_batches = max_batches
+        self.shard = shard
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -130,8 +134,11 @@ class BatchSchedule:
     @property
     def num_samples(self) -> int:
         """Samples this rank serves per pass (before ``drop_last`` and ``max_batches``)."""
-        _, world = _world()
+        _, world = self._world()
         return self.n // world if world > 1 else self.n
+
+    def _world(self) -> tuple[int, int]:
+        return _world() if self.shard else (0, 1)
 
     def __len__(self) -> int:
         n = self.num_samples
@@ -152,7 +159,7 @@ class BatchSchedule:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         self.epoch += 1
         order = torch.randperm(self.n, generator=generator) if self.shuffle else None
-        rank, world = _world()
+        rank, world = self._world()
         if world > 1:
             share = self.n // world
             idx = order if order is not None else torch.arange(self.n)
@@ -177,6 +184,7 @@ class TensorLoader(BatchSchedule):
         seed: seed of the permutations and of ``transform``.
         transform: per-batch augmentation ``(x [B, C, H, W], generator) -> x``.
         max_batches: stop each pass after this many batches.
+        shard: see :class:`BatchSchedule`.
     """
 
     def __init__(
@@ -190,6 +198,7 @@ class TensorLoader(BatchSchedule):
         seed: int = 0,
         transform: Transform | None = None,
         max_batches: int | None = None,
+        shard: bool = True,
     ) -> None:
         if len(x) != len(y):
             raise DnasError(f"inputs and labels differ in length: {len(x)} vs {len(y)}")
@@ -200,6 +209,7 @@ class TensorLoader(BatchSchedule):
             drop_last=drop_last,
             seed=seed,
             max_batches=max_batches,
+            shard=shard,
         )
         self.x, self.y = x, y
         self.transform = transform

@@ -82,6 +82,27 @@ def split_indices(
     }
 
 
+def check_data_fits_space(space, data) -> None:
+    """The data module gives the input shape of ``space`` (a ``SearchSpace``) and as many classes
+    as it classifies (the commands first size the classifier to the data: ``fit_classes_to_data``).
+
+    Raises:
+        DnasError: naming both shapes (or class counts).
+    """
+    shape = tuple(getattr(data, "input_shape", ()))
+    want = (space.in_channels, space.resolution, space.resolution)
+    if shape not in ((), want):
+        raise DnasError(
+            f"data {type(data).__name__} gives inputs {shape}, space {space.name!r} expects {want}"
+        )
+    classes = getattr(data, "num_classes", None)
+    if classes is not None and int(classes) != space.num_classes:
+        raise DnasError(
+            f"data {type(data).__name__} has {classes} classes, space {space.name!r} a "
+            f"{space.num_classes}-way classifier (set space.num_classes={classes})"
+        )
+
+
 class SplitDataModule(pl.LightningDataModule, ABC):
     """The four splits and their loaders, whatever holds the data.
 
@@ -386,7 +407,9 @@ class TensorDataModule(SplitDataModule):
     def bn_recalibration_loader(self, num_batches: int) -> TensorLoader:
         """A short, fixed-seed loader over the weight split without augmentation.
 
-        Used to re-estimate batch-norm statistics of a derived network.
+        Used to re-estimate batch-norm statistics of a derived network. Not sharded under
+        ``torch.distributed``: every process re-estimates on the same batches, so all of them
+        evaluate the same network.
 
         Args:
             num_batches: batches per pass (fewer if the split is smaller).
@@ -396,5 +419,11 @@ class TensorDataModule(SplitDataModule):
         """
         x, y = self.split("weights")
         return TensorLoader(
-            x, y, self.batch_size, shuffle=True, seed=self.seed * 16 + 3, max_batches=num_batches
+            x,
+            y,
+            self.batch_size,
+            shuffle=True,
+            seed=self.seed * 16 + 3,
+            max_batches=num_batches,
+            shard=False,
         )

@@ -230,6 +230,28 @@ def cheapest_state(space, table: CostTable, weights: Mapping[str, float]) -> Arc
     return ArchState(kernel, width, bits)
 
 
+def check_reachable(space, table: CostTable, targets: Targets) -> None:
+    """Fail unless some architecture of ``space`` meets every target of ``targets`` at once.
+
+    One target alone is reachable once it is at least the space's cheapest cost
+    (``resolve_targets`` checks that); two together are reachable if the network that is cheapest
+    for their normalised sum meets both.
+
+    Raises:
+        BudgetError: no architecture meets them together (the message gives the closest one).
+    """
+    active = targets.active()
+    if len(active) < 2:
+        return
+    s = cheapest_state(space, table, {m: 1 / t for m, t in active.items()})
+    lat, en = table.arch_cost(space, s.to_arch(space))
+    if not targets.fits({"latency_ms": lat, "energy_mj": en}):
+        raise BudgetError(
+            f"no architecture of {space.name!r} meets {targets.describe()} "
+            f"together (closest: {lat:.4g} ms, {en:.4g} mJ)"
+        )
+
+
 def _fill_moves(space, s: ArchState, scores: dict, costs: _Costs, max_kernel_ratio: float):
     """Upgrades a budget fill may make, with their log-preference loss.
 

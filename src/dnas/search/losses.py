@@ -24,8 +24,9 @@ class BudgetLoss(nn.Module):
     """The budget term for one or two targets.
 
     Args:
+        targets: the budget (first, so that a config can give the rest: ``partial(BudgetLoss,
+            kind="hinge", lam=2.0)`` is the ``budget`` of a ``SearchModule``).
         kind: one of ``abs``, ``hinge``, ``fbnet``, ``lagrangian``.
-        targets: the budget.
         lam: λ (initial λ for ``lagrangian``).
         alpha, beta: FBNet's coefficients.
         eta: the dual step size of ``lagrangian``.
@@ -39,8 +40,8 @@ class BudgetLoss(nn.Module):
 
     def __init__(
         self,
-        kind: str,
         targets: Targets,
+        kind: str,
         lam: float = 1.0,
         alpha: float = 0.2,
         beta: float = 0.6,

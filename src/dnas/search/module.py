@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -26,30 +27,88 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from dnas.checkpoint import CHECKPOINT_FORMAT, CheckpointError, ResumableModule
 from dnas.cost.expected import ExpectedCost
-from dnas.cost.table import CostTable
-from dnas.cost.targets import Targets
+from dnas.cost.hardware import BitFusionConfig, load_hardware
+from dnas.cost.table import CostTable, load_or_build
+from dnas.cost.targets import BudgetError, Targets, TargetSpec
+from dnas.data.module import check_data_fits_space
 from dnas.derive import derive_within_budget
+from dnas.derive.budget import check_reachable
 from dnas.errors import DnasError, NonFiniteLossError
 from dnas.search.losses import BudgetLoss
+from dnas.space import SearchSpace, load_space
 from dnas.supernet import SuperNet, bn_statistics, load_bn_statistics, recalibrate_bn
+
+
+def resolve_front(
+    space: SearchSpace,
+    table: CostTable,
+    target: TargetSpec | None,
+    front: Sequence[TargetSpec] | None,
+) -> list[Targets]:
+    """The budgets of a search as absolute targets: ``front`` if given, else ``[target]``.
+
+    Raises:
+        BudgetError: an empty front, a front member without a budget, a target outside the space
+            (see ``resolve_targets``) or two targets no architecture meets together.
+    """
+    extremes = table.extremes(space)
+    if front is None:
+        resolved = [(target or TargetSpec()).resolve(extremes)]
+    else:
+        if not front:
+            raise BudgetError(
+                "front must be a non-empty list of targets, e.g. "
+                "'front=[{latency_frac:0.15},{latency_frac:0.3},{energy_frac:0.3}]'"
+            )
+        resolved = [t.resolve(extremes) for t in front]
+        for i, t in enumerate(resolved):
+            if not t.active():
+                raise BudgetError(
+                    f"front[{i}] sets no budget; give latency_ms/_frac or energy_mj/_frac"
+                )
+    for t in resolved:
+        check_reachable(space, table, t)
+    return resolved
+
+
+OptimizerCallable = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+LRSchedulerCallable = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
+BudgetLossCallable = Callable[[Targets], BudgetLoss]
 
 
 class SearchModule(ResumableModule, pl.LightningModule):
     """Differentiable search of kernel, width and bits under a BitFusion budget.
 
+    Every argument is a plain typed value (or a callable given by class path and arguments), so
+    ``dnas-fit`` (LightningCLI) builds it from YAML; ``dnas-search`` (Hydra) passes the same
+    arguments, with the space, hardware and table it already loaded. Whatever can be wrong with
+    them (an unknown space, a stale table, an unreachable budget) fails here, before training.
+
+    Under DDP every process holds the same architecture parameters (their gradients are
+    averaged, ``_arch_backward``) and evaluates the same derived networks on its share of the
+    data; accuracies are synced by torchmetrics, and every logged value with ``sync_dist`` (the
+    costs, temperature and entropy are equal on all processes anyway).
+
     Args:
-        space: the search space (``dnas.space.SearchSpace``).
-        table: its cost table.
-        targets: the budget, or a list of budgets searched together (one distribution each).
-        budget: the budget term (one per target when ``targets`` is a list).
         weight_optimizer: ``params -> Optimizer`` for the supernet weights (e.g. a partial SGD).
         arch_optimizer: ``params -> Optimizer`` for the architecture parameters (one per target).
+        budget: ``targets -> BudgetLoss``, the budget term (e.g. ``partial(BudgetLoss,
+            kind="hinge", lam=2.0)``); one is built per target.
+        space: a built-in space name, a YAML file of one, or a ``SearchSpace``.
+        target: the budget (absolute or a fraction of the space); None: unconstrained.
+        front: several budgets searched together, one architecture distribution each; when set,
+            ``target`` is ignored.
         weight_scheduler: ``optimizer -> LRScheduler`` stepped per epoch, or None.
+        hardware: a built-in hardware name, a YAML file of one, or a ``BitFusionConfig``.
+        table: the cost table: a ``CostTable``, a file (built there if missing or stale), or None
+            for the cache (``$DNAS_CACHE`` or ``~/.cache/dnas/tables/``).
+        table_backend: backend that builds a missing table (``auto``, ``torch``, ``triton``).
         warmup_epochs: epochs of weight-only training with uniformly sampled choices.
         tau0, tau_min: Gumbel-softmax temperature at the first search epoch and the last.
         hard: straight-through one-hot Gumbel samples.
-        bn_batches: batches used to re-estimate batch-norm statistics before evaluating a derived
+        bn_batches: batches used to re-estimate batch-norm statistics before validating a derived
             architecture inside the supernet.
+        test_bn_batches: the same before testing; None: ``bn_batches``.
         derive: how the discrete architecture is read off the distribution within the budget:
             ``"budget"`` (the most preferred network that spends the budget), ``"fill"`` or
             ``"argmax"`` (``dnas.derive.derive_within_budget``).
@@ -57,18 +116,23 @@ class SearchModule(ResumableModule, pl.LightningModule):
 
     def __init__(
         self,
-        space,
-        table: CostTable,
-        targets: Targets | Sequence[Targets],
-        budget: BudgetLoss | Sequence[BudgetLoss],
-        weight_optimizer: Callable[..., torch.optim.Optimizer],
-        arch_optimizer: Callable[..., torch.optim.Optimizer],
-        weight_scheduler: Callable[..., Any] | None = None,
+        *,
+        weight_optimizer: OptimizerCallable,
+        arch_optimizer: OptimizerCallable,
+        budget: BudgetLossCallable,
+        space: str | SearchSpace = "fmnist_mbv2",
+        target: TargetSpec | None = None,
+        front: list[TargetSpec] | None = None,
+        weight_scheduler: LRSchedulerCallable | None = None,
+        hardware: str | BitFusionConfig = "bitfusion",
+        table: str | CostTable | None = None,
+        table_backend: str = "auto",
         warmup_epochs: int = 1,
         tau0: float = 5.0,
         tau_min: float = 0.5,
         hard: bool = True,
         bn_batches: int = 20,
+        test_bn_batches: int | None = None,
         derive: str = "budget",
     ) -> None:
         super().__init__()
@@ -80,12 +144,20 @@ class SearchModule(ResumableModule, pl.LightningModule):
             raise DnasError(f"warmup_epochs must be >= 0, got {warmup_epochs}")
         if not 0 < tau_min <= tau0:
             raise DnasError(f"need 0 < tau_min <= tau0, got tau0={tau0}, tau_min={tau_min}")
-        front = [targets] if isinstance(targets, Targets) else list(targets)
-        budgets = [budget] if isinstance(budget, BudgetLoss) else list(budget)
-        if not front or len(budgets) != len(front):
-            raise DnasError(
-                f"need one budget term per target, got {len(front)} targets, {len(budgets)} terms"
+        for name, n in (("bn_batches", bn_batches), ("test_bn_batches", test_bn_batches)):
+            if n is not None and n < 0:
+                raise DnasError(f"{name} must be >= 0, got {n}")
+        space = space if isinstance(space, SearchSpace) else load_space(space)
+        hw = hardware if isinstance(hardware, BitFusionConfig) else load_hardware(hardware)
+        space.validate_bits(hw.pmax_bits)
+        self.table_path: Path | None = None
+        self.table_built = False
+        if not isinstance(table, CostTable):
+            table, self.table_path, self.table_built = load_or_build(
+                space, hw, table, table_backend
             )
+        front = resolve_front(space, table, target, front)
+        budgets = [budget(t) for t in front]
         self.save_hyperparameters(
             {
                 "warmup_epochs": warmup_epochs,
@@ -120,6 +192,7 @@ class SearchModule(ResumableModule, pl.LightningModule):
         )
         self.warmup_epochs, self.tau0, self.tau_min = warmup_epochs, tau0, tau_min
         self.bn_batches = bn_batches
+        self.test_bn_batches = bn_batches if test_bn_batches is None else test_bn_batches
         self.derive_strategy = derive
         self.val_accs = nn.ModuleList(
             MulticlassAccuracy(space.num_classes, average="micro") for _ in front
@@ -133,6 +206,19 @@ class SearchModule(ResumableModule, pl.LightningModule):
         self._eval_archs: list = []
         self._eval_bn: list[dict[str, torch.Tensor] | None] = []
         self._supernet_bn: dict[str, torch.Tensor] | None = None
+
+    def setup(self, stage: str) -> None:
+        """Check the data against the space before any step (a CLI may build them apart)."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is not None:
+            check_data_fits_space(self.space, datamodule)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)  # history, RNG stream, what was searched
+        # ``hparams`` is a summary for loggers (resolved targets, names), not the constructor's
+        # arguments; LightningCLI would parse it as model arguments when testing from this
+        # checkpoint (``--ckpt_path``). The configuration is kept beside it (``config.yaml``).
+        checkpoint.pop(self.CHECKPOINT_HYPER_PARAMS_KEY, None)
 
     # ------------------------------------------------------------------------------- targets
     @property
@@ -157,7 +243,9 @@ class SearchModule(ResumableModule, pl.LightningModule):
     def derived_cost(self) -> dict[str, float]:
         return self.derived_front_cost[0]
 
-    def _suffix(self, k: int) -> str:
+    def target_suffix(self, k: int) -> str:
+        """What target k's metric names end with: ``_t<k>`` in a front (``val/acc_t1``), else
+        nothing."""
         return f"_t{k}" if self.num_targets > 1 else ""
 
     @torch.no_grad()
@@ -215,8 +303,9 @@ class SearchModule(ResumableModule, pl.LightningModule):
         w_opt.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         w_opt.step()
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True)
-        self.log("train/acc", (logits.argmax(1) == yw).float().mean(), on_step=False, on_epoch=True)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, sync_dist=True)
+        acc = (logits.argmax(1) == yw).float().mean()
+        self.log("train/acc", acc, on_step=False, on_epoch=True, sync_dist=True)
         if not self.searching or not isinstance(batch, dict) or "arch" not in batch:
             return
         xa, ya = batch["arch"]
@@ -225,14 +314,33 @@ class SearchModule(ResumableModule, pl.LightningModule):
         budget = self.budgets[k]
         term = budget(ce, expected)
         self._check_finite(ce + term, "architecture", batch_idx)
-        a_opts[k].zero_grad(set_to_none=True)
-        self.manual_backward(ce + term, inputs=list(self.supernet.arch_parameters()))
+        self._arch_backward(ce + term)
         a_opts[k].step()
         self.supernet.clamp_arch_()
         budget.update(expected)
-        sfx = self._suffix(k)
-        self.log(f"arch/loss{sfx}", ce + term, on_step=False, on_epoch=True)
-        self.log(f"arch/budget_term{sfx}", term, on_step=False, on_epoch=True)
+        sfx = self.target_suffix(k)
+        self.log(f"arch/loss{sfx}", ce + term, on_step=False, on_epoch=True, sync_dist=True)
+        self.log(f"arch/budget_term{sfx}", term, on_step=False, on_epoch=True, sync_dist=True)
+
+    def _arch_backward(self, loss: torch.Tensor) -> None:
+        """Set the architecture parameters' gradients of ``loss``, averaged over processes.
+
+        Not ``manual_backward(loss, inputs=arch_parameters)``: under DDP, that prepares the
+        reducer for every parameter the graph reaches, the supernet weights included; a backward
+        restricted to ``inputs`` never gives those a gradient, the reduction never completes, and
+        the next step fails with "parameters that were not used in producing the loss". So the
+        gradients are taken apart from DDP's reducer and all-reduced here (a few hundred numbers,
+        one call); the precision plugin still scales the loss and runs the backward hooks.
+        """
+        params = self.supernet.arch_parameters()
+        precision = self.trainer.precision_plugin
+        scaled = precision.pre_backward(loss, self)
+        grads = torch.autograd.grad(scaled, params, allow_unused=True, materialize_grads=True)
+        precision.post_backward(scaled, self)
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        flat = self.trainer.strategy.reduce(flat, reduce_op="mean")
+        for p, g in zip(params, flat.split([p.numel() for p in params])):
+            p.grad = g.view_as(p)
 
     def _check_finite(self, loss: torch.Tensor, which: str, batch_idx: int) -> None:
         if not torch.isfinite(loss):
@@ -247,18 +355,20 @@ class SearchModule(ResumableModule, pl.LightningModule):
             if sched is not None:
                 sched.step()
         record: dict[str, float] = {"tau": float(self.supernet.tau)}
-        self.log("arch/tau", float(self.supernet.tau))
+        self.log("arch/tau", float(self.supernet.tau), sync_dist=True)
         for k, targets in enumerate(self.front):
             self.use_distribution(k)
             with torch.no_grad():
                 expected = self.expected_cost(self.supernet.relaxed())
                 entropy = float(self.supernet.entropy())
-            sfx = self._suffix(k)
-            self.log(f"cost/expected_latency_ms{sfx}", expected["latency_ms"].float())
-            self.log(f"cost/expected_energy_mj{sfx}", expected["energy_mj"].float())
-            self.log(f"arch/entropy{sfx}", entropy)
+            sfx = self.target_suffix(k)
+            self.log(
+                f"cost/expected_latency_ms{sfx}", expected["latency_ms"].float(), sync_dist=True
+            )
+            self.log(f"cost/expected_energy_mj{sfx}", expected["energy_mj"].float(), sync_dist=True)
+            self.log(f"arch/entropy{sfx}", entropy, sync_dist=True)
             for i, m in enumerate(targets.active()):
-                self.log(f"budget/lambda_{m}{sfx}", self.budgets[k].lam[i])
+                self.log(f"budget/lambda_{m}{sfx}", self.budgets[k].lam[i], sync_dist=True)
             record.update(
                 {
                     f"expected_latency_ms{sfx}": float(expected["latency_ms"]),
@@ -283,13 +393,18 @@ class SearchModule(ResumableModule, pl.LightningModule):
         self.derived_front[k], self.derived_front_cost[k] = arch, cost
         return arch, cost
 
-    def _prepare_derived(self, loader_fn: Callable | None) -> None:
+    def _prepare_derived(self, loader_fn: Callable | None, bn_batches: int | None = None) -> None:
         """Derive every target's architecture and re-estimate BN statistics for each.
+
+        Args:
+            loader_fn: ``num_batches -> batches`` for the re-estimation, or None (no re-estimation).
+            bn_batches: how many batches; None: ``self.bn_batches``.
 
         The supernet's own statistics are kept aside and put back by ``_restore_supernet_bn``
         after the evaluation, so training and the saved ``supernet.pt`` keep them.
         """
-        recalibrate = loader_fn is not None and self.bn_batches > 0
+        bn_batches = self.bn_batches if bn_batches is None else bn_batches
+        recalibrate = loader_fn is not None and bn_batches > 0
         if recalibrate:
             self._supernet_bn = bn_statistics(self.supernet)
         self._eval_archs, self._eval_bn = [], []
@@ -297,7 +412,7 @@ class SearchModule(ResumableModule, pl.LightningModule):
             arch, _ = self.derive(k)
             self.supernet.set_mode("fixed", arch)
             if recalibrate:
-                recalibrate_bn(self.supernet, loader_fn(self.bn_batches), self.bn_batches)
+                recalibrate_bn(self.supernet, loader_fn(bn_batches), bn_batches)
             self._eval_archs.append(arch)
             many = recalibrate and self.num_targets > 1
             self._eval_bn.append(bn_statistics(self.supernet) if many else None)
@@ -335,15 +450,18 @@ class SearchModule(ResumableModule, pl.LightningModule):
         self._restore_supernet_bn()
         accs = [m.compute() for m in self.val_accs]
         record: dict[str, float] = {}
-        if self.num_targets > 1:
-            self.log("val/acc", torch.stack(accs).mean(), prog_bar=True)  # the front's mean
+        if self.num_targets > 1:  # the front's mean
+            self.log("val/acc", torch.stack(accs).mean(), prog_bar=True, sync_dist=True)
         for k, acc in enumerate(accs):
-            sfx, cost = self._suffix(k), self.derived_front_cost[k]
-            self.log(f"val/acc{sfx}", acc, prog_bar=self.num_targets == 1)
+            sfx, cost = self.target_suffix(k), self.derived_front_cost[k]
+            self.log(f"val/acc{sfx}", acc, prog_bar=self.num_targets == 1, sync_dist=True)
             self.log(
-                f"cost/derived_latency_ms{sfx}", cost["latency_ms"], prog_bar=self.num_targets == 1
+                f"cost/derived_latency_ms{sfx}",
+                cost["latency_ms"],
+                prog_bar=self.num_targets == 1,
+                sync_dist=True,
             )
-            self.log(f"cost/derived_energy_mj{sfx}", cost["energy_mj"])
+            self.log(f"cost/derived_energy_mj{sfx}", cost["energy_mj"], sync_dist=True)
             record.update(
                 {
                     f"val_acc{sfx}": float(acc),
@@ -355,7 +473,7 @@ class SearchModule(ResumableModule, pl.LightningModule):
             self._record(**record)
 
     def on_test_epoch_start(self) -> None:
-        self._prepare_derived(self._bn_loader())
+        self._prepare_derived(self._bn_loader(), self.test_bn_batches)
         for m in self.test_accs:
             m.reset()
 
@@ -367,7 +485,7 @@ class SearchModule(ResumableModule, pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._restore_supernet_bn()
         for k, m in enumerate(self.test_accs):
-            self.log(f"test/acc{self._suffix(k)}", m.compute())
+            self.log(f"test/acc{self.target_suffix(k)}", m.compute(), sync_dist=True)
 
     def history_for(self, k: int) -> list[dict[str, float]]:
         """The history of target k alone, with the keys of a one-target search."""

@@ -1,0 +1,132 @@
+"""``dnas-fit``: the differentiable search as a LightningCLI (``fit``, ``validate``, ``test``).
+
+The same ``SearchModule``, data modules and ``SearchOutputs`` callback as ``dnas-search``, configured
+with YAML and ``--key=value`` instead of Hydra. ``conf/fit/default.yaml`` is read first, and on its
+own it is the search ``dnas-search`` runs with no arguments (same space, target, budget term,
+optimizers, schedule, data and trainer)::
+
+    dnas-fit fit                                              # the default search
+    dnas-fit fit --model.target.latency_frac=0.15 --trainer.max_epochs=3
+    dnas-fit fit --data=dnas.data.SyntheticDataModule --trainer.fast_dev_run=true
+    dnas-fit fit --print_config > search.yaml                 # edit, then --config search.yaml
+    dnas-fit test --config RUN/config.yaml --ckpt_path RUN/checkpoints/last.ckpt
+
+Results go to the logger's directory (``outputs/fit/version_N/``, or ``--outputs.dirpath``):
+``arch.yaml`` and the rest at the end of fit, written again with the test accuracy by ``test``.
+"""
+
+from __future__ import annotations
+
+import sys
+from importlib import resources
+from typing import Any
+
+DEFAULT_CONFIG = "conf/fit/default.yaml"
+SUBCOMMANDS = ("fit", "validate", "test")
+
+
+def default_config_path() -> str:
+    """The shipped default config (a file inside the installed package)."""
+    return str(resources.files("dnas").joinpath(DEFAULT_CONFIG))
+
+
+def _cli_class():
+    from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+    from pytorch_lightning.utilities import rank_zero_warn
+    from rich.console import Console
+
+    from dnas.cli.common import describe_budget, describe_table
+    from dnas.cli.outputs import SearchOutputs
+
+    class SearchCLI(LightningCLI):
+        """LightningCLI with the search's outputs callback and its pre-training summary."""
+
+        @staticmethod
+        def subcommands() -> dict[str, set[str]]:
+            """``fit``, ``validate`` and ``test`` (a search has nothing to predict)."""
+            return {k: v for k, v in LightningCLI.subcommands().items() if k in SUBCOMMANDS}
+
+        def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+            parser.add_lightning_class_args(SearchOutputs, "outputs")
+
+        def before_instantiate_classes(self) -> None:
+            self._console = Console(stderr=True)
+
+        def _announce(self) -> None:
+            """Print the table and budget, and give the outputs callback the config (rank 0)."""
+            outputs = self.config_init[self.subcommand]["outputs"]
+            config = self.config[self.subcommand].as_dict()
+            # without the names of the config files read: the configuration is what counts
+            outputs.config = {
+                k: v for k, v in config.items() if k not in ("config", "__default_config__")
+            }
+            if self.trainer.is_global_zero:
+                model = self.model
+                self._console.print(
+                    describe_table(model.table, model.table_path, model.table_built)
+                )
+                self._console.print(describe_budget(model))
+
+        def before_fit(self) -> None:
+            self._announce()
+            self._check_schedule()
+
+        def _check_schedule(self) -> None:
+            """A cosine schedule shorter or longer than the run is most likely an oversight
+            (Hydra's config interpolates ``T_max: ${trainer.max_epochs}``; YAML cannot)."""
+            sched = self.config.fit.model.weight_scheduler
+            t_max = sched.init_args.get("T_max") if sched is not None else None
+            epochs = self.trainer.max_epochs
+            if t_max is not None and epochs not in (None, -1) and t_max != epochs:
+                rank_zero_warn(
+                    f"model.weight_scheduler T_max={t_max} but trainer.max_epochs={epochs}: "
+                    "the cosine schedule will not end with the run "
+                    f"(set --model.weight_scheduler.init_args.T_max={epochs})"
+                )
+
+        def before_validate(self) -> None:
+            self._announce()
+
+        def before_test(self) -> None:
+            self._announce()
+
+    return SearchCLI
+
+
+def build_cli(args: list[str] | None = None, run: bool = True):
+    """The ``dnas-fit`` LightningCLI on ``args``; with ``run=False`` no subcommand: it only
+    builds the model, data module and trainer from the config (``cli.model``, ...)."""
+    from dnas.data import TensorDataModule
+    from dnas.search.module import SearchModule
+
+    defaults: dict[str, Any] = {"default_config_files": [default_config_path()]}
+    main_parser = {"prog": "dnas-fit", "description": __doc__.split("\n\n")[0]}
+    return _cli_class()(
+        SearchModule,
+        TensorDataModule,
+        subclass_mode_data=True,
+        seed_everything_default=0,
+        parser_kwargs={**main_parser, **{sub: defaults for sub in SUBCOMMANDS}}
+        if run
+        else {**main_parser, **defaults},
+        auto_configure_optimizers=False,
+        args=args,
+        run=run,
+    )
+
+
+def main(args: list[str] | None = None) -> None:
+    """Run ``dnas-fit`` (``args``: the command line without the program name)."""
+    from dnas.cli.common import silence_lightning
+    from dnas.cost.table import TableError
+
+    silence_lightning()
+    try:
+        build_cli(args)
+    except (TableError, ValueError, FileNotFoundError) as e:  # BudgetError, DatasetError, ...
+        print(f"dnas-fit: error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

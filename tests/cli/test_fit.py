@@ -1,0 +1,193 @@
+"""dnas-fit (LightningCLI): its printed config round-trips into a run, fast_dev_run runs, bad input
+fails before training, and its shipped default is the search dnas-search runs with no arguments."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from dnas.cli.fit import build_cli, main
+from dnas.space import Architecture
+from tests.runs import FIT_TINY as TINY
+from tests.runs import compose_config
+
+ROOT = Path(__file__).resolve().parents[2]
+RUN_FILES = ("arch.yaml", "supernet.pt", "space.yaml", "run.json", "history.json", "search.png")
+
+
+@pytest.fixture
+def in_tmp(tmp_path, cache_dir, monkeypatch) -> Path:
+    """Run in ``tmp_path`` (the logger writes to ./outputs) with the session's table cache."""
+    monkeypatch.setenv("DNAS_CACHE", str(cache_dir))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def print_config(args: list[str], capsys) -> str:
+    with pytest.raises(SystemExit) as done:
+        main([*args, "--print_config"])
+    assert done.value.code in (0, None)
+    return capsys.readouterr().out
+
+
+def check_run_dir(out: Path) -> Architecture:
+    """The files of a search; its architecture has its exact cost, within budget."""
+    from dnas.cost.hardware import BitFusionConfig
+    from dnas.cost.table import load_or_build
+    from dnas.space import load_space
+
+    for name in RUN_FILES:
+        assert (out / name).is_file(), name
+    arch = Architecture.load(out / "arch.yaml")
+    space = load_space("fmnist_mbv2")
+    table, _, built = load_or_build(space, BitFusionConfig())
+    assert not built
+    lat, en = table.arch_cost(space, arch)
+    assert arch.metrics["latency_ms"] == pytest.approx(lat, rel=1e-9)
+    assert arch.metrics["energy_mj"] == pytest.approx(en, rel=1e-9)
+    assert lat <= arch.metrics["target_latency_ms"] * (1 + 1e-12)
+    return arch
+
+
+def test_print_config_round_trips_into_a_run(in_tmp, capsys):
+    printed = print_config(["fit", *TINY], capsys)
+    config = in_tmp / "search.yaml"
+    config.write_text(printed)
+    assert print_config(["fit", "--config", str(config)], capsys) == printed
+    out = in_tmp / "run"
+    main(
+        ["fit", "--config", str(config), "--trainer.fast_dev_run=true", f"--outputs.dirpath={out}"]
+    )
+    arch = check_run_dir(out)
+    assert "val_acc" in arch.metrics and "test_acc" not in arch.metrics  # fit only
+    record = json.loads((out / "run.json").read_text())
+    assert record["method"] == "dnas"
+    assert record["config"]["model"]["target"]["latency_frac"] == 0.3
+    assert record["config"]["data"]["class_path"] == "dnas.data.SyntheticDataModule"
+    assert not any("config" in k for k in record["config"])
+
+
+@pytest.mark.slow
+def test_fast_dev_run_from_the_command_line(tmp_path, cache_dir):
+    out = tmp_path / "run"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dnas.cli.fit",
+            "fit",
+            "--trainer.fast_dev_run=true",
+            *TINY,
+            f"--outputs.dirpath={out}",
+        ],
+        cwd=tmp_path,
+        env={**os.environ, "DNAS_CACHE": str(cache_dir)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "budget: latency_ms <=" in done.stderr
+    check_run_dir(out)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--model.target.latency_frac=null", "--model.target.latency_ms=0.0001"], "unreachable"),
+        (["--model.space=no_such_space"], "unknown search space"),
+        (["--model.front=[{}]"], r"front\[0\] sets no budget"),
+    ],
+)
+def test_bad_input_fails_before_training(in_tmp, capsys, args, message):
+    with pytest.raises(SystemExit) as done:
+        main(["fit", *TINY, *args])
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    assert "dnas-fit: error:" in err and re.search(message, err)
+    assert not (in_tmp / "outputs").exists()
+
+
+def test_default_config_is_the_default_hydra_search(in_tmp):
+    """The two CLIs build the same module, data module and trainer from their defaults."""
+    from hydra.utils import instantiate
+
+    from dnas.cli.search import search_module
+    from dnas.cost.hardware import BitFusionConfig
+    from dnas.cost.table import load_or_build
+    from dnas.space import SearchSpace
+
+    cli = build_cli([], run=False)
+    cfg = compose_config("search")
+    hw = BitFusionConfig.from_dict(OmegaConf.to_container(cfg.hardware, resolve=True))
+    space = SearchSpace.from_dict(OmegaConf.to_container(cfg.space, resolve=True))
+    table, _, _ = load_or_build(space, hw)
+    hydra, fit = search_module(cfg, space, hw, table), cli.model
+
+    assert fit.space == hydra.space and fit.space.name == "fmnist_mbv2"
+    assert fit.table.header.content_hash == hydra.table.header.content_hash
+    assert fit.front == hydra.front and fit.front[0].latency_ms is not None  # latency_frac 0.3
+    for a, b in zip(fit.budgets, hydra.budgets):
+        assert (a.kind, a.alpha, a.beta, a.eta) == (b.kind, b.alpha, b.beta, b.eta)
+        assert torch.equal(a.lam, b.lam)
+    assert dict(fit.hparams) == dict(hydra.hparams)
+    assert (fit.bn_batches, fit.test_bn_batches) == (hydra.bn_batches, hydra.test_bn_batches)
+    (fit_opts, fit_scheds), (hydra_opts, hydra_scheds) = (
+        fit.configure_optimizers(),
+        hydra.configure_optimizers(),
+    )
+    for a, b in zip(fit_opts, hydra_opts, strict=True):
+        assert type(a) is type(b) and a.defaults == b.defaults  # lr, momentum, betas, ...
+    fit_sched, hydra_sched = fit_scheds[0]["scheduler"], hydra_scheds[0]["scheduler"]
+    assert type(fit_sched) is type(hydra_sched) and fit_sched.T_max == hydra_sched.T_max
+
+    data = instantiate(cfg.data)
+    fit_data = {k: v for k, v in cli.datamodule.hparams.items() if not k.startswith("_")}
+    assert type(cli.datamodule) is type(data) and fit_data == dict(data.hparams)  # no CLI keys
+    for key in ("max_epochs", "log_every_n_steps", "num_sanity_val_steps"):
+        assert getattr(cli.trainer, key) == cfg.trainer[key], key
+    assert cli.config["seed_everything"] == cfg.seed
+
+
+@pytest.mark.slow
+def test_fit_and_search_give_the_same_run(tmp_path, cache_dir, monkeypatch, capsys):
+    """Both CLIs on the same small search: the same architecture, history and accuracy; the
+    outputs callback writes the same files, and ``dnas-fit test`` adds the test accuracy."""
+    from dnas.cli.search import run
+    from tests.runs import SEARCH_BASE
+
+    monkeypatch.setenv("DNAS_CACHE", str(cache_dir))
+    monkeypatch.chdir(tmp_path)
+    searched = tmp_path / "search"
+    run(compose_config("search", *SEARCH_BASE, "target.latency_frac=0.2"), output_dir=searched)
+
+    fitted = tmp_path / "fit"
+    small = [
+        *TINY,
+        "--trainer.max_epochs=2",
+        "--model.warmup_epochs=1",
+        "--model.target.latency_frac=0.2",
+        "--model.weight_scheduler.init_args.T_max=2",
+        f"--outputs.dirpath={fitted}",
+    ]
+    main(["fit", *small])
+    before_test = Architecture.load(fitted / "arch.yaml")
+    (ckpt,) = (tmp_path / "outputs" / "fit").glob("version_*/checkpoints/last.ckpt")
+    main(["test", *small, f"--ckpt_path={ckpt}"])
+
+    a, b = Architecture.load(searched / "arch.yaml"), check_run_dir(fitted)
+    assert a.blocks == b.blocks and (a.stem, a.last, a.classifier) == (b.stem, b.last, b.classifier)
+    assert before_test.blocks == b.blocks and "test_acc" not in before_test.metrics
+    assert a.metrics == pytest.approx(b.metrics)  # exact cost, target, val_acc, test_acc
+    history = [json.loads((d / "history.json").read_text()) for d in (searched, fitted)]
+    assert len(history[0]) == len(history[1]) == 2
+    for a, b in zip(*history):
+        assert a == pytest.approx(b)
