@@ -497,6 +497,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
         method,
         table_hash=table.header.content_hash,
         supernet=supernet_source,
+        resumed_from=None if resumed is None else str(resumed.run_dir),
         evaluated=direct.evaluated,
         predictor_samples=n_samples,
         predicted=getattr(fitness, "queried", 0),
