@@ -13,19 +13,37 @@ as ``dnas-search`` (Hydra entry point).
 Writes to the run directory: ``arch.yaml`` (exact cost, target, test accuracy inside the supernet),
 ``evolution.csv`` and ``evolution.png``, ``supernet.pt``, ``predictor_data.csv`` and
 ``predictor.pt`` (predictor fitness), ``space.yaml`` and ``run.json`` (method, timings, counts).
+
+Every phase can be resumed (``resume=RUN`` with the settings RUN ran with): the supernet training
+from ``RUN/checkpoints/last.ckpt`` (or not at all once ``RUN/supernet.pt`` is written), the
+measurements from ``RUN/checkpoints/measured.json`` (only the missing ones are measured), the
+search from ``RUN/checkpoints/evolve.json`` (population, history and random state after its last
+generation: it continues exactly). SIGTERM or Ctrl-C during the measurements or the search saves
+them and exits 143 / 130 naming the ``resume=`` to give.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import random
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from dnas.cli.common import handle_version, main_exit, run_command
+
+if TYPE_CHECKING:  # the command imports torch and the rest only when it runs
+    from rich.progress import Progress
+
+    from dnas.cost.targets import Targets
+    from dnas.derive import ArchState
+    from dnas.evolve import GenomeSpace, PredictorFitness, SearchResult, SearchState
+    from dnas.evolve.search import CostFn, Fitness
 
 METHODS = {
     ("evolution", "predictor"): "evolution_predictor",
@@ -86,17 +104,145 @@ def read_predictor_data(path: Path, genomes) -> tuple[list, list[float]]:
     return states, accs
 
 
+def _fit_predictor(
+    cfg: DictConfig,
+    out: Path,
+    genomes: GenomeSpace,
+    states: list[ArchState],
+    accs: list[float],
+    clock: Clock,
+    say: Callable[[str], object],
+) -> tuple[PredictorFitness, int, dict[str, float]]:
+    """APQ's predictor, fit on the measured pairs (written to ``predictor_data.csv``).
+
+    Returns:
+        ``(fitness, pairs, figures)``: its ``PredictorFitness``, the number of pairs, and its
+        quality figures for ``run.json``.
+    """
+    import torch
+    import yaml
+
+    from dnas.evolve import AccuracyPredictor, PredictorFitness
+    from dnas.evolve.predictor import holdout_quality
+
+    pc = cfg.predictor
+    _write_csv(
+        out / "predictor_data.csv",
+        [
+            {
+                "accuracy": a,
+                "arch": yaml.safe_dump(
+                    s.to_arch(genomes.space).to_dict(), default_flow_style=True
+                ).strip(),
+            }
+            for s, a in zip(states, accs)
+        ],
+        ["accuracy", "arch"],
+    )
+    quality: dict[str, float] = {}
+    with clock.phase("predictor_fit"):
+        if pc.get("holdout"):  # measured on a split, then the predictor is fit on every pair
+            quality = holdout_quality(
+                genomes.encode(states),
+                torch.tensor(accs),
+                float(pc.holdout),
+                int(pc.hidden),
+                int(pc.layers),
+                seed=int(cfg.seed),
+                epochs=int(pc.epochs),
+            )
+        # initialised from the seed, not from what the supernet training left in torch's global
+        # generator: a run resumed after that training fits the same predictor
+        with torch.random.fork_rng():
+            torch.manual_seed(int(cfg.seed))
+            predictor = AccuracyPredictor(genomes.num_features, int(pc.hidden), int(pc.layers))
+        rmse = predictor.fit(
+            genomes.encode(states),
+            torch.tensor(accs),
+            epochs=int(pc.epochs),
+            seed=int(cfg.seed),
+        )
+    torch.save(predictor.state_dict(), out / "predictor.pt")
+    say(f"predictor: {len(states)} samples, training RMSE {100 * rmse:.2f} points")
+    if quality:
+        say(
+            f"predictor on {int(quality['holdout_samples'])} held-out pairs: RMSE "
+            f"{100 * quality['holdout_rmse']:.2f} points (their spread "
+            f"{100 * quality['holdout_std']:.2f}), Kendall tau {quality['holdout_kendall']:.3f}"
+        )
+    figures = {"predictor_train_rmse": rmse, **{f"predictor_{k}": v for k, v in quality.items()}}
+    return PredictorFitness(predictor, genomes), len(states), figures
+
+
+def _search(
+    cfg: DictConfig,
+    genomes: GenomeSpace,
+    cost_fn: CostFn,
+    targets: Targets,
+    fitness: Fitness,
+    rng: random.Random,
+    bar: Progress,
+    evaluated: Callable[[], int],
+    on_state: Callable[[SearchState], None],
+    resume: SearchState | None,
+) -> SearchResult:
+    """The configured search (``evolve`` or ``random_search``), its progress shown on ``bar``."""
+    from dnas.evolve import evolve, random_search
+
+    done = 0 if resume is None else resume.generation + 1
+    if cfg.algorithm == "evolution":
+        e = cfg.evolution
+        task = bar.add_task("generations", total=int(e.generations) + 1, completed=done)
+        return evolve(
+            genomes,
+            cost_fn,
+            targets,
+            fitness,
+            rng,
+            generations=int(e.generations),
+            population=int(e.population),
+            parents=int(e.parents),
+            mutations=int(e.mutations),
+            crossovers=int(e.crossovers),
+            mutate_prob=float(e.mutate_prob),
+            time_limit_s=None if e.time_limit_s is None else float(e.time_limit_s),
+            evaluated=evaluated,
+            on_generation=lambda r: bar.advance(task),
+            on_state=on_state,
+            resume=resume,
+        )
+    n = int(cfg.random.samples)
+    task = bar.add_task("random architectures", total=(n + 99) // 100, completed=done)
+    return random_search(
+        genomes,
+        cost_fn,
+        targets,
+        fitness,
+        rng,
+        n,
+        evaluated=evaluated,
+        on_generation=lambda r: bar.advance(task),
+        on_state=on_state,
+        resume=resume,
+    )
+
+
 def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     """One evolutionary (or random) search; returns the test accuracy of the architecture found."""
     import pytorch_lightning as pl
     import torch
-    import yaml
     from hydra.utils import instantiate
     from pytorch_lightning.callbacks import RichProgressBar
     from rich.console import Console
     from rich.progress import Progress
 
-    from dnas.checkpoint import atomic_checkpoint_io, checkpoint_callback, read_checkpoint
+    from dnas.atomic import atomic_path
+    from dnas.checkpoint import (
+        atomic_checkpoint_io,
+        checkpoint_callback,
+        last_checkpoint,
+        read_checkpoint,
+    )
     from dnas.cli.common import (
         check_data,
         check_epochs,
@@ -107,22 +253,16 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
         write_run_record,
     )
     from dnas.cli.common import output_dir as make_output_dir
+    from dnas.cli.signals import StopRequested, stop_on_signals
     from dnas.cli.train import evaluate
     from dnas.cost.hardware import BitFusionConfig
     from dnas.cost.table import load_or_build
     from dnas.cost.targets import resolve_targets
     from dnas.derive.budget import _Costs
-    from dnas.errors import DnasError, NonFiniteLossError
-    from dnas.evolve import (
-        AccuracyPredictor,
-        DirectFitness,
-        GenomeSpace,
-        PredictorFitness,
-        evolve,
-        random_search,
-    )
+    from dnas.errors import DnasError, Interrupted, NonFiniteLossError
+    from dnas.evolve import DirectFitness, GenomeSpace
+    from dnas.evolve.checkpoint import Checkpointer, check_resumable, load_resumed, run_settings
     from dnas.evolve.plot import plot_evolution
-    from dnas.evolve.predictor import holdout_quality
     from dnas.space import SearchSpace
     from dnas.supernet import recalibrate_bn
     from dnas.train.load import SPACE_FILE, load_supernet, save_space
@@ -151,15 +291,32 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
         raise DnasError(
             "dnas-evolve measures fitness on the architecture split: data.arch_fraction > 0"
         )
+    settings = run_settings(resolved_config(cfg))
+    resume_dir = cfg.get("resume")
+    ckpt_path = cfg.get("ckpt_path")
+    if resume_dir and ckpt_path:
+        raise DnasError(
+            f"resume={resume_dir} and ckpt_path={ckpt_path}: give one (resume= resumes the "
+            "supernet training from the run's own checkpoints/last.ckpt)"
+        )
+    recorded = check_resumable(resume_dir, settings) if resume_dir else None
     table, table_path, _ = load_or_build(space, hw, cfg.table.path, cfg.table.backend)
     extremes = table.extremes(space)
     targets = resolve_targets(OmegaConf.to_container(cfg.target, resolve=True), extremes)
     genomes = GenomeSpace(space)
     costs = _Costs(space, table, ("latency_ms", "energy_mj"))
     ev = cfg.evaluation
-    ckpt_path = cfg.get("ckpt_path")
-    if cfg.supernet is not None:
-        load_supernet(cfg.supernet, space)  # a foreign checkpoint fails here
+    resumed = None
+    supernet_path = cfg.supernet
+    if resume_dir:
+        resumed = load_resumed(resume_dir, recorded, genomes, table.header.content_hash)
+        resume_dir = resumed.run_dir
+        if supernet_path is None and (resume_dir / "supernet.pt").is_file():
+            supernet_path = resume_dir / "supernet.pt"  # written once its training had finished
+        elif supernet_path is None:
+            ckpt_path = last_checkpoint(resume_dir)  # None: it stopped before its first epoch
+    if supernet_path is not None:
+        load_supernet(supernet_path, space)  # a foreign checkpoint fails here
     else:
         check_epochs(cfg.trainer.get("max_epochs"))
         if ckpt_path:
@@ -167,14 +324,30 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     if cfg.fitness == "predictor" and cfg.predictor.data is not None:
         read_predictor_data(Path(cfg.predictor.data), genomes)
     console.print(f"{method}: budget {targets.describe()}, cost table {table_path}")
+    if resumed is not None:
+        done = "its search at generation" if resumed.search else "no search yet"
+        console.print(
+            f"resuming {resume_dir}: supernet "
+            + ("trained" if supernet_path else f"from {ckpt_path or 'the start'}")
+            + f", {len(resumed.measured)} architectures measured, {done}"
+            + (f" {resumed.search.generation}" if resumed.search else "")
+        )
     out = make_output_dir(output_dir)
+    checkpoints = Checkpointer(out, genomes, settings, table.header.content_hash)
+    checkpoints.save_search(
+        resumed.search if resumed else None,
+        resumed.predicted if resumed else 0,
+        resumed.measured if resumed else {},
+    )
 
     # 1. the supernet
     data.setup("fit")
-    if cfg.supernet is not None:
-        supernet = load_supernet(cfg.supernet, space)
+    if supernet_path is not None:
+        supernet = load_supernet(supernet_path, space)
         clock.times.update(supernet_s=0.0, supernet_cpu_s=0.0)
-        supernet_source = str(Path(cfg.supernet).resolve())
+        supernet_source = (
+            str(Path(cfg.supernet).resolve()) if cfg.supernet is not None else "trained"
+        )
     else:
         from dnas.evolve.supernet import UniformSupernetModule
 
@@ -199,10 +372,14 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
             try:
                 trainer.fit(module, datamodule=data, ckpt_path=ckpt_path or None)
             except (SystemExit, NonFiniteLossError) as e:  # SIGTERM, Ctrl-C, a NaN loss
-                raise interrupted(e, out, "the supernet training") from None
+                stopped = interrupted(e, out, "the supernet training")
+                if last_checkpoint(out) is not None:
+                    stopped = Interrupted(f"{stopped} (or resume={out})", stopped.exit_code)
+                raise stopped from None
         supernet = module.supernet
         supernet_source = "trained"
-    torch.save(supernet.state_dict(), out / "supernet.pt")
+    with atomic_path(out / "supernet.pt") as tmp:  # a resumed run trusts it whole
+        torch.save(supernet.state_dict(), tmp)
     supernet.eval()
 
     # 2. fitness
@@ -210,107 +387,85 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     xa, ya = data.sample("arch", int(ev.images), gen)
     calib = [b[0] for b in data.bn_recalibration_loader(int(ev.bn_batches))]
     direct = DirectFitness(supernet, genomes, xa, ya, calib)
-    fitness = direct
+    if resumed is not None:
+        direct.restore(resumed.measured.items())
     n_samples = 0
     predictor_quality: dict[str, float] = {}
-    if cfg.fitness == "predictor":
-        pc = cfg.predictor
-        with clock.phase("predictor_data"):
-            if pc.data is not None:
-                states, accs = read_predictor_data(Path(pc.data), genomes)
-            else:
-                states = [genomes.random(rng) for _ in range(int(pc.samples))]
-                accs = []
-                with Progress(console=console, transient=True) as bar:
-                    task = bar.add_task("predictor data", total=len(states))
-                    for s in states:
-                        accs.append(direct.accuracy(s))
-                        bar.advance(task)
-        n_samples = len(states)
-        _write_csv(
-            out / "predictor_data.csv",
-            [
-                {
-                    "accuracy": a,
-                    "arch": yaml.safe_dump(
-                        s.to_arch(space).to_dict(), default_flow_style=True
-                    ).strip(),
-                }
-                for s, a in zip(states, accs)
-            ],
-            ["accuracy", "arch"],
-        )
-        quality: dict[str, float] = {}
-        with clock.phase("predictor_fit"):
-            if pc.get("holdout"):  # measured on a split, then the predictor is fit on every pair
-                quality = holdout_quality(
-                    genomes.encode(states),
-                    torch.tensor(accs),
-                    float(pc.holdout),
-                    int(pc.hidden),
-                    int(pc.layers),
-                    seed=int(cfg.seed),
-                    epochs=int(pc.epochs),
-                )
-            predictor = AccuracyPredictor(genomes.num_features, int(pc.hidden), int(pc.layers))
-            rmse = predictor.fit(
-                genomes.encode(states),
-                torch.tensor(accs),
-                epochs=int(pc.epochs),
-                seed=int(cfg.seed),
-            )
-        torch.save(predictor.state_dict(), out / "predictor.pt")
-        console.print(f"predictor: {n_samples} samples, training RMSE {100 * rmse:.2f} points")
-        if quality:
-            console.print(
-                f"predictor on {int(quality['holdout_samples'])} held-out pairs: RMSE "
-                f"{100 * quality['holdout_rmse']:.2f} points (their spread "
-                f"{100 * quality['holdout_std']:.2f}), Kendall tau {quality['holdout_kendall']:.3f}"
-            )
-        predictor_quality = {
-            "predictor_train_rmse": rmse,
-            **{f"predictor_{k}": v for k, v in quality.items()},
-        }
-        fitness = PredictorFitness(predictor, genomes)
+    doing = "the measurements"
+    try:
+        with stop_on_signals() as stop:
 
-    # 3. search
-    rows: list[dict] = []
-    with clock.phase("evolution"), Progress(console=console, transient=True) as bar:
-        if cfg.algorithm == "evolution":
-            e = cfg.evolution
-            task = bar.add_task("generations", total=int(e.generations) + 1)
-            result = evolve(
-                genomes,
-                costs.total,
-                targets,
-                fitness,
-                rng,
-                generations=int(e.generations),
-                population=int(e.population),
-                parents=int(e.parents),
-                mutations=int(e.mutations),
-                crossovers=int(e.crossovers),
-                mutate_prob=float(e.mutate_prob),
-                time_limit_s=None if e.time_limit_s is None else float(e.time_limit_s),
-                evaluated=lambda: direct.evaluated,
-                on_generation=lambda r: (rows.append(r), bar.advance(task)),
-            )
-        else:
-            n = int(cfg.random.samples)
-            task = bar.add_task("random architectures", total=(n + 99) // 100)
-            result = random_search(
-                genomes,
-                costs.total,
-                targets,
-                fitness,
-                rng,
-                n,
-                evaluated=lambda: direct.evaluated,
-                on_generation=lambda r: (rows.append(r), bar.advance(task)),
-            )
-    with clock.phase("recheck"):
-        top = result.ranked[: max(1, int(ev.recheck))]
-        measured = [(direct.accuracy(c.state), i, c) for i, c in enumerate(top)]
+            def measure(
+                states: Sequence[ArchState], advance: Callable[[], object] = lambda: None
+            ) -> list[float]:
+                """Direct fitness, saved as it goes, stopping between architectures on a signal."""
+                accs = []
+                for s in states:
+                    stop.check()
+                    accs.append(direct.accuracy(s))
+                    checkpoints.save_measured(direct.cache)
+                    advance()
+                return accs
+
+            fitness = measure
+            if cfg.fitness == "predictor":
+                pc = cfg.predictor
+                with clock.phase("predictor_data"):
+                    if pc.data is not None:
+                        states, accs = read_predictor_data(Path(pc.data), genomes)
+                    else:
+                        # drawn from the seed first (a resumed run draws the same), then measured
+                        states = [genomes.random(rng) for _ in range(int(pc.samples))]
+                        doing = f"the predictor data ({len(states)} architectures)"
+                        with Progress(console=console, transient=True) as bar:
+                            task = bar.add_task("predictor data", total=len(states))
+                            accs = measure(states, lambda: bar.advance(task))
+                        checkpoints.save_measured(direct.cache, force=True)
+                fitness, n_samples, predictor_quality = _fit_predictor(
+                    cfg, out, genomes, states, accs, clock, console.print
+                )
+                if resumed is not None and resumed.search is not None:
+                    fitness.queried = resumed.predicted
+
+            # 3. search
+            def on_state(state: SearchState) -> None:
+                checkpoints.save_search(state, getattr(fitness, "queried", 0), direct.cache)
+                stop.check()
+
+            doing = f"the {cfg.algorithm} search"
+            with clock.phase("evolution"), Progress(console=console, transient=True) as bar:
+                result = _search(
+                    cfg,
+                    genomes,
+                    costs.total,
+                    targets,
+                    fitness,
+                    rng,
+                    bar,
+                    evaluated=lambda: direct.evaluated,
+                    on_state=on_state,
+                    resume=resumed.search if resumed is not None else None,
+                )
+            doing = "the re-measurement of the fittest"
+            with clock.phase("recheck"):
+                top = result.ranked[: max(1, int(ev.recheck))]
+                measured = [(direct.accuracy(c.state), i, c) for i, c in enumerate(top)]
+                stop.check()
+    except BaseException as e:
+        with contextlib.suppress(OSError):  # whatever stopped the run, keep what it measured
+            checkpoints.save_measured(direct.cache, force=True)
+        if not isinstance(e, StopRequested):
+            raise
+        at = checkpoints.search
+        held = f"{direct.evaluated} measured architectures" + (
+            f" and the search after generation {at.generation}" if at is not None else ""
+        )
+        raise Interrupted(
+            f"{doing} was stopped by {e.name}; no result was written; {checkpoints.dir} holds "
+            f"{held}: resume with resume={out} and the same settings",
+            e.exit_code,
+        ) from None
+    rows = result.history
     best_acc, _, best = max(measured, key=lambda t: (t[0], -t[1]))
 
     # 4. the architecture found, evaluated as dnas-search evaluates its own
@@ -342,6 +497,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
         method,
         table_hash=table.header.content_hash,
         supernet=supernet_source,
+        resumed_from=None if resumed is None else str(resumed.run_dir),
         evaluated=direct.evaluated,
         predictor_samples=n_samples,
         predicted=getattr(fitness, "queried", 0),

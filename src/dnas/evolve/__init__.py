@@ -10,7 +10,14 @@ budget.
 from dnas.evolve.fitness import DirectFitness, PredictorFitness
 from dnas.evolve.genome import GenomeSpace
 from dnas.evolve.predictor import AccuracyPredictor
-from dnas.evolve.search import Candidate, SearchResult, draw_within, evolve, random_search
+from dnas.evolve.search import (
+    Candidate,
+    SearchResult,
+    SearchState,
+    draw_within,
+    evolve,
+    random_search,
+)
 
 __all__ = [
     "AccuracyPredictor",
@@ -19,6 +26,7 @@ __all__ = [
     "GenomeSpace",
     "PredictorFitness",
     "SearchResult",
+    "SearchState",
     "draw_within",
     "evolve",
     "random_search",

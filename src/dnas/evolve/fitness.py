@@ -8,7 +8,7 @@ sub-networks. ``PredictorFitness`` queries an ``AccuracyPredictor`` instead.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import Tensor
@@ -68,6 +68,12 @@ class DirectFitness:
 
     def __call__(self, states: Sequence[ArchState]) -> list[float]:
         return [self.accuracy(s) for s in states]
+
+    def restore(self, measured: Iterable[tuple[tuple, float]]) -> None:
+        """Take the ``(key, accuracy)`` pairs of an earlier run's cache (``cache.items()``) as
+        measured: they are not measured again, and ``evaluated`` counts them."""
+        self.cache.update(measured)
+        self.evaluated = len(self.cache)
 
 
 class PredictorFitness:

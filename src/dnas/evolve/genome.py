@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import torch
 
 from dnas.derive import ArchState
+from dnas.errors import DnasError
 from dnas.space import LayerKey, SearchSpace
 
 FIXED = "fixed"
@@ -48,13 +49,13 @@ class GenomeSpace:
             for b in space.blocks
         }
         self.n_widths = {b.index: len(b.widths) for b in space.blocks}
-        sizes = []
-        for b in space.blocks:
-            sizes += [self.n_kernels[b.index], self.n_widths[b.index]]
-        for keys in self.genes.values():
+        self.index_sizes: list[int] = []  # the number of choices behind each of ``indices``
+        for gene, keys in self.genes.items():
+            if gene != FIXED:
+                self.index_sizes += [self.n_kernels[gene], self.n_widths[gene]]
             for k in keys:
-                sizes += [len(self.layers[k].w_bits), len(self.layers[k].a_bits)]
-        self.num_features = sum(sizes)
+                self.index_sizes += [len(self.layers[k].w_bits), len(self.layers[k].a_bits)]
+        self.num_features = sum(self.index_sizes)  # one one-hot slot per choice
 
     # --------------------------------------------------------------------------------- draws
     def _draw_gene(self, state: ArchState, gene: int | str, rng: random.Random) -> None:
@@ -104,6 +105,44 @@ class GenomeSpace:
                 out.append((state.kernel[gene], state.width[gene]))
             out.extend(state.bits[k] for k in keys)
         return tuple(out)
+
+    def indices(self, state: ArchState) -> list[int]:
+        """The genome as a flat list of choice indices (kernel, width, then each conv's w/a bits,
+        gene by gene): plain data for a checkpoint. Unlike ``key``, it keeps a skipped block's
+        width and bits, which its offspring may inherit."""
+        out: list[int] = []
+        for gene, keys in self.genes.items():
+            if gene != FIXED:
+                out += [state.kernel[gene], state.width[gene]]
+            for k in keys:
+                out += list(state.bits[k])
+        return out
+
+    def from_indices(self, indices: Sequence[int]) -> ArchState:
+        """The genome ``indices`` lists (the inverse of ``indices``).
+
+        Raises:
+            DnasError: a list of the wrong length or with an index out of range.
+        """
+        sizes = self.index_sizes
+        values = list(indices)
+        bad = len(values) != len(sizes) or any(
+            isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < n
+            for v, n in zip(values, sizes)
+        )
+        if bad:
+            raise DnasError(
+                f"not a genome of space {self.space.name!r}: {len(values)} indices, expected "
+                f"{len(sizes)} within {sizes}"
+            )
+        state = ArchState({}, {}, {})
+        it = iter(values)
+        for gene, keys in self.genes.items():
+            if gene != FIXED:
+                state.kernel[gene], state.width[gene] = next(it), next(it)
+            for k in keys:
+                state.bits[k] = (next(it), next(it))
+        return state
 
     # ------------------------------------------------------------------------------ features
     def encode(self, states: Sequence[ArchState]) -> torch.Tensor:

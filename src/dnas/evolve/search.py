@@ -5,6 +5,9 @@ generation keeps the ``parents`` fittest, adds ``mutations`` children (a random 
 re-drawn with ``mutate_prob``) and ``crossovers`` children (two random parents, each gene from
 either); a child over budget by exact table cost is drawn again. Random search (Li & Talwalkar
 2019): ``samples`` architectures drawn uniformly within budget, the fittest kept.
+
+Both hand a ``SearchState`` to ``on_state`` after each generation and continue exactly from one
+given as ``resume`` (the same draws, the same result as a search never stopped).
 """
 
 from __future__ import annotations
@@ -36,6 +39,28 @@ class SearchResult:
 
     ranked: list[Candidate]
     history: list[dict[str, float]] = field(default_factory=list)
+
+
+@dataclass
+class SearchState:
+    """A search after one of its generations: what it needs to continue exactly.
+
+    Attributes:
+        population: the population after it (random search: every candidate drawn so far).
+        history: the history rows up to it, one per generation (random search: per chunk).
+        rng_state: ``rng.getstate()`` after it.
+        elapsed_s: wall-clock the search had run (a resumed search carries it on).
+    """
+
+    population: list[Candidate]
+    history: list[dict[str, float]]
+    rng_state: tuple
+    elapsed_s: float
+
+    @property
+    def generation(self) -> int:
+        """The generation just done (0: the initial population; random search: the chunk)."""
+        return len(self.history) - 1
 
 
 def draw_within(
@@ -82,6 +107,8 @@ def evolve(
     time_limit_s: float | None = None,
     evaluated: Callable[[], int] = lambda: 0,
     on_generation: Callable[[dict[str, float]], None] | None = None,
+    on_state: Callable[[SearchState], None] | None = None,
+    resume: SearchState | None = None,
 ) -> SearchResult:
     """Evolve within the budget; returns the final population ranked by fitness.
 
@@ -90,20 +117,36 @@ def evolve(
         time_limit_s: stop after the generation that passes this wall-clock (None: no limit).
         evaluated: how many architectures have been measured so far (for the history).
         on_generation: called with each history row.
+        on_state: called with the search's state after each generation (to checkpoint it).
+        resume: a state ``on_state`` was given: the search continues after its generation, with
+            its random state (``rng`` is set to it), as if it had never stopped.
     """
     if not 0 < parents <= population:
         raise DnasError(f"need 0 < parents <= population, got {parents}, {population}")
-    t0 = time.perf_counter()
 
     def score(states: list[ArchState], costs: list[dict]) -> list[Candidate]:
         return [Candidate(s, f, c) for s, f, c in zip(states, fitness(states), costs)]
 
-    drawn = [draw_within(lambda: genomes.random(rng), cost_fn, targets) for _ in range(population)]
-    pop = score([s for s, _ in drawn], [c for _, c in drawn])
-    history = [_row(0, pop, t0, evaluated())]
-    if on_generation:
-        on_generation(history[-1])
-    for gen in range(1, generations + 1):
+    def done() -> None:
+        if on_generation:
+            on_generation(history[-1])
+        if on_state:
+            elapsed = time.perf_counter() - t0
+            on_state(SearchState(list(pop), list(history), rng.getstate(), elapsed))
+
+    if resume is None:
+        t0 = time.perf_counter()
+        drawn = [
+            draw_within(lambda: genomes.random(rng), cost_fn, targets) for _ in range(population)
+        ]
+        pop = score([s for s, _ in drawn], [c for _, c in drawn])
+        history = [_row(0, pop, t0, evaluated())]
+        done()
+    else:
+        t0 = time.perf_counter() - resume.elapsed_s
+        pop, history = list(resume.population), list(resume.history)
+        rng.setstate(resume.rng_state)
+    for gen in range(len(history), generations + 1):
         if time_limit_s is not None and time.perf_counter() - t0 > time_limit_s:
             break
         top = sorted(pop, key=lambda c: -c.fitness)[:parents]
@@ -118,8 +161,7 @@ def evolve(
         kids += [draw_within(cross, cost_fn, targets) for _ in range(crossovers)]
         pop = top + score([s for s, _ in kids], [c for _, c in kids])
         history.append(_row(gen, pop, t0, evaluated()))
-        if on_generation:
-            on_generation(history[-1])
+        done()
     return SearchResult(sorted(pop, key=lambda c: -c.fitness), history)
 
 
@@ -133,14 +175,24 @@ def random_search(
     chunk: int = 100,
     evaluated: Callable[[], int] = lambda: 0,
     on_generation: Callable[[dict[str, float]], None] | None = None,
+    on_state: Callable[[SearchState], None] | None = None,
+    resume: SearchState | None = None,
 ) -> SearchResult:
-    """``samples`` uniform draws within budget, ranked by fitness (history per ``chunk``)."""
+    """``samples`` uniform draws within budget, ranked by fitness (history per ``chunk``).
+
+    ``on_state`` and ``resume`` are as for ``evolve``; a state's population is every candidate
+    drawn so far.
+    """
     if samples < 1:
         raise DnasError(f"random search needs samples >= 1, got {samples}")
-    t0 = time.perf_counter()
     seen: list[Candidate] = []
-    history = []
-    for start in range(0, samples, chunk):
+    history: list[dict[str, float]] = []
+    t0 = time.perf_counter()
+    if resume is not None:
+        t0 -= resume.elapsed_s
+        seen, history = list(resume.population), list(resume.history)
+        rng.setstate(resume.rng_state)
+    for start in range(len(seen), samples, chunk):
         drawn = [
             draw_within(lambda: genomes.random(rng), cost_fn, targets)
             for _ in range(min(chunk, samples - start))
@@ -150,4 +202,7 @@ def random_search(
         history.append(_row(len(history), seen, t0, evaluated()))
         if on_generation:
             on_generation(history[-1])
+        if on_state:
+            elapsed = time.perf_counter() - t0
+            on_state(SearchState(list(seen), list(history), rng.getstate(), elapsed))
     return SearchResult(sorted(seen, key=lambda c: -c.fitness), history)
