@@ -7,9 +7,10 @@ import random
 import pytest
 import torch
 
+from dnas.cost.exact import ExactCost, cheapest_state
 from dnas.cost.targets import BudgetError, Targets, resolve_targets
 from dnas.derive import ArchState, derive_within_budget
-from dnas.derive.budget import argmax_state, cheapest_state
+from dnas.derive.budget import argmax_state
 from tests.conftest import Relaxed
 
 
@@ -153,13 +154,13 @@ def test_fill_uses_more_budget_and_only_rounds_up(space, table, seed, frac):
 
 
 def test_fill_reaches_a_network_no_single_upgrade_of_which_fits(space, table):
-    from dnas.derive.budget import _apply, _Costs, _fill_moves, _scores
+    from dnas.derive.budget import _apply, _fill_moves, _scores
 
     relaxed = random_relaxed(space, 7)
     targets = resolve_targets({"latency_frac": 0.4}, table.extremes(space))
     filled, _, _ = derive_within_budget(space, table, relaxed, targets, fill=True)
     state = ArchState.from_arch(space, filled)
-    costs = _Costs(space, table, ("latency_ms", "energy_mj"))
+    costs = ExactCost(space, table)
     for move, _ in _fill_moves(space, state, _scores(space, relaxed), costs, 4.0):
         assert not targets.fits(costs.total(_apply(state, move)))
 
@@ -175,12 +176,12 @@ def _objective(lag, costs, state, lam, active):
 @pytest.mark.parametrize("lam", [-3.0, 0.0, 0.7, 5.0])
 def test_lagrangian_state_beats_every_single_change(space, table, lam):
     """The per-λ maximiser is exact: no one-step change of any choice raises its objective."""
-    from dnas.derive.budget import _apply, _Costs, _Lagrangian, _moves, _upgrades
+    from dnas.derive.budget import _apply, _Lagrangian, _moves, _upgrades
 
     relaxed = random_relaxed(space, 3)
     active = {"latency_ms": table.extremes(space)["max_latency_ms"] * 0.3}
     lag = _Lagrangian(space, table, relaxed, active)
-    costs = _Costs(space, table, ("latency_ms", "energy_mj"))
+    costs = ExactCost(space, table)
     state = lag.state(lam)
     best = _objective(lag, costs, state, lam, active)
     moves = [*_moves(space, state, costs), *_upgrades(space, state, costs)]
@@ -209,7 +210,7 @@ def test_lagrangian_state_at_zero_is_the_argmax(space, table):
     ],
 )
 def test_budget_strategy_fits_and_spends_at_least_as_much(space, table, seed, target):
-    from dnas.derive.budget import _apply, _Costs, _upgrades
+    from dnas.derive.budget import _apply, _upgrades
 
     relaxed = random_relaxed(space, seed)
     targets = resolve_targets(target, table.extremes(space))
@@ -222,7 +223,7 @@ def test_budget_strategy_fits_and_spends_at_least_as_much(space, table, seed, ta
     norm = lambda c: sum(c[m] / t for m, t in active.items())  # noqa: E731
     assert norm(cost) >= norm(c_fill) - 1e-12
     # maximal: no single upgrade still fits
-    costs = _Costs(space, table, ("latency_ms", "energy_mj"))
+    costs = ExactCost(space, table)
     state = ArchState.from_arch(space, arch)
     for move in _upgrades(space, state, costs):
         c = costs.total(_apply(state, move))

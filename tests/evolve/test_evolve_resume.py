@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from dnas.cost.exact import ExactCost
 from dnas.cost.targets import resolve_targets
-from dnas.derive.budget import _Costs
 from dnas.errors import DnasError
 from dnas.evolve import GenomeSpace, evolve, random_search
 from dnas.evolve.checkpoint import (
@@ -71,7 +71,7 @@ def test_genome_indices_round_trip(genomes, space):
 def test_search_resumed_from_its_json_state_equals_the_uninterrupted(
     genomes, space, table, algorithm
 ):
-    costs = _Costs(space, table, ("latency_ms", "energy_mj"))
+    costs = ExactCost(space, table)
     targets = resolve_targets({"latency_frac": 0.4}, table.extremes(space))
     fitness = _fitness(genomes)
 

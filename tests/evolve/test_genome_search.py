@@ -7,8 +7,8 @@ import random
 import pytest
 import torch
 
+from dnas.cost.exact import ExactCost
 from dnas.cost.targets import BudgetError, Targets, resolve_targets
-from dnas.derive.budget import _Costs
 from dnas.evolve import AccuracyPredictor, GenomeSpace, draw_within, evolve, random_search
 from dnas.evolve.genome import FIXED
 
@@ -119,7 +119,7 @@ def _width_fitness(genomes):
 
 def test_evolution_stays_within_budget_and_improves(genomes, space, table):
     targets = resolve_targets({"latency_frac": 0.3}, table.extremes(space))
-    costs = _Costs(space, table, ("latency_ms", "energy_mj"))
+    costs = ExactCost(space, table)
     rng = random.Random(4)
     res = evolve(
         genomes,
@@ -145,7 +145,7 @@ def test_evolution_stays_within_budget_and_improves(genomes, space, table):
 
 def test_random_search_within_budget(genomes, space, table):
     targets = resolve_targets({"energy_frac": 0.4}, table.extremes(space))
-    costs = _Costs(space, table, ("latency_ms", "energy_mj"))
+    costs = ExactCost(space, table)
     res = random_search(
         genomes, costs.total, targets, _width_fitness(genomes), random.Random(5), 150
     )
@@ -154,7 +154,7 @@ def test_random_search_within_budget(genomes, space, table):
 
 
 def test_unreachable_budget_for_sampling(genomes, space, table):
-    costs = _Costs(space, table, ("latency_ms", "energy_mj"))
+    costs = ExactCost(space, table)
     with pytest.raises(BudgetError, match="too tight"):
         draw_within(
             lambda: genomes.random(random.Random(0)), costs.total, Targets(latency_ms=1e-6), 50

@@ -255,10 +255,10 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     from dnas.cli.common import output_dir as make_output_dir
     from dnas.cli.signals import StopRequested, stop_on_signals
     from dnas.cli.train import evaluate
+    from dnas.cost.exact import ExactCost
     from dnas.cost.hardware import BitFusionConfig
     from dnas.cost.table import load_or_build
-    from dnas.cost.targets import resolve_targets
-    from dnas.derive.budget import _Costs
+    from dnas.cost.targets import check_jointly_feasible, resolve_targets
     from dnas.errors import DnasError, Interrupted, NonFiniteLossError
     from dnas.evolve import DirectFitness, GenomeSpace
     from dnas.evolve.checkpoint import Checkpointer, check_resumable, load_resumed, run_settings
@@ -303,8 +303,9 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     table, table_path, _ = load_or_build(space, hw, cfg.table.path, cfg.table.backend)
     extremes = table.extremes(space)
     targets = resolve_targets(OmegaConf.to_container(cfg.target, resolve=True), extremes)
+    check_jointly_feasible(targets, space, table)
     genomes = GenomeSpace(space)
-    costs = _Costs(space, table, ("latency_ms", "energy_mj"))
+    costs = ExactCost(space, table)
     ev = cfg.evaluation
     resumed = None
     supernet_path = cfg.supernet

@@ -17,8 +17,6 @@ from torch import nn
 from dnas.cost.table import CostTable
 from dnas.space import SearchSpace
 
-METRICS = ("latency_ms", "energy_mj")
-
 
 class Relaxed(Protocol):
     """What the expected cost reads from a supernet (``dnas.supernet.RelaxedArch``)."""

@@ -24,9 +24,10 @@ from dnas.atomic import atomic_path
 from dnas.cost.hardware import BitFusionConfig
 from dnas.cost.layer import layer_shape
 from dnas.errors import DnasError
-from dnas.space import Architecture, LayerKey, SearchSpace
+from dnas.space import Architecture, ArchState, LayerKey, SearchSpace
 
 TABLE_FORMAT_VERSION = 1
+METRICS: tuple[str, ...] = ("latency_ms", "energy_mj")  # what a table holds per grid point
 _NJ_PER_MJ = 1e6
 
 
@@ -89,24 +90,27 @@ class CostTable:
 
     # -------------------------------------------------------------------------------- cost lookup
     def arch_cost(self, space: SearchSpace, arch: Architecture) -> tuple[float, float]:
-        """Exact (latency_ms, energy_mj) of a discrete architecture: the sum of its table entries."""
-        lat = en = 0.0
-        for key, idx in space.arch_indices(arch).items():
-            t = self.entries[key]
-            lat += float(t.latency_ms[idx])
-            en += float(t.energy_mj[idx])
-        return lat, en
+        """Exact (latency_ms, energy_mj) of a discrete architecture: the sum of its table entries
+        (``dnas.cost.exact.ExactCost``, for one architecture)."""
+        from dnas.cost.exact import ExactCost
+
+        cost = ExactCost(space, self).total(ArchState.from_arch(space, arch))
+        return cost["latency_ms"], cost["energy_mj"]
 
     def extremes(self, space: SearchSpace) -> dict[str, float]:
-        """Latency and energy of the cheapest and dearest network of the space.
+        """Latency and energy of the cheapest and dearest network of the space, per metric.
 
-        Within a block, the expand, depthwise and project convs share the width choice and each conv
-        has its own bits; a skippable block costs nothing when skipped. Everything else is additive.
+        Each is the exact cost of an architecture (``dnas.cost.exact.cheapest_state`` and
+        ``dearest_state``); keys ``min_latency_ms``, ``max_latency_ms``, ``min_energy_mj``,
+        ``max_energy_mj``.
         """
+        from dnas.cost.exact import ExactCost, cheapest_state, dearest_state
+
+        costs = ExactCost(space, self)
         out = {}
-        for metric in ("latency_ms", "energy_mj"):
-            for name, red in (("min", torch.amin), ("max", torch.amax)):
-                out[f"{name}_{metric}"] = _extreme(self, space, metric, red, name == "min")
+        for metric in METRICS:
+            out[f"min_{metric}"] = costs.total(cheapest_state(space, self, {metric: 1.0}))[metric]
+            out[f"max_{metric}"] = costs.total(dearest_state(space, self, metric))[metric]
         return out
 
     # ------------------------------------------------------------------------------------- files
@@ -429,26 +433,6 @@ def import_csv(path: str | Path, space: SearchSpace, device_name: str, batch: in
     table = CostTable(_header(space, None, "measured", batch, device_name), entries)
     table.header.content_hash = table.compute_hash()
     return table
-
-
-def _extreme(table: CostTable, space: SearchSpace, metric: str, red, allow_skip: bool) -> float:
-    by_block: dict[int, dict[str, torch.Tensor]] = {}
-    total = 0.0
-    for key, t in table.entries.items():
-        v = getattr(t, metric)
-        if key.block < 0:
-            total += float(red(v))
-        else:
-            # Reduce over bits (independent per conv): [K, W].
-            by_block.setdefault(key.block, {})[key.role] = red(red(v, dim=3), dim=2)
-    for block, parts in by_block.items():
-        # Sum over the block's convs at each (kernel, width); pointwise convs broadcast over K.
-        s = sum(parts.values())
-        best = float(red(s))
-        if allow_skip and "skip" in space.kernel_choices(block):
-            best = 0.0
-        total += best
-    return total
 
 
 def default_table_path(space: SearchSpace, hw: BitFusionConfig, batch: int = 1) -> Path:

@@ -8,8 +8,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from dnas.cost.expected import METRICS
+from dnas.cost.exact import ExactCost, cheapest_state
+from dnas.cost.table import METRICS, CostTable
 from dnas.errors import DnasError
+from dnas.space import SearchSpace
 
 _UNIT = {"latency_ms": "ms", "energy_mj": "mJ"}
 
@@ -73,6 +75,29 @@ class TargetSpec:
     def resolve(self, extremes: Mapping[str, float]) -> Targets:
         """Absolute targets, checked against what the space can reach (see ``resolve_targets``)."""
         return resolve_targets(self.to_dict(), extremes)
+
+
+def check_jointly_feasible(targets: Targets, space: SearchSpace, table: CostTable) -> None:
+    """Refuse, before any training, two targets that no architecture of the space meets together.
+
+    Each target alone is within the space's reach once ``resolve_targets`` accepted it, but the
+    fastest network need not be the most frugal. The architecture cheapest for the normalised cost
+    Σ_m cost_m / target_m is the one tried; a single target is not checked here.
+
+    Raises:
+        BudgetError: that architecture misses a target; the message gives its latency and energy.
+    """
+    active = targets.active()
+    if len(active) < 2:
+        return
+    state = cheapest_state(space, table, {m: 1 / t for m, t in active.items()})
+    cost = ExactCost(space, table).total(state)
+    if not targets.fits(cost):
+        lat, en = cost["latency_ms"], cost["energy_mj"]
+        raise BudgetError(
+            f"no architecture of {space.name!r} meets {targets.describe()} "
+            f"together (closest: {lat:.4g} ms, {en:.4g} mJ)"
+        )
 
 
 def resolve_targets(spec: Mapping[str, Any] | None, extremes: Mapping[str, float]) -> Targets:

@@ -11,117 +11,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 
 import torch
 
-from dnas.cost.table import CostTable
+from dnas.cost.exact import ExactCost, cheapest_state
+from dnas.cost.table import METRICS, CostTable
 from dnas.cost.targets import BudgetError, Targets
 from dnas.errors import DnasError
-from dnas.space import Architecture, BlockChoice, ConvBits, LayerKey, nearest_index
-
-_BLOCK_ROLES = ("expand", "dw", "project")
-_FIXED_ROLES = ("stem", "last", "classifier")
+from dnas.space import Architecture, ArchState, LayerKey, nearest_index
+from dnas.space.layers import BLOCK_ROLES, FIXED_ROLES
 
 
-@dataclass
-class ArchState:
-    """A discrete architecture as grid indices (what the table and the repair step work on).
-
-    Attributes:
-        kernel: block -> index into ``space.kernel_choices(block)`` (``skip`` is the last choice).
-        width: block -> index into the block's widths.
-        bits: layer key -> (w_bits index, a_bits index) into that costed layer's bit lists.
-    """
-
-    kernel: dict[int, int]
-    width: dict[int, int]
-    bits: dict[LayerKey, tuple[int, int]] = field(default_factory=dict)
-
-    def copy(self) -> ArchState:
-        return ArchState(dict(self.kernel), dict(self.width), dict(self.bits))
-
-    @classmethod
-    def from_arch(cls, space, arch: Architecture) -> ArchState:
-        space.validate_arch(arch)
-        layers = {c.key: c for c in space.costed_layers()}
-        kernel, width, bits = {}, {}, {}
-        for b, c in zip(space.blocks, arch.blocks):
-            kernel[b.index] = space.kernel_choices(b.index).index(c.kernel)
-            width[b.index] = b.widths.index(c.width)
-            for role in _BLOCK_ROLES:
-                cb = c.conv_bits(role)
-                key = LayerKey(role, b.index)
-                if cb is not None and key in layers:
-                    bits[key] = (
-                        layers[key].w_bits.index(cb.w_bits),
-                        layers[key].a_bits.index(cb.a_bits),
-                    )
-        for role in _FIXED_ROLES:
-            cb, key = getattr(arch, role), LayerKey(role)
-            bits[key] = (layers[key].w_bits.index(cb.w_bits), layers[key].a_bits.index(cb.a_bits))
-        return cls(kernel, width, bits)
-
-    def to_arch(self, space) -> Architecture:
-        layers = {c.key: c for c in space.costed_layers()}
-
-        def conv(key: LayerKey) -> ConvBits | None:
-            if key not in layers:
-                return None
-            wi, ai = self.bits[key]
-            return ConvBits(layers[key].w_bits[wi], layers[key].a_bits[ai])
-
-        blocks = tuple(
-            BlockChoice(
-                kernel=space.kernel_choices(b.index)[self.kernel[b.index]],
-                width=b.widths[self.width[b.index]],
-                expand=conv(LayerKey("expand", b.index)),
-                dw=conv(LayerKey("dw", b.index)),
-                project=conv(LayerKey("project", b.index)),
-            )
-            for b in space.blocks
-        )
-        return Architecture(
-            blocks=blocks,
-            stem=conv(LayerKey("stem")),
-            last=conv(LayerKey("last")),
-            classifier=conv(LayerKey("classifier")),
-            space=space.name,
-            space_fingerprint=space.fingerprint(),
-        )
-
-
-class _Costs:
-    """Exact table costs of ArchStates, per layer, for the metrics in play."""
-
-    def __init__(self, space, table: CostTable, metrics: tuple[str, ...]) -> None:
-        self.metrics = metrics
-        self.layers = space.costed_layers()
-        self.skip = {b.index: "skip" in space.kernel_choices(b.index) for b in space.blocks}
-        self.n_kernels = {b.index: len(space.kernel_choices(b.index)) for b in space.blocks}
-        self.grids = {
-            cl.key: torch.stack([getattr(table.entries[cl.key], m) for m in metrics]).numpy()
-            for cl in self.layers
-        }
-
-    def skipped(self, s: ArchState, block: int) -> bool:
-        return self.skip[block] and s.kernel[block] == self.n_kernels[block] - 1
-
-    def layer(self, s: ArchState, key: LayerKey):
-        wi, ai = s.bits[key]
-        if key.block < 0:
-            return self.grids[key][:, 0, 0, wi, ai]
-        if self.skipped(s, key.block):
-            return 0.0
-        k = s.kernel[key.block] if key.role == "dw" else 0
-        return self.grids[key][:, k, s.width[key.block], wi, ai]
-
-    def total(self, s: ArchState) -> dict[str, float]:
-        v = sum(self.layer(s, cl.key) for cl in self.layers)
-        return {m: float(v[i]) for i, m in enumerate(self.metrics)}
-
-
-def _moves(space, s: ArchState, costs: _Costs):
+def _moves(space, s: ArchState, costs: ExactCost):
     """Every one-step downgrade of s: (kind, block or key, new value)."""
     for b in space.blocks:
         i = b.index
@@ -198,61 +99,7 @@ def argmax_state(space, relaxed) -> ArchState:
     return ArchState(kernel, width, bits)
 
 
-def cheapest_state(space, table: CostTable, weights: Mapping[str, float]) -> ArchState:
-    """The exactly cheapest architecture for Σ_m weights[m]·cost_m (per block, choices interact
-    only through the shared kernel and width, so an exhaustive search per block is exact)."""
-    metrics = tuple(weights)
-    w = torch.tensor([weights[m] for m in metrics], dtype=torch.float64).view(-1, 1, 1, 1, 1)
-    layers = {cl.key: cl for cl in space.costed_layers()}
-    scal = {
-        k: (torch.stack([getattr(table.entries[k], m) for m in metrics]) * w).sum(0) for k in layers
-    }  # [K, W, WB, AB]
-    kernel, width, bits = {}, {}, {}
-    for role in _FIXED_ROLES:
-        g = scal[LayerKey(role)][0, 0]
-        flat = int(g.argmin())
-        bits[LayerKey(role)] = divmod(flat, g.shape[1])
-    for b in space.blocks:
-        keys = [LayerKey(r, b.index) for r in _BLOCK_ROLES if LayerKey(r, b.index) in layers]
-        best_bits = {k: scal[k].flatten(2).min(dim=2) for k in keys}  # values/indices [K, W]
-        total = sum(v.values for v in best_bits.values())  # [K_real, W]
-        flat = int(total.argmin())
-        k, wi = divmod(flat, total.shape[1])
-        choices = space.kernel_choices(b.index)
-        if "skip" in choices and float(total.min()) > 0:
-            kernel[b.index] = len(choices) - 1
-        else:
-            kernel[b.index] = k
-        width[b.index] = wi
-        for key in keys:
-            kk = k if key.role == "dw" else 0
-            bits[key] = divmod(int(best_bits[key].indices[kk, wi]), scal[key].shape[3])
-    return ArchState(kernel, width, bits)
-
-
-def check_reachable(space, table: CostTable, targets: Targets) -> None:
-    """Fail unless some architecture of ``space`` meets every target of ``targets`` at once.
-
-    One target alone is reachable once it is at least the space's cheapest cost
-    (``resolve_targets`` checks that); two together are reachable if the network that is cheapest
-    for their normalised sum meets both.
-
-    Raises:
-        BudgetError: no architecture meets them together (the message gives the closest one).
-    """
-    active = targets.active()
-    if len(active) < 2:
-        return
-    s = cheapest_state(space, table, {m: 1 / t for m, t in active.items()})
-    lat, en = table.arch_cost(space, s.to_arch(space))
-    if not targets.fits({"latency_ms": lat, "energy_mj": en}):
-        raise BudgetError(
-            f"no architecture of {space.name!r} meets {targets.describe()} "
-            f"together (closest: {lat:.4g} ms, {en:.4g} mJ)"
-        )
-
-
-def _fill_moves(space, s: ArchState, scores: dict, costs: _Costs, max_kernel_ratio: float):
+def _fill_moves(space, s: ArchState, scores: dict, costs: ExactCost, max_kernel_ratio: float):
     """Upgrades a budget fill may make, with their log-preference loss.
 
     Ordered choices (width, bits) may go from their nearest index up to the ceiling of their
@@ -297,7 +144,7 @@ def fill_budget(
     Returns:
         The filled state, its exact cost and the number of upgrades.
     """
-    costs = _Costs(space, table, ("latency_ms", "energy_mj"))
+    costs = ExactCost(space, table)
     scores = _scores(space, relaxed)
     cost, steps = costs.total(state), 0
     while True:
@@ -357,13 +204,13 @@ class _Lagrangian:
 
     def state(self, lam: float) -> ArchState:
         kernel, width, bits = {}, {}, {}
-        for role in _FIXED_ROLES:
+        for role in FIXED_ROLES:
             key = LayerKey(role)
             v = self.bits[key] - lam * self.ncost[key][0, 0]
             bits[key] = divmod(int(v.argmax()), v.shape[1])
         for b in self.space.blocks:
             i = b.index
-            keys = [LayerKey(r, i) for r in _BLOCK_ROLES if LayerKey(r, i) in self.layers]
+            keys = [LayerKey(r, i) for r in BLOCK_ROLES if LayerKey(r, i) in self.layers]
             choices = self.space.kernel_choices(i)
             has_skip = "skip" in choices
             n_real = len(choices) - int(has_skip)
@@ -398,7 +245,7 @@ class _Lagrangian:
         return ArchState(kernel, width, bits)
 
 
-def _upgrades(space, s: ArchState, costs: _Costs):
+def _upgrades(space, s: ArchState, costs: ExactCost):
     """Every one-step change of s that may add cost: another kernel (or un-skipping a block), one
     width index up, one bit index up on one conv."""
     for b in space.blocks:
@@ -418,7 +265,7 @@ def _upgrades(space, s: ArchState, costs: _Costs):
             yield ("bits", key, (wi, ai + 1))
 
 
-def _state_score(lag: _Lagrangian, s: ArchState, costs: _Costs) -> float:
+def _state_score(lag: _Lagrangian, s: ArchState, costs: ExactCost) -> float:
     """Σ log-preference of s; a skipped block's width and bits are moot and score their best."""
     total = 0.0
     for b in lag.space.blocks:
@@ -432,7 +279,7 @@ def _state_score(lag: _Lagrangian, s: ArchState, costs: _Costs) -> float:
     return total
 
 
-def _cheapest_fitting(space, table: CostTable, targets: Targets, costs: _Costs):
+def _cheapest_fitting(space, table: CostTable, targets: Targets, costs: ExactCost):
     """The cheapest architecture for the targets' normalised cost, or BudgetError if it misses."""
     active = targets.active()
     state = cheapest_state(space, table, {m: 1.0 / t for m, t in active.items()})
@@ -460,7 +307,7 @@ def budget_state(
         BudgetError: not even the cheapest architecture meets the targets.
     """
     active = targets.active()
-    costs = _Costs(space, table, ("latency_ms", "energy_mj"))
+    costs = ExactCost(space, table)
     lag = _Lagrangian(space, table, relaxed, active)
 
     def fits(lam: float):
@@ -548,8 +395,7 @@ def derive_within_budget(
     if strategy not in DERIVE_STRATEGIES:
         raise DnasError(f"unknown derive strategy {strategy!r}; choose from {DERIVE_STRATEGIES}")
     active = targets.active()
-    metrics = ("latency_ms", "energy_mj")
-    costs = _Costs(space, table, metrics)
+    costs = ExactCost(space, table)
     state = argmax_state(space, relaxed)
     cost = costs.total(state)
     steps = 0
@@ -579,7 +425,7 @@ def derive_within_budget(
     if strategy == "fill" and active:
         state, cost, _ = fill_budget(space, table, relaxed, targets, state)
     arch = state.to_arch(space)
-    metrics_out = {m: cost[m] for m in metrics}
+    metrics_out = {m: cost[m] for m in METRICS}
     for m, t in active.items():
         metrics_out[f"target_{m}"] = t
     assert not active or (targets.fits(cost) and math.isfinite(sum(cost.values())))

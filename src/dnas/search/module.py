@@ -29,10 +29,9 @@ from dnas.checkpoint import CHECKPOINT_FORMAT, CheckpointError, ResumableModule
 from dnas.cost.expected import ExpectedCost
 from dnas.cost.hardware import BitFusionConfig, load_hardware
 from dnas.cost.table import CostTable, load_or_build
-from dnas.cost.targets import BudgetError, Targets, TargetSpec
+from dnas.cost.targets import BudgetError, Targets, TargetSpec, check_jointly_feasible
 from dnas.data.module import check_data_fits_space
 from dnas.derive import derive_within_budget
-from dnas.derive.budget import check_reachable
 from dnas.errors import DnasError, NonFiniteLossError
 from dnas.search.losses import BudgetLoss
 from dnas.space import SearchSpace, load_space
@@ -67,7 +66,7 @@ def resolve_front(
                     f"front[{i}] sets no budget; give latency_ms/_frac or energy_mj/_frac"
                 )
     for t in resolved:
-        check_reachable(space, table, t)
+        check_jointly_feasible(t, space, table)
     return resolved
 
 

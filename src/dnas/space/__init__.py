@@ -2,9 +2,11 @@
 
 Nothing here imports torch, Lightning or Hydra. A space is built from a config mapping
 (``SearchSpace.from_dict``) or by name (``load_space("fmnist_mbv2")``); an ``Architecture`` resolves
-each of its choices; ``costed_layers()`` and ``arch_indices()`` are what cost tables are built on.
+each of its choices and an ``ArchState`` holds them as grid indices; ``costed_layers()`` and
+``arch_indices()`` are what cost tables are built on.
 """
 
+from dnas.space.arch_state import ArchState
 from dnas.space.architecture import Architecture, BlockChoice, ConvBits
 from dnas.space.choices import SKIP, BitChoices, KernelChoice, nearest_index, ratio_widths
 from dnas.space.errors import SpaceError
@@ -16,6 +18,7 @@ from dnas.space.spec import BlockSpec, ClassifierSpec, LastSpec, StageSpec, Stem
 __all__ = [
     "ROLES",
     "SKIP",
+    "ArchState",
     "Architecture",
     "BitChoices",
     "BlockChoice",

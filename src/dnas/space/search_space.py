@@ -8,6 +8,7 @@ import math
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from dnas.space.architecture import Architecture, BlockChoice, ConvBits
@@ -270,6 +271,11 @@ class SearchSpace:
         Order: stem, then per block expand (if any), dw, project, then last, classifier. Output
         sizes use 'same' padding: ``ceil(input / stride)``.
         """
+        return self._costed_layers
+
+    @cached_property
+    def _costed_layers(self) -> tuple[CostedLayer, ...]:
+        # Built once: the space is immutable, and the exact-cost and derive paths ask often.
         stem = self.stem
         layers = [
             CostedLayer(
