@@ -46,16 +46,9 @@ import triton
 import triton.language as tl
 
 import dnas_kernels
-from dnas.cost.batch import (
-    COUNTER_COLUMNS,
-    DENSE_LOOPS,
-    DEPTHWISE_LOOPS,
-    PARAM_COLUMNS,
-    TILE_COLUMNS,
-)
+from dnas.cost.batch import COUNTER_COLUMNS, PARAM_COLUMNS, TILE_COLUMNS, tiling_levels
 from dnas.cost.hardware import BitFusionConfig
-from dnas.cost.loop_order import reference_loop_orders
-from dnas.cost.oracle import DENSE_INDEXES, DEPTHWISE_INDEXES
+from dnas.cost.loop_order import DENSE_LOOPS, DEPTHWISE_LOOPS, LOOP_INDEXES, order_classes
 
 __all__ = ["bitfusion_cost", "compile_for_gpu"]
 
@@ -439,7 +432,7 @@ class _OrderTable:
 
 @functools.cache
 def _order_table(depthwise: bool) -> _OrderTable:
-    """The kernel's loop-order table of dense or depthwise layers, from ``reference_loop_orders``.
+    """The kernel's loop-order table of dense or depthwise layers: ``order_classes`` of its loops.
 
     OW and OH always have the same number of tiles and index the same data, so two orders that
     differ only by swapping them walk identically for every tiling; of such a pair only the one the
@@ -447,24 +440,15 @@ def _order_table(depthwise: bool) -> _OrderTable:
     60 of the 120 dense orders, 12 of the 24 depthwise ones. A depthwise order gets a fifth,
     outermost dummy loop (kernel id 4: one tile, indexing nothing), which leaves the walk unchanged.
     """
-    loops, indexes = (
-        (DEPTHWISE_LOOPS, DEPTHWISE_INDEXES) if depthwise else (DENSE_LOOPS, DENSE_INDEXES)
-    )
+    loops = DEPTHWISE_LOOPS if depthwise else DENSE_LOOPS
     ids = {name: i for i, name in enumerate(loops)}  # B, OW, OH, IC or C, OC (dense)
-    ow, oh = loops[_LOOP_OW], loops[_LOOP_OH]
-    symmetric = all((ow in idx) == (oh in idx) for idx in indexes.values())
     rows: list[list[int]] = []
     refs: list[int] = []
-    seen: set[tuple[str, ...]] = set()
-    for i, order in enumerate(reference_loop_orders(loops)):
-        canon = tuple(ow if (symmetric and name == oh) else name for name in order)
-        if canon in seen:
-            continue
-        seen.add(canon)
+    for order, rank in order_classes(loops):
         row = [ids[name] for name in order]
         rows.append([_LOOP_OC, *row] if depthwise else row)
-        refs.append(i)
-    masks = {d: sum(1 << ids[name] for name in idx) for d, idx in indexes.items()}
+        refs.append(rank)
+    masks = {d: sum(1 << ids[name] for name in idx) for d, idx in LOOP_INDEXES[loops].items()}
     return _OrderTable(
         loops=torch.tensor(rows, dtype=torch.int32),
         ref_index=torch.tensor(refs, dtype=torch.int32),
@@ -501,20 +485,9 @@ def _check_params(params: torch.Tensor, hw: BitFusionConfig) -> None:
         raise ValueError("im2col is only modelled for dense layers")
 
 
-def _n_tilings(params: torch.Tensor, hw: BitFusionConfig, depthwise: bool) -> torch.Tensor:
+def _n_tilings(params: torch.Tensor, hw: BitFusionConfig) -> torch.Tensor:
     """``[n]`` number of tilings of each layer (host side, only to group similar layers)."""
-    col = {name: params[:, i] for i, name in enumerate(PARAM_COLUMNS)}
-    pow2 = 2 ** torch.arange(63, dtype=torch.int64)
-
-    def levels(x: torch.Tensor) -> torch.Tensor:
-        return 1 + (pow2[None, :] < x[:, None]).sum(dim=1)
-
-    n = levels(col["batch"]) * levels(col["output_h"])
-    if depthwise:
-        return n * levels(col["out_channels"])
-    oc = col["out_channels"]
-    oc_arg = torch.where(col["im2col"] != 0, oc, -(-oc // hw.cols_m))
-    return n * levels(col["in_channels"]) * levels(oc_arg)
+    return tiling_levels(params, hw).prod(dim=1)
 
 
 def _launch_shape(depthwise: bool, interpreting: bool) -> dict[str, int]:
@@ -632,7 +605,7 @@ def bitfusion_cost(
         if rows.numel() == 0:
             continue
         # Layers with similar numbers of tilings share a program.
-        rows = rows[torch.argsort(_n_tilings(host_params[rows], hw, depthwise), stable=True)]
+        rows = rows[torch.argsort(_n_tilings(host_params[rows], hw), stable=True)]
         table = _order_table(depthwise)
         shape = _launch_shape(depthwise, interpreting)
         m = rows.numel()

@@ -15,10 +15,7 @@ import torch
 
 from dnas.cost.hardware import BitFusionConfig
 from dnas.cost.layer import LayerShape
-from dnas.cost.loop_order import reference_loop_orders
-
-DENSE_LOOPS: tuple[str, ...] = ("B/b", "OW/ow", "OH/oh", "IC/ic", "OC/oc")
-DEPTHWISE_LOOPS: tuple[str, ...] = ("B/b", "OW/ow", "OH/oh", "C/c")
+from dnas.cost.loop_order import DENSE_LOOPS, DEPTHWISE_LOOPS, reference_loop_orders
 
 # Columns of the int64 parameter tensor handed to a backend.
 PARAM_COLUMNS: tuple[str, ...] = (
@@ -72,6 +69,39 @@ def layers_to_params(layers: Sequence[LayerShape]) -> torch.Tensor:
         for l in layers
     ]
     return torch.tensor(rows, dtype=torch.int64).reshape(len(rows), len(PARAM_COLUMNS))
+
+
+def tiling_levels(params: torch.Tensor, hw: BitFusionConfig) -> torch.Tensor:
+    """How many tile sizes each layer tries per tiled dimension (docs/BITFUSION.md step 2).
+
+    levels(X) = ⌈log2 X⌉ + 1 for b (batch), o (output rows), ic (depthwise: c), and for oc over
+    ⌈OC/M⌉ (im2col: over OC); a depthwise layer has one oc level (it has no oc loop).
+
+    Args:
+        params: ``[n, 10]`` int64 layer parameters (PARAM_COLUMNS).
+        hw: the hardware (its M, ``cols_m``).
+
+    Returns:
+        ``[n, 4]`` int64 levels of (b, o, ic, oc); a layer has their product of tilings.
+    """
+    col = {name: params[:, i] for i, name in enumerate(PARAM_COLUMNS)}
+    oc = col["out_channels"]
+    oc_levels = torch.where(col["im2col"] != 0, _levels(oc), _levels(-(-oc // hw.cols_m)))
+    oc_levels = torch.where(col["depthwise"] != 0, torch.ones_like(oc), oc_levels)
+    return torch.stack(
+        [_levels(col["batch"]), _levels(col["output_h"]), _levels(col["in_channels"]), oc_levels],
+        dim=1,
+    )
+
+
+def _levels(x: torch.Tensor) -> torch.Tensor:
+    """⌈log2 x⌉ + 1 for positive int64 x: the bit length of x − 1, plus one."""
+    lv = torch.ones_like(x)
+    v = x - 1
+    while bool((v > 0).any()):
+        lv += (v > 0).long()
+        v = v >> 1
+    return lv
 
 
 @dataclass

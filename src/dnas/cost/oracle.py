@@ -9,22 +9,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from dnas.cost.batch import DENSE_LOOPS, DEPTHWISE_LOOPS
 from dnas.cost.hardware import BitFusionConfig
 from dnas.cost.layer import LayerShape
+from dnas.cost.loop_order import DENSE_INDEXES, DENSE_LOOPS, DEPTHWISE_INDEXES, DEPTHWISE_LOOPS
 from dnas.cost.loop_order import reference_loop_orders as loop_orders
-
-# Which tile loops index which data (a loop that does not index a datum re-uses it).
-DENSE_INDEXES: dict[str, frozenset[str]] = {
-    "act": frozenset({"B/b", "OW/ow", "OH/oh", "IC/ic"}),
-    "wgt": frozenset({"IC/ic", "OC/oc"}),
-    "out": frozenset({"B/b", "OW/ow", "OH/oh", "OC/oc"}),
-}
-DEPTHWISE_INDEXES: dict[str, frozenset[str]] = {
-    "act": frozenset({"B/b", "OW/ow", "OH/oh", "C/c"}),
-    "wgt": frozenset({"C/c"}),
-    "out": frozenset({"B/b", "OW/ow", "OH/oh", "C/c"}),
-}
 
 
 def ceil_div(a: int, b: int) -> int:

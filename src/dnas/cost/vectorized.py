@@ -11,24 +11,11 @@ from functools import cache
 
 import torch
 
-from dnas.cost.batch import DENSE_LOOPS, DEPTHWISE_LOOPS, PARAM_COLUMNS
+from dnas.cost.batch import PARAM_COLUMNS, tiling_levels
 from dnas.cost.hardware import BitFusionConfig
-from dnas.cost.loop_order import reference_loop_orders
+from dnas.cost.loop_order import DATA, DENSE_LOOPS, DEPTHWISE_LOOPS, LOOP_INDEXES, order_classes
 
 _P = {name: i for i, name in enumerate(PARAM_COLUMNS)}
-_DATA = ("wgt", "act", "out")
-_INDEXES = {
-    DENSE_LOOPS: {
-        "wgt": ("IC/ic", "OC/oc"),
-        "act": ("B/b", "OW/ow", "OH/oh", "IC/ic"),
-        "out": ("B/b", "OW/ow", "OH/oh", "OC/oc"),
-    },
-    DEPTHWISE_LOOPS: {
-        "wgt": ("C/c",),
-        "act": ("B/b", "OW/ow", "OH/oh", "C/c"),
-        "out": ("B/b", "OW/ow", "OH/oh", "C/c"),
-    },
-}
 # Candidates (tiling x loop order) evaluated per chunk: bounds peak memory to a few hundred MB.
 _CHUNK_ELEMENTS = 1 << 21
 
@@ -37,42 +24,18 @@ def _cdiv(a: torch.Tensor, b: torch.Tensor | int) -> torch.Tensor:
     return -torch.div(-a, b, rounding_mode="floor")
 
 
-def _levels(x: torch.Tensor) -> torch.Tensor:
-    """ceil(log2 x) + 1 for positive int64 x."""
-    lv = torch.zeros_like(x)
-    v = x - 1
-    while bool((v > 0).any()):
-        lv += (v > 0).long()
-        v = v >> 1
-    return lv + 1
-
-
 @cache
 def _order_classes(loops: tuple[str, ...], trivial: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Loop orders to evaluate for tilings whose loops in bitmask ``trivial`` have one tile.
-
-    A loop with a single tile changes no fill and no resident size, so orders that differ only in
-    where such loops stand cost the same; and OW and OH always have the same tile count and index the
-    same data, so swapping them changes nothing either. We evaluate one order of each such class and
-    rank it as the class's earliest order in the reference simulator's enumeration, which is the one
-    the simulator would report.
+    """``loop_order.order_classes`` as tensors, for tilings whose loops in bitmask ``trivial``
+    have one tile: we evaluate one order of each class and rank it as the class reports.
 
     Returns:
         orders: ``[R, L]`` int64 loop ids (positions in ``loops``), outermost first.
         rank: ``[R]`` int64 reference rank each evaluated order stands for.
     """
-    ref = reference_loop_orders(loops)
-    classes: dict[tuple[str, ...], int] = {}
-    members: dict[tuple[str, ...], tuple[str, ...]] = {}
-    for i, o in enumerate(ref):
-        key = tuple(
-            "OW/ow" if x == "OH/oh" else x for x in o if not (trivial >> loops.index(x)) & 1
-        )
-        if key not in classes:
-            classes[key] = i
-            members[key] = o
-    orders = [[loops.index(x) for x in members[k]] for k in classes]
-    return torch.tensor(orders, dtype=torch.int64), torch.tensor(list(classes.values()))
+    classes = order_classes(loops, trivial)
+    orders = [[loops.index(name) for name in order] for order, _ in classes]
+    return torch.tensor(orders, dtype=torch.int64), torch.tensor([r for _, r in classes])
 
 
 def _tile_grid(params: torch.Tensor, depthwise: bool, hw: BitFusionConfig):
@@ -91,11 +54,7 @@ def _tile_grid(params: torch.Tensor, depthwise: bool, hw: BitFusionConfig):
     N, M, ob = hw.rows_n, hw.cols_m, hw.out_bits
     pf = (hw.pmax_bits // a.clamp(min=hw.pmin_bits)) * (hw.pmax_bits // w.clamp(min=hw.pmin_bits))
 
-    lb, lo, lic = _levels(B), _levels(O), _levels(IC)
-    if depthwise:
-        loc = torch.ones_like(lb)
-    else:
-        loc = torch.where(im2col, _levels(OC), _levels(_cdiv(OC, M)))
+    lb, lo, lic, loc = tiling_levels(params, hw).unbind(1)
     Lb, Lo, Lic, Loc = (int(x.max()) for x in (lb, lo, lic, loc))
     n_layers = params.shape[0]
     shape = (n_layers, Lb, Lo, Lic, Loc)
@@ -195,8 +154,8 @@ def _evaluate_orders(cand: dict, loops, orders, hw: BitFusionConfig):
     caps = (hw.wbuf_cap_bits, hw.ibuf_cap_bits, hw.obuf_cap_bits)
     L = len(loops)
     fills, residents = [], []
-    for di, d in enumerate(_DATA):
-        idx = torch.tensor([lp in _INDEXES[loops][d] for lp in loops])
+    for di, d in enumerate(DATA):
+        idx = torch.tensor([lp in LOOP_INDEXES[loops][d] for lp in loops])
         fp = cand["footprint"][:, di : di + 1].expand(-1, orders.shape[0])
         fill, resident = fp.clone(), fp.clone()
         live = torch.ones_like(fill, dtype=torch.bool)
