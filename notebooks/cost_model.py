@@ -266,7 +266,7 @@ fig.tight_layout()
 # equal the cost table's total for the architecture, which is what the search's budget reads.
 
 # %%
-from dnas.derive.budget import ArchState
+from dnas.space import ArchState
 
 
 def nearest(choices, b):
