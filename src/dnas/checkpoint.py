@@ -38,6 +38,12 @@ def checkpoint_callback(out: Path):
         def on_train_epoch_end(self, trainer, pl_module) -> None:
             if trainer.sanity_checking or trainer.fast_dev_run:
                 return
+            # Under DDP the epoch's synced metrics are computed lazily: rank 0's progress bar
+            # computes them (collectives) in an earlier hook that other ranks skip. Compute them
+            # here on every rank first, as ModelCheckpoint does, so that all ranks meet the
+            # checkpoint's barrier in the same order (else the barrier pairs with a metric's
+            # all-reduce and the run hangs).
+            _ = trainer.callback_metrics
             trainer.save_checkpoint(self.path)  # rank 0 writes, through the atomic CheckpointIO
 
     return LastCheckpoint(Path(out) / CHECKPOINT_DIR / LAST)
