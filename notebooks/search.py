@@ -75,18 +75,22 @@ print(
 # width and bit-width at its largest (the search then trades them down to the budget).
 
 # %%
+from functools import partial
+
 import pytorch_lightning as pl
 
+from dnas.cost.targets import TargetSpec
 from dnas.search.losses import BudgetLoss
 from dnas.search.module import SearchModule
 
 pl.seed_everything(int(cfg.seed), workers=True)
 data = instantiate(cfg.data)
 module = SearchModule(
-    space,
-    table,
-    targets,
-    BudgetLoss(targets=targets, **OmegaConf.to_container(cfg.loss, resolve=True)),
+    space=space,
+    hardware=hw,
+    table=table,
+    target=TargetSpec(latency_ms=targets.latency_ms, energy_mj=targets.energy_mj),
+    budget=partial(BudgetLoss, **OmegaConf.to_container(cfg.loss, resolve=True)),
     weight_optimizer=instantiate(cfg.optimizer.weights),
     arch_optimizer=instantiate(cfg.optimizer.arch),
     weight_scheduler=instantiate(cfg.scheduler),
