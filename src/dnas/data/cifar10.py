@@ -23,7 +23,7 @@ import torch
 
 from dnas.data.errors import DatasetError, DatasetNotFoundError
 from dnas.data.loader import Batch, augment_batch
-from dnas.data.module import TensorDataModule, split_indices
+from dnas.data.module import TensorDataModule, check_limits, split_indices
 from dnas.data.safe_pickle import UnsafePickleError, restricted_loads
 from dnas.errors import DnasError
 
@@ -260,10 +260,7 @@ class CIFAR10DataModule(TensorDataModule):
             raise DnasError(f"mean and std need 3 values (RGB), got {list(mean)}, {list(std)}")
         if (std_t <= 0).any():
             raise DnasError(f"std must be > 0, got {list(std)}")
-        if limit_test is not None and limit_test < 1:
-            raise DnasError(f"limit_test must be >= 1 or null, got {limit_test}")
-        if limit_train is not None and limit_train < 1:
-            raise DnasError(f"limit_train must be >= 1 or null, got {limit_train}")
+        check_limits(limit_train, limit_test)
         super().__init__(
             num_classes=len(CLASS_NAMES),
             input_shape=IMAGE_SHAPE,

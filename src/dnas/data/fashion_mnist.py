@@ -15,7 +15,7 @@ import torch
 from dnas.data.errors import DatasetError, DatasetNotFoundError
 from dnas.data.idx import read_idx, read_idx_header
 from dnas.data.loader import Batch
-from dnas.data.module import TensorDataModule, split_indices
+from dnas.data.module import TensorDataModule, check_limits, split_indices
 from dnas.errors import DnasError
 
 DEFAULT_ROOT = "/usr/share/datasets/fashion-mnist"
@@ -137,10 +137,7 @@ class FashionMNISTDataModule(TensorDataModule):
     ) -> None:
         if std <= 0:
             raise DnasError(f"std must be > 0, got {std}")
-        if limit_test is not None and limit_test < 1:
-            raise DnasError(f"limit_test must be >= 1 or null, got {limit_test}")
-        if limit_train is not None and limit_train < 1:
-            raise DnasError(f"limit_train must be >= 1 or null, got {limit_train}")
+        check_limits(limit_train, limit_test)
         super().__init__(
             num_classes=10,
             input_shape=(1, *IMAGE_SHAPE),

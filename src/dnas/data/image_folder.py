@@ -29,7 +29,7 @@ from dnas.data.images import (
     open_image,
 )
 from dnas.data.loader import Batch, BatchSchedule
-from dnas.data.module import SPLITS, SplitDataModule, split_indices
+from dnas.data.module import SPLITS, SplitDataModule, check_limits, split_indices
 from dnas.errors import DnasError
 
 TRAIN_DIR, TEST_DIR = "train", "val"
@@ -291,10 +291,7 @@ class ImageFolderDataModule(SplitDataModule):
         drop_last: bool = True,
         verify: str = "header",
     ) -> None:
-        if limit_test is not None and limit_test < 1:
-            raise DnasError(f"limit_test must be >= 1 or null, got {limit_test}")
-        if limit_train is not None and limit_train < 1:
-            raise DnasError(f"limit_train must be >= 1 or null, got {limit_train}")
+        check_limits(limit_train, limit_test)
         if num_workers < 0:
             raise DnasError(f"num_workers must be >= 0, got {num_workers}")
         if verify not in VERIFY:
