@@ -362,6 +362,11 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated subset of methods to run now (default: all); the rest stay planned",
     )
     p.add_argument("--seeds", default=None, help="comma-separated subset of seeds to run now")
+    p.add_argument(
+        "--budgets",
+        default=None,
+        help="comma-separated subset of search budgets to run now: standard, larger",
+    )
     args = p.parse_args(argv)
     os.environ.setdefault("TRITON_INTERPRET", "1")  # before Lightning imports triton (CPU)
     cfg = QUICK if args.quick else FULL
@@ -400,12 +405,20 @@ def main(argv: list[str] | None = None) -> int:
     unknown = (only or set()) - set(methods)
     if unknown:
         p.error(f"unknown methods {sorted(unknown)}; choose from {methods}")
+    budgets = set(args.budgets.split(",")) if args.budgets else None
+    if budgets and budgets - {"standard", "larger"}:
+        p.error(
+            f"unknown budgets {sorted(budgets - {'standard', 'larger'})}; choose from standard, larger"
+        )
     for target, method, seed, budget in plan:
         metric, key, frac = target
         if (method, seed, key, frac, budget) in done or (only and method not in only):
             continue
         if args.seeds is not None and seed not in {int(x) for x in args.seeds.split(",")}:
             continue
+        if budgets and budget not in budgets:
+            continue
+        load_before = os.getloadavg()[0]
         print(f"== {method} seed {seed} {key}={frac} ({budget})", file=sys.stderr, flush=True)
         extra = cfg["larger"][method] if budget == "larger" else None
         out, costs = search_one(method, seed, target, cfg, runs, oneoff, extra)
@@ -437,6 +450,10 @@ def main(argv: list[str] | None = None) -> int:
             "run_dir": str(out),
             "date": time.strftime("%Y-%m-%d %H:%M"),
             "machine": _machine(),
+            # 1-minute load average before and after: ~1-2 is this run alone on 2 cores; more
+            # means something else shared the machine (compare on CPU time then)
+            "load_before": round(load_before, 2),
+            "load_after": round(os.getloadavg()[0], 2),
             "quick": args.quick,
         }
         records = [*_load(path), rec]
