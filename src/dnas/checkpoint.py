@@ -48,7 +48,8 @@ def checkpoint_callback(out: Path):
             # all-reduce and the run hangs).
             _ = trainer.callback_metrics
             record_history(trainer)  # the epoch's row, whichever callback Lightning calls first
-            trainer.save_checkpoint(self.path)  # rank 0 writes, through the atomic CheckpointIO
+            # rank 0 writes, through the atomic CheckpointIO; all of it (optimisers, loops: a resume)
+            trainer.save_checkpoint(self.path, weights_only=False)
 
     return LastCheckpoint(Path(out) / CHECKPOINT_DIR / LAST)
 

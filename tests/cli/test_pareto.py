@@ -8,10 +8,12 @@ import math
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from dnas.cli.pareto import COLUMNS, main, non_dominated
+from dnas.space import Architecture
 from tests.runs import SEARCH_BASE
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -273,6 +275,8 @@ def test_real_sweep_to_pareto(tmp_path, capsys):
     assert targets[0] < targets[1]
     for r in rows:
         assert float(r["latency_ms"]) <= float(r["target_value"])
-        assert 0.0 <= float(r["supernet_acc"]) <= 1.0 and r["finetuned_acc"] == ""
+        searched = Architecture.load(Path(r["run_dir"]) / "arch.yaml")
+        assert float(r["supernet_acc"]) == pytest.approx(searched.metrics["test_acc"])
+        assert r["finetuned_acc"] == ""
     assert any(r["on_front_latency"] == "True" for r in rows)
     assert (tmp_path / "out" / "pareto.png").read_bytes()[:8] == PNG_MAGIC

@@ -81,23 +81,47 @@ def check_jointly_feasible(targets: Targets, space: SearchSpace, table: CostTabl
     """Refuse, before any training, two targets that no architecture of the space meets together.
 
     Each target alone is within the space's reach once ``resolve_targets`` accepted it, but the
-    fastest network need not be the most frugal. The architecture cheapest for the normalised cost
-    Σ_m cost_m / target_m is the one tried; a single target is not checked here.
+    fastest network need not be the most frugal. The networks tried are the exactly cheapest ones
+    for weighted costs α·latency/target_latency + (1−α)·energy/target_energy: the vertices of the
+    convex hull of the space's latency-energy front. Along it latency falls and energy rises as α
+    grows, so a bisection on α finds the two neighbouring vertices around the latency target; the
+    pair is refused only when neither meets both targets (so a pair that only a network inside a
+    concave dent of the front meets would be refused too). A single target is not checked here.
 
     Raises:
-        BudgetError: that architecture misses a target; the message gives its latency and energy.
+        BudgetError: no network tried meets both; the message gives the closest one's latency and
+            energy (the least worst ratio of cost to target).
     """
     active = targets.active()
     if len(active) < 2:
         return
-    state = cheapest_state(space, table, {m: 1 / t for m, t in active.items()})
-    cost = ExactCost(space, table).total(state)
-    if not targets.fits(cost):
-        lat, en = cost["latency_ms"], cost["energy_mj"]
-        raise BudgetError(
-            f"no architecture of {space.name!r} meets {targets.describe()} "
-            f"together (closest: {lat:.4g} ms, {en:.4g} mJ)"
-        )
+    exact = ExactCost(space, table)
+    t_lat, t_en = active["latency_ms"], active["energy_mj"]
+    closest, worst = None, math.inf
+    lo, hi = _EPS, 1.0 - _EPS  # both weights > 0: ties in one metric go to the other
+    for step in range(_BISECTIONS):
+        alpha = lo if step == 0 else hi if step == 1 else (lo + hi) / 2
+        weights = {"latency_ms": alpha / t_lat, "energy_mj": (1 - alpha) / t_en}
+        cost = exact.total(cheapest_state(space, table, weights))
+        if targets.fits(cost):
+            return
+        ratio = max(cost["latency_ms"] / t_lat, cost["energy_mj"] / t_en)
+        if ratio < worst:
+            closest, worst = cost, ratio
+        if step >= 2:
+            if cost["latency_ms"] > t_lat:
+                lo = alpha  # too slow: weigh latency more
+            else:
+                hi = alpha  # fast enough, too costly in energy: weigh energy more
+    lat, en = closest["latency_ms"], closest["energy_mj"]
+    raise BudgetError(
+        f"no architecture of {space.name!r} meets {targets.describe()} "
+        f"together (closest: {lat:.4g} ms, {en:.4g} mJ)"
+    )
+
+
+_EPS = 1e-9
+_BISECTIONS = 50  # two ends, then halvings of α down to ~1e-14
 
 
 def resolve_targets(spec: Mapping[str, Any] | None, extremes: Mapping[str, float]) -> Targets:
