@@ -111,6 +111,11 @@ class SearchModule(ResumableModule, pl.LightningModule):
         derive: how the discrete architecture is read off the distribution within the budget:
             ``"budget"`` (the most preferred network that spends the budget), ``"fill"`` or
             ``"argmax"`` (``dnas.derive.derive_within_budget``).
+        arch_every: an architecture step every this many batches of a search epoch (1: every
+            batch). An architecture step costs about as much as a weight step (a forward and a
+            backward through the supernet), so 2 makes a search epoch ~25 % cheaper. In a front,
+            batches ``i·arch_every … (i+1)·arch_every − 1`` sample target ``i mod K``'s
+            distribution and end with its step.
     """
 
     def __init__(
@@ -133,6 +138,7 @@ class SearchModule(ResumableModule, pl.LightningModule):
         bn_batches: int = 20,
         test_bn_batches: int | None = None,
         derive: str = "budget",
+        arch_every: int = 1,
     ) -> None:
         super().__init__()
         from dnas.derive.budget import DERIVE_STRATEGIES
@@ -141,6 +147,8 @@ class SearchModule(ResumableModule, pl.LightningModule):
             raise DnasError(f"search.derive={derive!r} is not one of {DERIVE_STRATEGIES}")
         if warmup_epochs < 0:
             raise DnasError(f"warmup_epochs must be >= 0, got {warmup_epochs}")
+        if isinstance(arch_every, bool) or not isinstance(arch_every, int) or arch_every < 1:
+            raise DnasError(f"arch_every must be an integer >= 1, got {arch_every!r}")
         if not 0 < tau_min <= tau0:
             raise DnasError(f"need 0 < tau_min <= tau0, got tau0={tau0}, tau_min={tau_min}")
         for name, n in (("bn_batches", bn_batches), ("test_bn_batches", test_bn_batches)):
@@ -167,6 +175,7 @@ class SearchModule(ResumableModule, pl.LightningModule):
                 "targets": [t.active() for t in front] if len(front) > 1 else front[0].active(),
                 "space": space.name,
                 "derive": derive,
+                "arch_every": arch_every,
             }
         )
         self.automatic_optimization = False
@@ -193,6 +202,7 @@ class SearchModule(ResumableModule, pl.LightningModule):
         self.bn_batches = bn_batches
         self.test_bn_batches = bn_batches if test_bn_batches is None else test_bn_batches
         self.derive_strategy = derive
+        self.arch_every = arch_every
         self.val_accs = nn.ModuleList(
             MulticlassAccuracy(space.num_classes, average="micro") for _ in front
         )
@@ -282,7 +292,7 @@ class SearchModule(ResumableModule, pl.LightningModule):
 
     def training_step(self, batch, batch_idx: int) -> None:
         w_opt, *a_opts = self.optimizers()
-        k = batch_idx % self.num_targets
+        k = (batch_idx // self.arch_every) % self.num_targets
         self.use_distribution(k)
         xw, yw = batch["weights"] if isinstance(batch, dict) else batch
         self.supernet.set_mode("gumbel" if self.searching else "uniform")
@@ -297,6 +307,8 @@ class SearchModule(ResumableModule, pl.LightningModule):
         self.log("train/acc", acc, on_step=False, on_epoch=True, sync_dist=True)
         if not self.searching or not isinstance(batch, dict) or "arch" not in batch:
             return
+        if (batch_idx + 1) % self.arch_every:
+            return  # the distribution's step ends its run of batches
         xa, ya = batch["arch"]
         ce = F.cross_entropy(self.supernet(xa), ya)
         expected = self.expected_cost(self.supernet.relaxed())
