@@ -7,7 +7,7 @@ import re
 import pytest
 
 from dnas.cost.exact import ExactCost, cheapest_state
-from dnas.cost.targets import BudgetError, Targets, check_jointly_feasible
+from dnas.cost.targets import BudgetError, Targets, check_jointly_feasible, fitting_state
 from dnas.space import load_space
 from tests.cost.fake_table import random_table
 
@@ -44,6 +44,8 @@ def test_a_pair_met_off_the_equal_weighting_is_accepted():
         cost = exact.total(cheapest_state(space, table, {"latency_ms": lat_w, "energy_mj": en_w}))
         targets = Targets(latency_ms=cost["latency_ms"], energy_mj=cost["energy_mj"])
         check_jointly_feasible(targets, space, table)  # met by that network: never refused
+        state, found = fitting_state(targets, space, table)  # derivation's last resort
+        assert targets.fits(found) and found == exact.total(state)
         equal = {"latency_ms": 1 / targets.latency_ms, "energy_mj": 1 / targets.energy_mj}
         missed_by_equal_weighting += not targets.fits(
             exact.total(cheapest_state(space, table, equal))
@@ -60,6 +62,14 @@ def test_targets_met_together_pass(space, table):
     check_jointly_feasible(
         Targets(latency_ms=ext["min_latency_ms"], energy_mj=ext["min_energy_mj"]), space, table
     )
+
+
+def test_one_target_fits_its_cheapest_network_or_is_refused(space, table):
+    ext = table.extremes(space)
+    _, cost = fitting_state(Targets(energy_mj=ext["min_energy_mj"]), space, table)
+    assert cost["energy_mj"] == pytest.approx(ext["min_energy_mj"], rel=1e-12)
+    with pytest.raises(BudgetError, match="the cheapest costs"):
+        fitting_state(Targets(latency_ms=ext["min_latency_ms"] * 0.99), space, table)
 
 
 def test_a_single_target_is_not_checked_here(space, table):
