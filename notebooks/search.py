@@ -158,10 +158,12 @@ print(module.supernet.summary())
 # supernet.
 
 # %%
+from dnas.history import history_of
 from dnas.search.plot import draw_search
 
+history = history_of(trainer).rows  # one row per epoch of what the search logged
 fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
-draw_search(module.history, targets, axes)
+draw_search(history, targets, axes)
 fig.tight_layout()
 
 # %% [markdown]
@@ -188,7 +190,7 @@ def epoch_axis(ax):
 
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
 for ax, key, label in ((axes[0], "tau", "temperature τ"), (axes[1], "entropy", "kernel entropy")):
-    pts = [(h["epoch"] + 1, h[key]) for h in module.history if key in h]
+    pts = [(h["epoch"] + 1, h[key]) for h in history if key in h]
     epoch_axis(ax)
     ax.plot(*zip(*pts), "-o", markersize=4)
     ax.set_ylabel(label)

@@ -1,10 +1,11 @@
 """Checkpoints the searches and training runs write and resume from.
 
 ``last.ckpt`` is written at the end of every training epoch, after the module's own end-of-epoch
-work (scheduler step, recorded history), atomically: a run killed while saving keeps the previous
+work (scheduler step) and with the epoch's row of the run's history (``dnas.history``), atomically: a run killed while saving keeps the previous
 checkpoint whole. Resuming from it (``ckpt_path=RUN/checkpoints/last.ckpt``) restores the weights,
 the architecture parameters, every optimiser and the scheduler (Lightning), the budget terms' λ
-(module buffers), and the history and global RNG stream (``SearchModule.on_save_checkpoint``); the
+(module buffers), the history (callback state) and the global RNG stream
+(``ResumableModule.on_save_checkpoint``); the
 data loaders draw their permutation from the epoch, so the resumed run repeats the interrupted
 epoch exactly as the uninterrupted run trained it.
 """
@@ -25,11 +26,13 @@ def checkpoint_callback(out: Path):
     """The callback that writes ``out/checkpoints/last.ckpt`` at the end of every training epoch.
 
     A ``Checkpoint`` subclass, so that Lightning calls it after the module's own
-    ``on_train_epoch_end`` (Lightning runs checkpoint callbacks last): the saved scheduler and
-    history already include the epoch. (Lightning's ``ModelCheckpoint`` writes ``last.ckpt`` only
+    ``on_train_epoch_end`` (Lightning runs checkpoint callbacks last): the saved scheduler already
+    includes the epoch, and the history's row for it is taken first. (Lightning's ``ModelCheckpoint`` writes ``last.ckpt`` only
     beside a top-k checkpoint, which would double the files.)
     """
     from pytorch_lightning.callbacks import Checkpoint
+
+    from dnas.history import record_history
 
     class LastCheckpoint(Checkpoint):
         def __init__(self, path: Path) -> None:
@@ -44,7 +47,9 @@ def checkpoint_callback(out: Path):
             # checkpoint's barrier in the same order (else the barrier pairs with a metric's
             # all-reduce and the run hangs).
             _ = trainer.callback_metrics
-            trainer.save_checkpoint(self.path)  # rank 0 writes, through the atomic CheckpointIO
+            record_history(trainer)  # the epoch's row, whichever callback Lightning calls first
+            # rank 0 writes, through the atomic CheckpointIO; all of it (optimisers, loops: a resume)
+            trainer.save_checkpoint(self.path, weights_only=False)
 
     return LastCheckpoint(Path(out) / CHECKPOINT_DIR / LAST)
 
@@ -130,13 +135,13 @@ class CheckpointError(DnasError):
     """A checkpoint that cannot resume this run (unreadable, another space, targets or format)."""
 
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2  # 2: the history moved from the module's state to the History callback
 
 
 class ResumableModule:
     """Mixin for a LightningModule: what Lightning's checkpoint lacks for an exact resume.
 
-    Saves, under ``checkpoint_key``, the recorded ``history`` and the global torch RNG stream
+    Saves, under ``checkpoint_key``, the global torch RNG stream
     (Gumbel samples, sampled paths, dropout), plus ``checkpoint_identity()`` (what the run is of:
     space, targets, architecture), which a resume must match. The RNG is restored at the start of
     the first training epoch after loading, so whatever runs in between (a sanity check, data
@@ -144,7 +149,6 @@ class ResumableModule:
     """
 
     checkpoint_key = "dnas"
-    history: list
 
     def checkpoint_identity(self) -> dict[str, Any]:
         return {}
@@ -158,7 +162,6 @@ class ResumableModule:
         checkpoint[self.checkpoint_key] = {
             "format": CHECKPOINT_FORMAT,
             **self.checkpoint_identity(),
-            "history": [dict(h) for h in self.history],
             "torch_rng": torch.get_rng_state(),
         }
 
@@ -171,7 +174,6 @@ class ResumableModule:
                 f"checkpoint format {state.get('format')!r}; this dnas reads {CHECKPOINT_FORMAT}"
             )
         self.check_checkpoint_identity(state)
-        self.history = [dict(h) for h in state["history"]]
         self._resume_rng = state["torch_rng"]
 
     def restore_rng_after_resume(self) -> None:

@@ -8,10 +8,12 @@ import math
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from dnas.cli.pareto import COLUMNS, main, non_dominated
+from dnas.space import Architecture
 from tests.runs import SEARCH_BASE
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -246,9 +248,9 @@ SMALL = SEARCH_BASE
 
 @pytest.mark.slow
 def test_real_sweep_to_pareto(tmp_path, capsys):
-    """`dnas-search experiment=pareto_sweep` (a multirun without -m; two budgets here) on synthetic
-    data, then dnas-pareto on its sweep directory."""
-    sweep = tmp_path / "sweep"
+    """`dnas-search experiment=pareto_sweep` (one run for the budgets; two here) on synthetic
+    data, then dnas-pareto on its run directory."""
+    run = tmp_path / "run"
     proc = subprocess.run(
         [
             sys.executable,
@@ -256,8 +258,8 @@ def test_real_sweep_to_pareto(tmp_path, capsys):
             "dnas.cli.search",
             "experiment=pareto_sweep",
             *SMALL,
-            "target.latency_frac=0.05,0.5",
-            f"hydra.sweep.dir={sweep}",
+            "front=[{latency_frac:0.05},{latency_frac:0.5}]",
+            f"hydra.run.dir={run}",
         ],
         capture_output=True,
         text=True,
@@ -265,14 +267,29 @@ def test_real_sweep_to_pareto(tmp_path, capsys):
         env={**os.environ, "DNAS_CACHE": str(tmp_path / "cache")},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert main([str(sweep), "-o", str(tmp_path / "out")]) == 0
+    assert main([str(run), "-o", str(tmp_path / "out")]) == 0
     rows = read_rows(tmp_path / "out" / "pareto.csv")
-    assert [r["run_dir"] for r in rows] == [str(sweep / "0"), str(sweep / "1")]
+    members = sorted((run / "front").iterdir())
+    assert [r["run_dir"] for r in rows] == [str(m) for m in members] and len(rows) == 2
     assert all(r["method"] == "dnas" and r["target_metric"] == "latency_ms" for r in rows)
     targets = [float(r["target_value"]) for r in rows]
     assert targets[0] < targets[1]
     for r in rows:
         assert float(r["latency_ms"]) <= float(r["target_value"])
-        assert 0.0 <= float(r["supernet_acc"]) <= 1.0 and r["finetuned_acc"] == ""
+        searched = Architecture.load(Path(r["run_dir"]) / "arch.yaml")
+        assert float(r["supernet_acc"]) == pytest.approx(searched.metrics["test_acc"])
+        assert r["finetuned_acc"] == ""
     assert any(r["on_front_latency"] == "True" for r in rows)
     assert (tmp_path / "out" / "pareto.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_pareto_sweep_configs():
+    """pareto_sweep: one run over three budgets; pareto_sweep_independent: a multirun of them."""
+    from tests.runs import compose_config
+
+    front = compose_config("search", "experiment=pareto_sweep")
+    assert [dict(t) for t in front.front] == [{"latency_frac": f} for f in (0.15, 0.3, 0.5)]
+    assert str(front.hydra.mode) != "RunMode.MULTIRUN"
+    independent = compose_config("search", "experiment=pareto_sweep_independent")
+    assert independent.front is None and str(independent.hydra.mode) == "RunMode.MULTIRUN"
+    assert independent.hydra.sweeper.params["target.latency_frac"] == "0.15,0.3,0.5"

@@ -8,7 +8,7 @@ import warnings
 import pytest
 import torch
 
-from dnas.checkpoint import CheckpointError, read_checkpoint
+from dnas.checkpoint import CHECKPOINT_FORMAT, CheckpointError, read_checkpoint
 from dnas.cli.common import (
     _FAILED,
     check_epochs,
@@ -168,7 +168,7 @@ class _Space:
 
 def _state(**kw):
     base = {
-        "format": 1,
+        "format": CHECKPOINT_FORMAT,
         "space": "tiny",
         "space_fingerprint": "abc",
         "targets": [{"latency_ms": 0.3}],

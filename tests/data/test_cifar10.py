@@ -360,7 +360,7 @@ def test_search_runs_on_cifar10(tmp_path, monkeypatch):
         f"hydra.runtime.output_dir={out}",
     )
     acc = run(cfg, output_dir=out)
-    assert 0.0 <= acc <= 1.0
     arch = Architecture.load(out / "arch.yaml")
+    assert arch.metrics["test_acc"] == acc  # what the run returns is the derived network's
     assert arch.space == "cifar_mbv2"
     assert arch.metrics["latency_ms"] <= arch.metrics["target_latency_ms"] * (1 + 1e-12)

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from dnas.cost.targets import BudgetError, TargetSpec
+from dnas.errors import DnasError
 from dnas.search.losses import BudgetLoss
 from dnas.search.module import SearchModule
 from dnas.space import Architecture
@@ -18,7 +19,7 @@ from tests.runs import SEARCH_BASE, TRAIN
 FRONT = "front=[{latency_frac:0.1},{latency_frac:0.4},{energy_frac:0.3}]"
 
 
-def _module(space, table, fracs=(0.1, 0.5)):
+def _module(space, table, fracs=(0.1, 0.5), **kw):
     return SearchModule(
         space=space,
         table=table,
@@ -27,6 +28,7 @@ def _module(space, table, fracs=(0.1, 0.5)):
         weight_optimizer=lambda p: torch.optim.SGD(p, lr=0.1),
         arch_optimizer=lambda p: torch.optim.Adam(p, lr=0.5),
         warmup_epochs=0,
+        **kw,
     )
 
 
@@ -59,13 +61,12 @@ def test_switching_distributions_keeps_each_one(space, table):
     assert all(torch.equal(a, b) for a, b in zip(first, _arch(fresh)))
 
 
-def test_an_architecture_step_moves_only_its_own_distribution(space, table):
-    """Step i takes distribution i mod K: its arch step changes it and no other."""
+def _step(m, space, batch_idx):
+    """One training step outside a fit; returns every distribution's state before and after."""
     pl = pytest.importorskip("pytorch_lightning")
-    m = _module(space, table)
     opts = [torch.optim.SGD(m.supernet.weight_parameters(), lr=0.1)]
-    opts += [torch.optim.Adam(m.supernet.arch_parameters(), lr=0.5) for _ in range(2)]
-    # training_step outside a fit: a trainer for its backward hooks, no loop
+    opts += [torch.optim.Adam(m.supernet.arch_parameters(), lr=0.5) for _ in m.front]
+    # a trainer for the backward hooks, no loop
     trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False)
     trainer.strategy.connect(m)
     m.trainer = trainer
@@ -73,18 +74,54 @@ def test_an_architecture_step_moves_only_its_own_distribution(space, table):
     m.log = lambda *a, **k: None
     x = torch.randn(8, space.in_channels, space.resolution, space.resolution)
     y = torch.randint(0, space.num_classes, (8,))
-    batch = {"weights": (x, y), "arch": (x, y)}
-    before = [m.distribution_state(k) for k in range(2)]
-    m.training_step(batch, batch_idx=1)  # target 1
-    after = [m.distribution_state(k) for k in range(2)]
-    arch_keys = [k for k in before[0] if "arch" in k]
-    weight_keys = [k for k in before[0] if "weight" in k and "arch" not in k]
-    assert arch_keys and weight_keys
-    assert all(torch.equal(before[0][k], after[0][k]) for k in arch_keys)
-    assert any(not torch.equal(before[1][k], after[1][k]) for k in arch_keys)
+    before = [m.distribution_state(k) for k in range(m.num_targets)]
+    m.training_step({"weights": (x, y), "arch": (x, y)}, batch_idx=batch_idx)
+    return before, [m.distribution_state(k) for k in range(m.num_targets)]
+
+
+def _moved(before, after, which):
+    keys = [k for k in before if which(k)]
+    assert keys
+    return any(not torch.equal(before[k], after[k]) for k in keys)
+
+
+def _is_arch(key):
+    return "arch" in key
+
+
+def _is_weight(key):
+    return "weight" in key and "arch" not in key
+
+
+def test_an_architecture_step_moves_only_its_own_distribution(space, table):
+    """Step i takes distribution i mod K: its arch step changes it and no other."""
+    m = _module(space, table)
+    before, after = _step(m, space, batch_idx=1)  # target 1
+    assert not _moved(before[0], after[0], _is_arch)
+    assert _moved(before[1], after[1], _is_arch)
     # the weights are shared: both views show the weight step
-    assert any(not torch.equal(before[0][k], after[0][k]) for k in weight_keys)
-    assert all(torch.equal(after[0][k], after[1][k]) for k in weight_keys)
+    assert _moved(before[0], after[0], _is_weight)
+    assert all(torch.equal(after[0][k], after[1][k]) for k in after[0] if _is_weight(k))
+
+
+@pytest.mark.parametrize(("batch_idx", "target", "arch_step"), [(2, 1, False), (3, 1, True)])
+def test_arch_every_runs_each_distribution_for_that_many_batches(
+    space, table, batch_idx, target, arch_step
+):
+    """arch_every=2: batches 2 and 3 belong to target 1 (2 // 2 mod 2), whose architecture step
+    comes at the last of them; every batch still steps the weights."""
+    m = _module(space, table, arch_every=2)
+    before, after = _step(m, space, batch_idx)
+    assert _moved(before[target], after[target], _is_arch) == arch_step
+    assert not _moved(before[1 - target], after[1 - target], _is_arch)
+    assert _moved(before[target], after[target], _is_weight)
+    assert int(m.loaded_distribution) == target
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True])
+def test_arch_every_must_be_a_positive_integer(space, table, bad):
+    with pytest.raises(DnasError, match="arch_every must be an integer >= 1"):
+        _module(space, table, arch_every=bad)
 
 
 def test_front_run_writes_each_target_within_its_budget(tmp_path_factory, cache_dir):

@@ -55,6 +55,17 @@ def test_search_writes_arch_within_budget(tmp_path, loss, derive, monkeypatch):
         "arch/tau",
     ):
         assert c in cols, c
+    # the history is what was logged, one row per epoch (taken after the test too)
+    import json
+
+    history = json.loads((tmp_path / "history.json").read_text())
+    epochs = int(cfg.trainer.max_epochs)
+    assert [h["epoch"] for h in history] == list(range(epochs))
+    with open(tmp_path / "metrics.csv", newline="") as f:
+        logged = {int(r["epoch"]): float(r["val/acc"]) for r in csv.DictReader(f) if r["val/acc"]}
+    assert [h["val_acc"] for h in history] == pytest.approx([logged[e] for e in range(epochs)])
+    assert {"tau", "entropy", "expected_latency_ms", "derived_latency_ms"} <= set(history[-1])
+    assert arch.metrics["val_acc"] == history[-1]["val_acc"]
     assert (tmp_path / "search.png").stat().st_size > 10_000
     state = torch.load(tmp_path / "supernet.pt", weights_only=True)
     assert any("arch" in k for k in state)
@@ -72,8 +83,6 @@ def test_search_writes_arch_within_budget(tmp_path, loss, derive, monkeypatch):
     n_test = sum(len(y) for _, y in data.test_dataloader())
     assert evaluate(child, data.test_dataloader()) == pytest.approx(acc, abs=1.01 / n_test)
     # provenance: arch.yaml names the table its costs came from; run.json what produced it
-    import json
-
     import dnas
 
     assert arch.table_hash == table.header.content_hash

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +19,28 @@ import torch
 from dnas.atomic import atomic_path
 from dnas.cli.common import write_run_record
 from dnas.cost.targets import Targets
+from dnas.history import history_of
 from dnas.search.module import SearchModule
 from dnas.search.plot import plot_search
 from dnas.train.load import SPACE_FILE, save_space
+
+
+@dataclass(frozen=True)
+class TargetResult:
+    """What a search found for one target: the derived architecture, with its exact cost, the
+    target and its accuracies in ``arch.metrics``, and where its files are."""
+
+    arch: Any  # dnas.space.Architecture
+    targets: Targets
+    dir: Path
+
+    @property
+    def val_acc(self) -> float:
+        return float(self.arch.metrics.get("val_acc", math.nan))
+
+    @property
+    def test_acc(self) -> float:
+        return float(self.arch.metrics.get("test_acc", math.nan))
 
 
 class SearchOutputs(pl.Callback):
@@ -40,6 +60,8 @@ class SearchOutputs(pl.Callback):
         config: the run's resolved configuration, recorded in ``run.json`` (set by the CLI that
             builds the trainer).
         record: more fields for ``run.json`` (e.g. ``torch_threads``, ``resumed_from``).
+        results: one :class:`TargetResult` per target, from the last write (after a test: with
+            test accuracies); empty before, and on processes other than the main one.
     """
 
     def __init__(self, dirpath: str | None = None) -> None:
@@ -47,6 +69,7 @@ class SearchOutputs(pl.Callback):
         self.dirpath = dirpath
         self.config: dict[str, Any] | None = None
         self.record: dict[str, Any] = {}
+        self.results: list[TargetResult] = []
 
     def run_dir(self, trainer: pl.Trainer) -> Path:
         """Where the files go (call it on every process: under DDP, ``trainer.log_dir`` is a
@@ -84,24 +107,29 @@ class SearchOutputs(pl.Callback):
             **self.record,
             "config": self.config,
         }
-        space, front = module.space, module.front
+        space, front, history = module.space, module.front, history_of(trainer)
+        results = []
         if len(front) == 1:
-            arch = _arch_with_accuracies(module, 0, test_accs)
+            rows = history.for_target(0, 1)
+            arch = _arch_with_accuracies(module, 0, rows, test_accs)
             state = module.distribution_state(0)
-            write_target(out, arch, state, space, module.history_for(0), front[0], record)
+            write_target(out, arch, state, space, rows, front[0], record)
+            results.append(TargetResult(arch, front[0], out))
         else:
             rows = []
             for k, targets in enumerate(front):
                 sub = out / "front" / front_label(k, targets)
-                arch = _arch_with_accuracies(module, k, test_accs)
+                own = history.for_target(k, len(front))
+                arch = _arch_with_accuracies(module, k, own, test_accs)
                 rec = {**record, "front_index": k, "front_size": len(front)}
-                history = module.history_for(k)
-                write_target(sub, arch, module.distribution_state(k), space, history, targets, rec)
+                write_target(sub, arch, module.distribution_state(k), space, own, targets, rec)
+                results.append(TargetResult(arch, targets, sub))
                 row = {
                     "index": k,
                     "dir": str(sub.relative_to(out)),
                     "target": targets.describe(),
-                    **module.derived_front_cost[k],
+                    "latency_ms": arch.metrics["latency_ms"],
+                    "energy_mj": arch.metrics["energy_mj"],
                 }
                 if test_accs is not None:
                     row["test_acc"] = test_accs[k]
@@ -111,8 +139,9 @@ class SearchOutputs(pl.Callback):
             save_space(space, out / SPACE_FILE)
             write_run_record(out, "dnas", front=rows, **record)
             write_front_csv(out / "front.csv", rows)
-            (out / "history.json").write_text(json.dumps(module.history, indent=1))
+            (out / "history.json").write_text(json.dumps(history.rows, indent=1))
         _copy_metrics_csv(trainer, out)
+        self.results = results
         return out
 
 
@@ -122,11 +151,12 @@ def _search_module(module: pl.LightningModule) -> SearchModule:
     return module
 
 
-def _arch_with_accuracies(module: SearchModule, k: int, test_accs: list[float] | None):
+def _arch_with_accuracies(
+    module: SearchModule, k: int, history: list[dict[str, float]], test_accs: list[float] | None
+):
     """Target k's derived architecture with its exact cost and accuracies in its metrics."""
     arch, _ = module.derive(k)
     arch = arch.priced_by(module.table.header.content_hash)
-    history = module.history_for(k)
     val_acc = history[-1].get("val_acc", math.nan) if history else math.nan
     if test_accs is None:
         return arch.with_metrics(val_acc=val_acc)

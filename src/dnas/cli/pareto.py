@@ -5,8 +5,10 @@ directories (recursively; hidden folders such as ``.hydra`` are skipped) and wri
 ``OUTDIR/pareto.csv`` and ``OUTDIR/pareto.png`` (atomically; OUTDIR defaults to the current
 directory). Typical use after a sweep::
 
-    dnas-search -m target.latency_frac=0.1,0.3,0.6   # or: dnas-search experiment=pareto_sweep
+    dnas-search -m target.latency_frac=0.1,0.3,0.6   # or: experiment=pareto_sweep_independent
     dnas-pareto multirun/search/DATE/TIME -o results/
+    dnas-search experiment=pareto_sweep              # the budgets in one run (front=[...])
+    dnas-pareto outputs/search/DATE/TIME -o results/
 
 One CSV row per architecture (``run_dir`` is the folder holding its ``arch.yaml``):
 

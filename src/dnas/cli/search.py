@@ -118,24 +118,19 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     )
     try:
         trainer.fit(module, datamodule=data, ckpt_path=ckpt_path or None)
-        test = trainer.test(module, datamodule=data, verbose=False)
+        trainer.test(module, datamodule=data, verbose=False)
     except (SystemExit, NonFiniteLossError) as e:  # Lightning's answer to SIGTERM and Ctrl-C
         raise interrupted(e, out, "the search") from None
 
-    values = []
-    for k, targets in enumerate(module.front):
-        test_acc = float(test[0][f"test/acc{module.target_suffix(k)}"]) if test else float("nan")
-        cost = module.derived_front_cost[k]
+    for result in outputs.results:  # written by the callback, with the test accuracies
+        cost = result.arch.metrics
         console.print(
             f"derived: {cost['latency_ms']:.4f} ms, {cost['energy_mj']:.4f} mJ "
-            f"(budget {targets.describe()}); test accuracy {100 * test_acc:.2f}% -> {out}"
+            f"(budget {result.targets.describe()}); test accuracy {100 * result.test_acc:.2f}% "
+            f"-> {result.dir}"
         )
-        if objective == "test_acc":
-            values.append(test_acc)
-        else:
-            history = module.history_for(k)
-            values.append(history[-1].get("val_acc", float("nan")) if history else float("nan"))
-    return sum(values) / len(values)
+    values = [getattr(r, objective) for r in outputs.results]
+    return sum(values) / len(values) if values else float("nan")
 
 
 def search_module(cfg: DictConfig, space, hardware, table) -> SearchModule:

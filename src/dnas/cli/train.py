@@ -87,6 +87,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     from dnas.cost.hardware import BitFusionConfig
     from dnas.cost.table import load_or_build
     from dnas.errors import NonFiniteLossError
+    from dnas.history import history_of
     from dnas.space import SearchSpace
     from dnas.train.load import (
         ARCH_FILE,
@@ -176,7 +177,8 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     except (SystemExit, NonFiniteLossError) as e:  # SIGTERM, Ctrl-C, a NaN loss
         raise interrupted(e, out, "the training") from None
     test_acc = float(test[0]["test/acc"]) if test else float("nan")
-    val_acc = module.history[-1].get("val_acc", float("nan")) if module.history else float("nan")
+    history = history_of(trainer).rows
+    val_acc = history[-1].get("val_acc", float("nan")) if history else float("nan")
 
     source = read_run_record(arch_path.parent)
     metrics = dict(arch.metrics)
@@ -208,9 +210,9 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
             torch.save(module.child.state_dict(), tmp)
         save_space(space, out / SPACE_FILE)
         result.save(out / ARCH_FILE)
-        (out / "history.json").write_text(json.dumps(module.history, indent=1))
+        (out / "history.json").write_text(json.dumps(history, indent=1))
         plot_training(
-            module.history,
+            history,
             out / "train.png",
             title=f"{space.name}: {latency_ms:.4f} ms, {energy_mj:.4f} mJ, "
             f"test {100 * test_acc:.2f}%",

@@ -11,7 +11,7 @@ from typing import Any
 from dnas.cost.exact import ExactCost, cheapest_state
 from dnas.cost.table import METRICS, CostTable
 from dnas.errors import DnasError
-from dnas.space import SearchSpace
+from dnas.space import ArchState, SearchSpace
 
 _UNIT = {"latency_ms": "ms", "energy_mj": "mJ"}
 
@@ -81,23 +81,71 @@ def check_jointly_feasible(targets: Targets, space: SearchSpace, table: CostTabl
     """Refuse, before any training, two targets that no architecture of the space meets together.
 
     Each target alone is within the space's reach once ``resolve_targets`` accepted it, but the
-    fastest network need not be the most frugal. The architecture cheapest for the normalised cost
-    Σ_m cost_m / target_m is the one tried; a single target is not checked here.
+    fastest network need not be the most frugal. A single target is not checked here.
 
     Raises:
-        BudgetError: that architecture misses a target; the message gives its latency and energy.
+        BudgetError: ``fitting_state`` finds no network meeting both; the message gives the
+            closest one's latency and energy.
+    """
+    if len(targets.active()) >= 2:
+        fitting_state(targets, space, table)
+
+
+def fitting_state(
+    targets: Targets, space: SearchSpace, table: CostTable
+) -> tuple[ArchState, dict[str, float]]:
+    """A network of the space that meets every target, and its exact cost.
+
+    One target: the network cheapest in its metric. Two: the networks tried are the exactly
+    cheapest ones for weighted costs α·latency/target_latency + (1−α)·energy/target_energy, the
+    vertices of the convex hull of the space's latency-energy front. Along it latency falls and
+    energy rises as α grows, so a bisection on α finds the two neighbouring vertices around the
+    latency target; the targets are refused only when neither meets both (so a pair that only a
+    network inside a concave dent of the front meets would be refused too).
+
+    Raises:
+        BudgetError: no network tried meets every target; the message gives the closest one's
+            latency and energy (the least worst ratio of cost to target).
     """
     active = targets.active()
-    if len(active) < 2:
-        return
-    state = cheapest_state(space, table, {m: 1 / t for m, t in active.items()})
-    cost = ExactCost(space, table).total(state)
-    if not targets.fits(cost):
-        lat, en = cost["latency_ms"], cost["energy_mj"]
+    exact = ExactCost(space, table)
+    if len(active) == 1:
+        (metric,) = active
+        state = cheapest_state(space, table, {metric: 1.0})
+        cost = exact.total(state)
+        if targets.fits(cost):
+            return state, cost
         raise BudgetError(
-            f"no architecture of {space.name!r} meets {targets.describe()} "
-            f"together (closest: {lat:.4g} ms, {en:.4g} mJ)"
+            f"no architecture of {space.name!r} meets {targets.describe()}: the cheapest costs "
+            f"{cost[metric]:.4g}"
         )
+    t_lat, t_en = active["latency_ms"], active["energy_mj"]
+    closest, worst = None, math.inf
+    lo, hi = _EPS, 1.0 - _EPS  # both weights > 0: ties in one metric go to the other
+    for step in range(_BISECTIONS):
+        alpha = lo if step == 0 else hi if step == 1 else (lo + hi) / 2
+        weights = {"latency_ms": alpha / t_lat, "energy_mj": (1 - alpha) / t_en}
+        state = cheapest_state(space, table, weights)
+        cost = exact.total(state)
+        if targets.fits(cost):
+            return state, cost
+        ratio = max(cost["latency_ms"] / t_lat, cost["energy_mj"] / t_en)
+        if ratio < worst:
+            closest, worst = cost, ratio
+        if step >= 2:
+            if cost["latency_ms"] > t_lat:
+                lo = alpha  # too slow: weigh latency more
+            else:
+                hi = alpha  # fast enough, too costly in energy: weigh energy more
+    lat, en = closest["latency_ms"], closest["energy_mj"]
+    raise BudgetError(
+        f"no architecture of {space.name!r} meets {targets.describe()} "
+        f"together (closest: {lat:.4g} ms, {en:.4g} mJ)"
+    )
+
+
+_EPS = 1e-9
+_BISECTIONS = 50  # two ends, then halvings of α down to ~1e-14
 
 
 def resolve_targets(spec: Mapping[str, Any] | None, extremes: Mapping[str, float]) -> Targets:

@@ -3,8 +3,8 @@
 Start from the most likely architecture (argmax kernel, nearest width and bit indices). While its
 exact cost exceeds a target, apply the one-step downgrade (a cheaper kernel or skip, one width index
 lower, one bit index lower on one conv) with the smallest loss of architecture log-probability per
-unit of (target-normalised) cost saved. If the greedy walk gets stuck, fall back to the exactly
-cheapest architecture for the normalised cost; if even that does not fit, the budget is unreachable.
+unit of (target-normalised) cost saved. If the greedy walk gets stuck, fall back to a network that
+fits (``dnas.cost.targets.fitting_state``); if there is none, the budget is unreachable.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from collections.abc import Mapping
 
 import torch
 
-from dnas.cost.exact import ExactCost, cheapest_state
+from dnas.cost.exact import ExactCost
 from dnas.cost.table import METRICS, CostTable
-from dnas.cost.targets import BudgetError, Targets
+from dnas.cost.targets import Targets, fitting_state
 from dnas.errors import DnasError
 from dnas.space import Architecture, ArchState, LayerKey, nearest_index
 from dnas.space.layers import BLOCK_ROLES, FIXED_ROLES
@@ -279,19 +279,6 @@ def _state_score(lag: _Lagrangian, s: ArchState, costs: ExactCost) -> float:
     return total
 
 
-def _cheapest_fitting(space, table: CostTable, targets: Targets, costs: ExactCost):
-    """The cheapest architecture for the targets' normalised cost, or BudgetError if it misses."""
-    active = targets.active()
-    state = cheapest_state(space, table, {m: 1.0 / t for m, t in active.items()})
-    cost = costs.total(state)
-    if not targets.fits(cost):
-        raise BudgetError(
-            f"no architecture of space {space.name!r} meets {targets.describe()}: the cheapest "
-            f"for this budget costs " + ", ".join(f"{m}={cost[m]:.6g}" for m in active)
-        )
-    return state, cost
-
-
 def budget_state(
     space, table: CostTable, relaxed, targets: Targets, iters: int = 60
 ) -> tuple[ArchState, dict[str, float]]:
@@ -328,7 +315,7 @@ def budget_state(
         while not fits(hi)[0] and hi < 1e6:
             lo, hi = hi, 2 * hi
         if hi >= 1e6:
-            state, cost = _cheapest_fitting(space, table, targets, costs)
+            state, cost = fitting_state(targets, space, table)
             lo = hi = None
     if lo is not None:
         for _ in range(iters):
@@ -421,7 +408,7 @@ def derive_within_budget(
             _, state, cost = best
             steps += 1
         if not targets.fits(cost):
-            state, cost = _cheapest_fitting(space, table, targets, costs)
+            state, cost = fitting_state(targets, space, table)
     if strategy == "fill" and active:
         state, cost, _ = fill_budget(space, table, relaxed, targets, state)
     arch = state.to_arch(space)

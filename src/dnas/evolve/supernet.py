@@ -37,7 +37,6 @@ class UniformSupernetModule(ResumableModule, pl.LightningModule):
         self.supernet = SuperNet(space)
         self.supernet.set_mode("uniform")
         self._opt, self._sched = weight_optimizer, weight_scheduler
-        self.history: list[dict[str, float]] = []
 
     checkpoint_key = "dnas_uniform_supernet"
 

@@ -14,6 +14,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from dnas.checkpoint import CheckpointError, ResumableModule
 from dnas.errors import DnasError, NonFiniteLossError
+from dnas.history import History
 from dnas.supernet import ChildNet
 
 
@@ -58,7 +59,7 @@ class ChildModule(ResumableModule, pl.LightningModule):
         n = child.space.num_classes
         self.val_acc = MulticlassAccuracy(n, average="micro")
         self.test_acc = MulticlassAccuracy(n, average="micro")
-        self.history: list[dict[str, float]] = []
+        self._history: History | None = None
 
     checkpoint_key = "dnas_train"
 
@@ -105,11 +106,6 @@ class ChildModule(ResumableModule, pl.LightningModule):
         self.log("train/acc", (logits.argmax(1) == y).float().mean(), on_step=False, on_epoch=True)
         return loss
 
-    def on_train_epoch_end(self) -> None:
-        loss = self.trainer.callback_metrics.get("train/loss_epoch")
-        if loss is not None:
-            self._record(train_loss=float(loss))
-
     def validation_step(self, batch, batch_idx: int) -> None:
         x, y = batch
         self.val_acc.update(self.child(x), y)
@@ -118,8 +114,6 @@ class ChildModule(ResumableModule, pl.LightningModule):
         acc = self.val_acc.compute()
         self.val_acc.reset()
         self.log("val/acc", acc, prog_bar=True)
-        if not self.trainer.sanity_checking:
-            self._record(val_acc=float(acc))
 
     def test_step(self, batch, batch_idx: int) -> None:
         x, y = batch
@@ -129,8 +123,11 @@ class ChildModule(ResumableModule, pl.LightningModule):
         self.log("test/acc", self.test_acc.compute())
         self.test_acc.reset()
 
-    def _record(self, **values: float) -> None:
-        epoch = self.current_epoch
-        if not self.history or self.history[-1]["epoch"] != epoch:
-            self.history.append({"epoch": epoch})
-        self.history[-1].update({k: v for k, v in values.items() if math.isfinite(v)})
+    def configure_callbacks(self) -> list[pl.Callback]:
+        """The training's history (one row per epoch: loss, validation accuracy); the same one
+        each time (Lightning asks again at ``test`` and replaces the trainer's)."""
+        if self._history is None:
+            self._history = History(
+                train={"train/loss_epoch": "train_loss"}, val={"val/acc": "val_acc"}
+            )
+        return [self._history]
