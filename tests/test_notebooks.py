@@ -126,6 +126,7 @@ print(matplotlib.get_backend())
 
 
 # --------------------------------------------------------------------------------- executed
+@pytest.mark.slow  # the notebook run as a script
 def test_cost_model_notebook(tmp_path, cache_dir):
     out = run_notebook("cost_model", {}, tmp_path, cache_dir)
     assert "memory-bound" in out and "Fusion Units" in out

@@ -124,6 +124,7 @@ def test_arch_every_must_be_a_positive_integer(space, table, bad):
         _module(space, table, arch_every=bad)
 
 
+@pytest.mark.slow  # an end-to-end front search and a finetune
 def test_front_run_writes_each_target_within_its_budget(tmp_path_factory, cache_dir):
     out = tmp_path_factory.mktemp("front")
     _run_in(
