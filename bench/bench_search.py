@@ -5,11 +5,13 @@ the same targets; every architecture found is finetuned by the same ``dnas-train
 own search's supernet weights and tested on the Fashion-MNIST test set.
 
 Methods and seeds (full run):
-- ``dnas``: ``dnas-search`` (seeds 0, 1), a full run per target;
-- ``dnas_front``: ``dnas-search front=[...]`` (seeds 0, 1): one run for all the targets, one
-  architecture distribution per target on shared weights (the amortised differentiable search);
-- ``dnas_every2`` and ``dnas_front_every2`` (seed 0): the same with ``search.arch_every=2`` (an
-  architecture step every second batch: search epochs ~25 % cheaper);
+- ``dnas``: ``dnas-search search.arch_every=1`` (seeds 0, 1), a full run per target, an
+  architecture step every batch (the default until this benchmark measured the next two);
+- ``dnas_front``: ``dnas-search search.arch_every=1 front=[...]`` (seeds 0, 1): one run for all
+  the targets, one architecture distribution per target on shared weights (the amortised
+  differentiable search);
+- ``dnas_every2`` and ``dnas_front_every2`` (seeds 0, 1): the same with ``search.arch_every=2``, an
+  architecture step every second batch (search epochs ~25 % cheaper), ``dnas-search``'s default;
 - ``evolution_predictor``: ``dnas-evolve`` with APQ's predictor (seeds 0, 1);
 - ``evolution_direct``: ``dnas-evolve fitness=direct`` (seed 0);
 - ``random``: ``dnas-evolve algorithm=random fitness=direct`` (seed 0).
@@ -25,6 +27,14 @@ slows a run by up to 2x, so compare on CPU time where the machine was shared.
     python bench/bench_search.py              # the full comparison (hours; resumable)
     python bench/bench_search.py --quick      # a smoke test (< 5 min)
     python bench/bench_search.py --plot       # redraw docs/search_vs_evolution.png from the records
+    python bench/bench_search.py --scratch    # retrain every found architecture from scratch
+
+``--scratch`` separates the architecture from the weights it inherits: the finetuned accuracy
+above starts from each search's own supernet, so a method whose supernet fits its chosen child
+better (the differentiable search trains the weights under the architecture distribution it is
+converging to; APQ's uniform supernet spreads them over every child) gains there too. It trains
+every recorded architecture from random weights by one recipe (same seed, same epochs), appending
+to ``bench/results/search_scratch.json`` one record per architecture (resumable, like the rest).
 """
 
 from __future__ import annotations
@@ -58,6 +68,8 @@ FULL = {
         ("dnas_front", 1),
         ("dnas_every2", 0),
         ("dnas_front_every2", 0),
+        ("dnas_every2", 1),
+        ("dnas_front_every2", 1),
     ],
     "common": [],
     # conf/experiment/compare*.yaml: predictor N = 600, 500 generations; direct: 8 generations;
@@ -71,6 +83,8 @@ FULL = {
     "direct": [],
     "random": [],
     "train": ["trainer.max_epochs=2"],
+    # --scratch: every architecture trained from random weights by this one recipe
+    "scratch": ["init=scratch", "seed=0", "trainer.max_epochs=4"],
     # One run per method with more search time, at one target: does the ranking change?
     "larger": {
         "target": ("latency_ms", "latency_frac", 0.3),
@@ -95,10 +109,19 @@ QUICK = {
     "direct": ["evolution.generations=2"],
     "random": ["random.samples=60"],
     "train": ["trainer.max_epochs=1", "data.limit_train=6000", "data.limit_test=1000"],
+    "scratch": [
+        "init=scratch",
+        "seed=0",
+        "trainer.max_epochs=1",
+        "data.limit_train=6000",
+        "data.limit_test=1000",
+    ],
 }
 # The differentiable variants: overrides of a one-target search / a front
-DNAS_ARGS = {"dnas": [], "dnas_every2": ["search.arch_every=2"]}
-FRONT_ARGS = {"dnas_front": [], "dnas_front_every2": ["search.arch_every=2"]}
+# (``dnas`` and ``dnas_front`` pinned to an architecture step every batch, the default until the
+# head-to-head measured ``arch_every=2``: their records were run that way)
+DNAS_ARGS = {"dnas": ["search.arch_every=1"], "dnas_every2": ["search.arch_every=2"]}
+FRONT_ARGS = {"dnas_front": ["search.arch_every=1"], "dnas_front_every2": ["search.arch_every=2"]}
 EVOLVE_ARGS = {
     "evolution_predictor": ["algorithm=evolution", "fitness=predictor"],
     "evolution_direct": ["algorithm=evolution", "fitness=direct"],
@@ -240,6 +263,86 @@ def finetune(search_dir: Path, cfg, runs: Path) -> tuple[float, float, float]:
     return acc, wall, cpu
 
 
+def _run_name(search_dir: Path) -> str:
+    """A unique name for a search run's architecture (a front's member carries its front's)."""
+    search_dir = Path(search_dir)
+    if search_dir.parent.name == "front":
+        return f"{search_dir.parent.parent.name}_{search_dir.name}"
+    return search_dir.name
+
+
+SCRATCH_ORDER = ["dnas", "evolution_predictor", "evolution_direct", "random"]
+
+
+def scratch_plan(records: list[dict], done: set[str]) -> list[dict]:
+    """The records whose architecture is still to be trained from scratch, most useful first:
+    by seed, then target, then the paired methods (dnas and APQ's) before the rest."""
+
+    def rank(r):
+        m = r["method"]
+        order = SCRATCH_ORDER.index(m) if m in SCRATCH_ORDER else len(SCRATCH_ORDER)
+        budget = r.get("budget", "standard") != "standard"
+        return (budget, r["seed"], order, r["target_key"], r["target_frac"], m)
+
+    seen, plan = set(done), []
+    for r in sorted(records, key=rank):
+        if r["run_dir"] not in seen:
+            seen.add(r["run_dir"])
+            plan.append(r)
+    return plan
+
+
+def train_scratch(r: dict, cfg, runs: Path) -> dict:
+    """Train record ``r``'s architecture from random weights by ``cfg["scratch"]``."""
+    from dnas.cli.train import run
+
+    out = runs / f"{_run_name(r['run_dir'])}_scratch"
+    overrides = [*cfg["scratch"], f"arch={r['run_dir']}"]
+    acc, wall, cpu = _timed(lambda: run(_compose("train", overrides), output_dir=out))
+    return {
+        **{
+            k: r.get(k, "standard")
+            for k in ("method", "seed", "target_metric", "target_key", "target_frac", "budget")
+        },
+        "target_value": r["target_value"],
+        "latency_ms": r["latency_ms"],
+        "energy_mj": r["energy_mj"],
+        "finetuned_acc": r["test_acc"],
+        "scratch_acc": acc,
+        "recipe": cfg["scratch"],
+        "train_s": round(wall, 1),
+        "train_cpu_s": round(cpu, 1),
+        "run_dir": r["run_dir"],
+        "train_dir": str(out),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "machine": _machine(),
+    }
+
+
+def scratch_summary(scratch: list[dict]) -> str:
+    """Mean from-scratch accuracy per method and target (markdown), beside the finetuned one."""
+    standard = [r for r in scratch if r.get("budget", "standard") == "standard"]
+    targets = sorted({(r["target_key"], r["target_frac"]) for r in standard})
+    methods = sorted({r["method"] for r in standard}, key=lambda m: (m not in SCRATCH_ORDER, m))
+    head = "| method | " + " | ".join(f"{k} {f}" for k, f in targets)
+    head += " |\n|---|" + "---|" * len(targets)
+    rows = []
+    for m in methods:
+        cells = []
+        for k, f in targets:
+            mine = [
+                r for r in standard if (r["method"], r["target_key"], r["target_frac"]) == (m, k, f)
+            ]
+            if not mine:
+                cells.append("—")
+                continue
+            acc = sum(r["scratch_acc"] for r in mine) / len(mine)
+            ft = sum(r["finetuned_acc"] for r in mine) / len(mine)
+            cells.append(f"{100 * acc:.2f} % (finetuned {100 * ft:.2f} %, n={len(mine)})")
+        rows.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join([head, *rows])
+
+
 def plot(records: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -377,6 +480,12 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="comma-separated subset of search budgets to run now: standard, larger",
     )
+    p.add_argument(
+        "--scratch",
+        action="store_true",
+        help="train every recorded architecture from random weights by one recipe "
+        "(bench/results/search_scratch.json; --methods/--seeds/--budgets filter it)",
+    )
     args = p.parse_args(argv)
     os.environ.setdefault("TRITON_INTERPRET", "1")  # before Lightning imports triton (CPU)
     cfg = QUICK if args.quick else FULL
@@ -391,10 +500,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.plot:
         plot(records, figure)
         return 0
+    scratch_path = RESULTS / ("search_scratch_quick.json" if args.quick else "search_scratch.json")
     if args.table:
         print(table(records))
         print()
         print(summary(records))
+        if _load(scratch_path):
+            print()
+            print(scratch_summary(_load(scratch_path)))
         return 0
     from dnas.space import Architecture
 
@@ -420,6 +533,26 @@ def main(argv: list[str] | None = None) -> int:
         p.error(
             f"unknown budgets {sorted(budgets - {'standard', 'larger'})}; choose from standard, larger"
         )
+    if args.scratch:
+        seeds = {int(x) for x in args.seeds.split(",")} if args.seeds is not None else None
+        todo = [
+            r
+            for r in scratch_plan(records, {r["run_dir"] for r in _load(scratch_path)})
+            if (not only or r["method"] in only)
+            and (seeds is None or r["seed"] in seeds)
+            and (not budgets or r.get("budget", "standard") in budgets)
+        ]
+        print(f"{len(todo)} architectures to train from scratch", file=sys.stderr, flush=True)
+        for r in todo:
+            print(
+                f"== scratch: {r['method']} seed {r['seed']} {r['target_key']}={r['target_frac']}",
+                file=sys.stderr,
+                flush=True,
+            )
+            rec = train_scratch(r, cfg, runs)
+            _save(scratch_path, [*_load(scratch_path), rec])
+            print(json.dumps(rec), flush=True)
+        return 0
     for target, method, seed, budget in plan:
         metric, key, frac = target
         if (method, seed, key, frac, budget) in done or (only and method not in only):

@@ -190,6 +190,32 @@ def test_finetuned_run_reports_the_search_method_through_a_chain(tmp_path, space
     assert rows["ft2"]["on_front_latency"] == "True" and rows["ft1"]["on_front_latency"] == "False"
 
 
+def test_a_run_trained_from_scratch_is_its_own_series(tmp_path, space, capsys):
+    """``dnas-train init=scratch`` trains the architecture from random weights: its accuracy is a
+    ``scratch_acc``, never a ``finetuned_acc``, and it is ranked only against other such rows."""
+    search = make_run(tmp_path / "r" / "search", space, 0, {"method": "dnas"}, False, 0.3, 0.2, 0.8)
+    src = {"method": "train", "source_method": "dnas", "source": str(search)}
+    make_run(
+        tmp_path / "r" / "ft", space, 0, {**src, "init": "x.pt"}, True, 0.3, 0.2, 0.86, sup=0.8
+    )
+    scratch = {**src, "init": "scratch"}
+    make_run(tmp_path / "r" / "sc", space, 0, scratch, True, 0.3, 0.2, 0.83, sup=0.8)
+    # as costly as sc and less accurate: dominated by sc, in the scratch series
+    make_run(tmp_path / "r" / "sc2", space, 1, scratch, True, 0.3, 0.2, 0.81, sup=0.8)
+    assert main([str(tmp_path / "r"), "-o", str(tmp_path)]) == 0
+    rows = {r["run_dir"].split(os.sep)[-1]: r for r in read_rows(tmp_path / "pareto.csv")}
+    assert rows["sc"]["method"] == "dnas"
+    assert rows["sc"]["scratch_acc"] == "0.83" and rows["sc"]["finetuned_acc"] == ""
+    assert rows["sc"]["supernet_acc"] == "0.8"  # the search's accuracy is carried over
+    assert rows["ft"]["finetuned_acc"] == "0.86" and rows["ft"]["scratch_acc"] == ""
+    assert rows["search"]["scratch_acc"] == ""
+    # One front per series: ft (finetuned, more accurate at the same cost) does not push sc off
+    # its front, and sc pushes sc2 off.
+    front = {name: rows[name]["on_front_latency"] for name in rows}
+    assert front == {"search": "True", "ft": "True", "sc": "True", "sc2": "False"}
+    assert "scratch %" in capsys.readouterr().out  # the summary table's column
+
+
 def test_unreadable_runs_are_skipped_with_a_warning(multirun, tmp_path, space, capsys):
     (multirun / "12").mkdir()
     (multirun / "12" / "arch.yaml").write_text("stem: [8\n")

@@ -30,16 +30,21 @@ One CSV row per architecture (``run_dir`` is the folder holding its ``arch.yaml`
     ``test_acc`` is the accuracy inside the supernet: ``supernet_acc``, and ``finetuned_acc`` is
     empty. For a finetuned run ``test_acc`` is ``finetuned_acc`` and the YAML's ``supernet_acc``
     (when recorded) is carried over. Missing or NaN accuracies are empty.
+``scratch_acc``
+    The test accuracy of a ``dnas-train init=scratch`` run (``"init": "scratch"`` in its
+    ``run.json``): the architecture trained from random weights, not finetuned from its search's,
+    so it is kept apart from ``finetuned_acc`` (which stays empty on that row).
 ``on_front_latency``, ``on_front_energy``
     ``True`` when no other architecture of the same *series* is at least as accurate and at most
     as costly (latency, resp. energy) and strictly better in one of the two. A series is one method
     and one kind of accuracy: the finetuned rows of a method form one series (ranked by
     ``finetuned_acc``) and its other rows another (ranked by ``supernet_acc``), so accuracies
-    measured differently are never compared. Rows without an accuracy are never on a front.
+    measured differently are never compared (the rows trained from scratch are a third series).
+    Rows without an accuracy are never on a front.
 
 The plot has two panels, accuracy (%) against latency and against energy: one colour and marker per
-method (filled for finetuned accuracy, hollow for accuracy inside the supernet), each series' front
-joined by a step line (the best accuracy reachable within a cost). An unreadable ``arch.yaml`` or
+method (filled for finetuned accuracy, hollow for accuracy inside the supernet, filled with a black
+edge for training from scratch), each series' front joined by a step line (the best accuracy reachable within a cost). An unreadable ``arch.yaml`` or
 ``run.json`` is skipped with a warning naming it; no ``arch.yaml`` at all, or a directory that does
 not exist, is an error (exit code 2).
 """
@@ -74,6 +79,7 @@ COLUMNS = (
     "energy_mj",
     "supernet_acc",
     "finetuned_acc",
+    "scratch_acc",
     "on_front_latency",
     "on_front_energy",
     "run_dir",
@@ -119,20 +125,33 @@ class Row:
     run_dir: Path
     on_front_latency: bool = False
     on_front_energy: bool = False
+    scratch_acc: float | None = None
 
     @property
     def finetuned(self) -> bool:
         return self.finetuned_acc is not None
 
     @property
-    def accuracy(self) -> float | None:
-        """The accuracy the row is ranked and plotted by: finetuned when present."""
-        return self.finetuned_acc if self.finetuned else self.supernet_acc
+    def kind(self) -> str:
+        """Which accuracy the row is ranked by: ``finetuned``, ``scratch`` or ``supernet``."""
+        if self.finetuned:
+            return "finetuned"
+        return "scratch" if self.scratch_acc is not None else "supernet"
 
     @property
-    def series(self) -> tuple[str, bool]:
+    def accuracy(self) -> float | None:
+        """The accuracy the row is ranked and plotted by: finetuned, else from scratch, else
+        inside the supernet."""
+        return {
+            "finetuned": self.finetuned_acc,
+            "scratch": self.scratch_acc,
+            "supernet": self.supernet_acc,
+        }[self.kind]
+
+    @property
+    def series(self) -> tuple[str, str]:
         """Rows compared with each other: one method, one kind of accuracy."""
-        return (self.method, self.finetuned)
+        return (self.method, self.kind)
 
     def csv_row(self) -> dict[str, str]:
         def num(v: float | None) -> str:
@@ -146,6 +165,7 @@ class Row:
             "energy_mj": num(self.energy_mj),
             "supernet_acc": num(self.supernet_acc),
             "finetuned_acc": num(self.finetuned_acc),
+            "scratch_acc": num(self.scratch_acc),
             "on_front_latency": str(self.on_front_latency),
             "on_front_energy": str(self.on_front_energy),
             "run_dir": str(self.run_dir),
@@ -247,9 +267,12 @@ def read_run(arch_path: Path) -> Row:
     if missing:
         raise RunError(f"{arch_path}: no {' or '.join(missing)} in its metrics")
     method, record = run_method(run_dir)
+    scratch = None
     if method == TRAIN:
         method = source_method(record, run_dir)
         supernet, finetuned = _accuracy(m, "supernet_acc"), _accuracy(m, "test_acc")
+        if record.get("init") == "scratch":  # trained from random weights: not a finetune
+            scratch, finetuned = finetuned, None
     else:
         supernet, finetuned = _accuracy(m, "test_acc"), None
     target_metric = target_value = None
@@ -266,6 +289,7 @@ def read_run(arch_path: Path) -> Row:
         supernet_acc=supernet,
         finetuned_acc=finetuned,
         run_dir=run_dir,
+        scratch_acc=scratch,
     )
 
 
@@ -323,7 +347,7 @@ def non_dominated(points: Sequence[tuple[float, float]]) -> list[bool]:
 
 def mark_fronts(rows: Iterable[Row]) -> None:
     """Set ``on_front_latency``/``on_front_energy`` within each series (method × accuracy kind)."""
-    by_series: dict[tuple[str, bool], list[Row]] = {}
+    by_series: dict[tuple[str, str], list[Row]] = {}
     for r in rows:
         r.on_front_latency = r.on_front_energy = False
         if r.accuracy is not None:
@@ -351,8 +375,11 @@ def _styles(methods: Iterable[str]) -> dict[str, tuple[str, str]]:
     return out
 
 
-def series_label(method: str, finetuned: bool) -> str:
-    return f"{method} (finetuned)" if finetuned else f"{method} (in supernet)"
+SERIES_LABEL = {"finetuned": "finetuned", "supernet": "in supernet", "scratch": "from scratch"}
+
+
+def series_label(method: str, kind: str) -> str:
+    return f"{method} ({SERIES_LABEL[kind]})"
 
 
 def draw_pareto(rows: Sequence[Row], axes: Sequence) -> None:
@@ -363,9 +390,9 @@ def draw_pareto(rows: Sequence[Row], axes: Sequence) -> None:
     styles = _styles(sorted({m for m, _ in series}))
     for ax, (metric, name, unit) in zip(axes, COSTS):
         flag = f"on_front_{metric.split('_')[0]}"
-        for method, finetuned in series:
+        for method, kind in series:
             color, marker = styles[method]
-            members = [r for r in plotted if r.series == (method, finetuned)]
+            members = [r for r in plotted if r.series == (method, kind)]
             for on_front in (True, False):  # the front bold, dominated points faint
                 pts = [r for r in members if getattr(r, flag) == on_front]
                 if not pts:
@@ -375,11 +402,11 @@ def draw_pareto(rows: Sequence[Row], axes: Sequence) -> None:
                     [100 * r.accuracy for r in pts],
                     marker=marker,
                     s=36,
-                    facecolors=color if finetuned else "none",
-                    edgecolors=color,
+                    facecolors="none" if kind == "supernet" else color,
+                    edgecolors="black" if kind == "scratch" else color,
                     linewidths=1.2,
                     alpha=0.95 if on_front else 0.4,
-                    label=series_label(method, finetuned) if on_front else None,
+                    label=series_label(method, kind) if on_front else None,
                     zorder=3,
                 )
             front = sorted(
@@ -390,7 +417,7 @@ def draw_pareto(rows: Sequence[Row], axes: Sequence) -> None:
                     *zip(*front),
                     where="post",
                     color=color,
-                    linestyle="-" if finetuned else "--",
+                    linestyle={"finetuned": "-", "supernet": "--", "scratch": ":"}[kind],
                     linewidth=1.4,
                     alpha=0.8,
                     zorder=2,
@@ -440,6 +467,7 @@ def print_summary(rows: Sequence[Row]) -> None:
         ("energy mJ", "right"),
         ("supernet %", "right"),
         ("finetuned %", "right"),
+        ("scratch %", "right"),
         ("front", "center"),
         ("run dir", "left"),
     ):
@@ -454,6 +482,7 @@ def print_summary(rows: Sequence[Row]) -> None:
             f"{r.energy_mj:.4f}",
             pct(r.supernet_acc),
             pct(r.finetuned_acc),
+            pct(r.scratch_acc),
             front or "·",
             str(r.run_dir),
         )

@@ -113,7 +113,9 @@ class SearchModule(ResumableModule, pl.LightningModule):
             ``"argmax"`` (``dnas.derive.derive_within_budget``).
         arch_every: an architecture step every this many batches of a search epoch (1: every
             batch). An architecture step costs about as much as a weight step (a forward and a
-            backward through the supernet), so 2 makes a search epoch ~25 % cheaper. In a front,
+            backward through the supernet), so 2 (the default) makes a search epoch ~25 % cheaper;
+            measured in the head-to-head, it derived the same networks as 1 at two of four
+            targets and was as accurate within the seed-to-seed spread. In a front,
             batches ``i·arch_every … (i+1)·arch_every − 1`` sample target ``i mod K``'s
             distribution and end with its step.
     """
@@ -138,7 +140,7 @@ class SearchModule(ResumableModule, pl.LightningModule):
         bn_batches: int = 20,
         test_bn_batches: int | None = None,
         derive: str = "budget",
-        arch_every: int = 1,
+        arch_every: int = 2,
     ) -> None:
         super().__init__()
         from dnas.derive.budget import DERIVE_STRATEGIES
