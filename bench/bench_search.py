@@ -272,17 +272,20 @@ def _run_name(search_dir: Path) -> str:
 
 
 SCRATCH_ORDER = ["dnas", "evolution_predictor", "evolution_direct", "random"]
+SCRATCH_PAIRED = SCRATCH_ORDER[:2]  # the issue's head-to-head pair: done first, pair by pair
 
 
 def scratch_plan(records: list[dict], done: set[str]) -> list[dict]:
     """The records whose architecture is still to be trained from scratch, most useful first:
-    by seed, then target, then the paired methods (dnas and APQ's) before the rest."""
+    the standard budget; the paired methods (``dnas``, APQ's) before the rest; then by seed and
+    target, the methods of one target together (so a partial run leaves whole pairs)."""
 
     def rank(r):
         m = r["method"]
         order = SCRATCH_ORDER.index(m) if m in SCRATCH_ORDER else len(SCRATCH_ORDER)
         budget = r.get("budget", "standard") != "standard"
-        return (budget, r["seed"], order, r["target_key"], r["target_frac"], m)
+        paired = m not in SCRATCH_PAIRED
+        return (budget, paired, r["seed"], r["target_key"], r["target_frac"], order, m)
 
     seen, plan = set(done), []
     for r in sorted(records, key=rank):

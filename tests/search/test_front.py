@@ -94,8 +94,9 @@ def _is_weight(key):
 
 
 def test_an_architecture_step_moves_only_its_own_distribution(space, table):
-    """Step i takes distribution i mod K: its arch step changes it and no other."""
-    m = _module(space, table)
+    """With a step every batch, step i takes distribution i mod K: its arch step changes it and
+    no other."""
+    m = _module(space, table, arch_every=1)
     before, after = _step(m, space, batch_idx=1)  # target 1
     assert not _moved(before[0], after[0], _is_arch)
     assert _moved(before[1], after[1], _is_arch)
