@@ -365,7 +365,7 @@ def plot(records: list[dict], path: Path) -> None:
         "random": ("tab:gray", "D"),
     }
     metrics = [("latency_ms", "latency (ms)"), ("energy_mj", "energy (mJ)")]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(12.5, 4))
     for ax, (metric, label) in zip(axes, metrics):
         recs = [r for r in records if r["target_metric"] == metric]
         for t in sorted({r["target_value"] for r in recs}):
@@ -378,8 +378,12 @@ def plot(records: list[dict], path: Path) -> None:
         ax.set_ylabel("finetuned test accuracy (%)")
         ax.set_title(f"{metric.split('_')[0]} targets (dotted)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
+    legend = {}  # one legend for both panels, beside them: inside, it hid points
+    for ax in axes:
+        for handle, name in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(name, handle)
+    fig.legend(legend.values(), legend.keys(), loc="center right", fontsize=8)
+    fig.tight_layout(rect=(0, 0, 0.87, 1))
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
