@@ -251,12 +251,7 @@ def front_member(method, seed, target, cfg, runs: Path) -> tuple[Path, dict]:
 def finetune(search_dir: Path, cfg, runs: Path) -> tuple[float, float, float]:
     from dnas.cli.train import run
 
-    name = (
-        search_dir.name
-        if search_dir.parent.name != "front"
-        else (f"{search_dir.parent.parent.name}_{search_dir.name}")
-    )
-    out = runs / f"{name}_train"
+    out = runs / f"{_run_name(search_dir)}_train"
     acc, wall, cpu = _timed(
         lambda: run(_compose("train", [*cfg["train"], f"arch={search_dir}"]), output_dir=out)
     )
