@@ -290,12 +290,31 @@ def scratch_plan(records: list[dict], done: set[str]) -> list[dict]:
     return plan
 
 
+def arch_source(r: dict, runs: Path) -> Path | None:
+    """Where record ``r``'s architecture can be read: its run's ``arch.yaml`` if that survives,
+    else one written from the record's own ``arch`` (records since 2026-12-01 carry it), else None
+    (older records name only a run directory, and ``bench/runs/`` is not kept between machines)."""
+    found = Path(r["run_dir"]) / "arch.yaml"
+    if found.is_file():
+        return found
+    if r.get("arch") is None:
+        return None
+    from dnas.space import Architecture
+
+    path = runs / f"{_run_name(r['run_dir'])}_arch.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return Architecture.from_dict(r["arch"]).save(path)
+
+
 def train_scratch(r: dict, cfg, runs: Path) -> dict:
     """Train record ``r``'s architecture from random weights by ``cfg["scratch"]``."""
     from dnas.cli.train import run
 
     out = runs / f"{_run_name(r['run_dir'])}_scratch"
-    overrides = [*cfg["scratch"], f"arch={r['run_dir']}"]
+    source = arch_source(r, runs)
+    if source is None:
+        raise FileNotFoundError(f"{r['run_dir']}: no arch.yaml and no architecture in its record")
+    overrides = [*cfg["scratch"], f"arch={source}"]
     acc, wall, cpu = _timed(lambda: run(_compose("train", overrides), output_dir=out))
     return {
         **{
@@ -518,10 +537,13 @@ def main(argv: list[str] | None = None) -> int:
         for r in records
     }
     oneoff: dict = {}
-    for r in records:  # what earlier sessions computed once per seed
-        for k in ("supernet", "supernet_s", "pdata", "pdata_s"):
-            if r.get(f"one_off_{k}") is not None:
-                oneoff.setdefault(r["seed"], {}).setdefault(k, r[f"one_off_{k}"])
+    for r in records:  # what earlier sessions computed once per seed, where its file survives
+        for k, k_s in (("supernet", "supernet_s"), ("pdata", "pdata_s")):
+            found = r.get(f"one_off_{k}")
+            if found is not None and Path(found).is_file():
+                shared = oneoff.setdefault(r["seed"], {})
+                if k not in shared:
+                    shared.update({k: found, k_s: r[f"one_off_{k_s}"]})
     plan = [(t, m, s, "standard") for t in cfg["targets"] for m, s in cfg["runs"]]
     if "larger" in cfg:
         plan += [(cfg["larger"]["target"], m, 0, "larger") for m in ["dnas", *EVOLVE_ARGS]]
@@ -544,7 +566,16 @@ def main(argv: list[str] | None = None) -> int:
             and (seeds is None or r["seed"] in seeds)
             and (not budgets or r.get("budget", "standard") in budgets)
         ]
+        lost = [r for r in todo if arch_source(r, runs) is None]
+        todo = [r for r in todo if r not in lost]
         print(f"{len(todo)} architectures to train from scratch", file=sys.stderr, flush=True)
+        if lost:
+            print(
+                f"skipped {len(lost)} whose architecture is lost (no {lost[0]['run_dir']}/arch.yaml "
+                "and none in the record: rerun their search to train them)",
+                file=sys.stderr,
+                flush=True,
+            )
         for r in todo:
             print(
                 f"== scratch: {r['method']} seed {r['seed']} {r['target_key']}={r['target_frac']}",
@@ -593,6 +624,8 @@ def main(argv: list[str] | None = None) -> int:
                 for k in ("supernet", "supernet_s", "pdata", "pdata_s")
             },
             "run_dir": str(out),
+            # the architecture itself: bench/runs/ is not kept, and --scratch retrains from this
+            "arch": arch.to_dict(),
             "date": time.strftime("%Y-%m-%d %H:%M"),
             "machine": _machine(),
             # 1-minute load average before and after: ~1-2 is this run alone on 2 cores; more
