@@ -216,6 +216,22 @@ def search_one(
     }
 
 
+def surviving_oneoff(records: list[dict]) -> dict:
+    """Per seed, the target-independent work earlier runs did (the uniform supernet, APQ's
+    predictor data) with its time, where its file still exists: a run reuses it instead of
+    computing it again, and one whose file is gone (``bench/runs/`` is not kept between machines)
+    is computed again and timed afresh."""
+    oneoff: dict = {}
+    for r in records:
+        for k, k_s in (("supernet", "supernet_s"), ("pdata", "pdata_s")):
+            found = r.get(f"one_off_{k}")
+            if found is not None and Path(found).is_file():
+                shared = oneoff.setdefault(r["seed"], {})
+                if k not in shared:
+                    shared.update({k: found, k_s: r[f"one_off_{k_s}"]})
+    return oneoff
+
+
 def front_member(method, seed, target, cfg, runs: Path) -> tuple[Path, dict]:
     """Target ``target``'s member of one ``front=[...]`` search over all of ``cfg["targets"]``.
 
@@ -385,9 +401,25 @@ def plot(records: list[dict], path: Path) -> None:
         for t in sorted({r["target_value"] for r in recs}):
             ax.axvline(t, color="crimson", ls=":", lw=1)
         for method, (color, marker) in style.items():
-            pts = [(r[metric], 100 * r["test_acc"]) for r in recs if r["method"] == method]
-            if pts:
-                ax.scatter(*zip(*pts), c=color, marker=marker, label=method, s=36)
+            for larger in (False, True):  # a larger search budget: hollow, its own legend entry
+                pts = [
+                    (r[metric], 100 * r["test_acc"])
+                    for r in recs
+                    if r["method"] == method and (r.get("budget") == "larger") == larger
+                ]
+                if not pts:
+                    continue
+                ax.scatter(
+                    *zip(*pts),
+                    marker=marker,
+                    s=60 if larger else 36,
+                    label=f"{method} (larger budget)" if larger else method,
+                    **(
+                        {"facecolors": "none", "edgecolors": color, "linewidths": 1.5}
+                        if larger
+                        else {"c": color}
+                    ),
+                )
         ax.set_xlabel(f"exact BitFusion {label}")
         ax.set_ylabel("finetuned test accuracy (%)")
         ax.set_title(f"{metric.split('_')[0]} targets (dotted)")
@@ -536,14 +568,7 @@ def main(argv: list[str] | None = None) -> int:
         (r["method"], r["seed"], r["target_key"], r["target_frac"], r.get("budget", "standard"))
         for r in records
     }
-    oneoff: dict = {}
-    for r in records:  # what earlier sessions computed once per seed, where its file survives
-        for k, k_s in (("supernet", "supernet_s"), ("pdata", "pdata_s")):
-            found = r.get(f"one_off_{k}")
-            if found is not None and Path(found).is_file():
-                shared = oneoff.setdefault(r["seed"], {})
-                if k not in shared:
-                    shared.update({k: found, k_s: r[f"one_off_{k_s}"]})
+    oneoff = surviving_oneoff(records)
     plan = [(t, m, s, "standard") for t in cfg["targets"] for m, s in cfg["runs"]]
     if "larger" in cfg:
         plan += [(cfg["larger"]["target"], m, 0, "larger") for m in ["dnas", *EVOLVE_ARGS]]
