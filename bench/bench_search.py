@@ -395,7 +395,7 @@ def plot(records: list[dict], path: Path) -> None:
         "random": ("tab:gray", "D"),
     }
     metrics = [("latency_ms", "latency (ms)"), ("energy_mj", "energy (mJ)")]
-    fig, axes = plt.subplots(1, 2, figsize=(12.5, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(13.5, 4))
     for ax, (metric, label) in zip(axes, metrics):
         recs = [r for r in records if r["target_metric"] == metric]
         for t in sorted({r["target_value"] for r in recs}):
@@ -429,7 +429,7 @@ def plot(records: list[dict], path: Path) -> None:
         for handle, name in zip(*ax.get_legend_handles_labels()):
             legend.setdefault(name, handle)
     fig.legend(legend.values(), legend.keys(), loc="center right", fontsize=8)
-    fig.tight_layout(rect=(0, 0, 0.87, 1))
+    fig.tight_layout(rect=(0, 0, 0.82, 1))
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
