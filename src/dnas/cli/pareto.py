@@ -427,7 +427,7 @@ def draw_pareto(rows: Sequence[Row], axes: Sequence) -> None:
         ax.set_title(f"accuracy vs {name}")
         ax.grid(alpha=0.3)
         if series:
-            ax.legend(fontsize=8, loc="lower right")
+            ax.legend(fontsize=8, loc="best")
         else:
             ax.text(0.5, 0.5, "no accuracy recorded", ha="center", transform=ax.transAxes)
 
