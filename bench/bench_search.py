@@ -322,14 +322,12 @@ def arch_source(r: dict, runs: Path) -> Path | None:
     return Architecture.from_dict(r["arch"]).save(path)
 
 
-def train_scratch(r: dict, cfg, runs: Path) -> dict:
-    """Train record ``r``'s architecture from random weights by ``cfg["scratch"]``."""
+def train_scratch(r: dict, source: Path, cfg, runs: Path) -> dict:
+    """Train record ``r``'s architecture (read from ``source``, see ``arch_source``) from random
+    weights by ``cfg["scratch"]``."""
     from dnas.cli.train import run
 
     out = runs / f"{_run_name(r['run_dir'])}_scratch"
-    source = arch_source(r, runs)
-    if source is None:
-        raise FileNotFoundError(f"{r['run_dir']}: no arch.yaml and no architecture in its record")
     overrides = [*cfg["scratch"], f"arch={source}"]
     acc, wall, cpu = _timed(lambda: run(_compose("train", overrides), output_dir=out))
     return {
@@ -591,8 +589,9 @@ def main(argv: list[str] | None = None) -> int:
             and (seeds is None or r["seed"] in seeds)
             and (not budgets or r.get("budget", "standard") in budgets)
         ]
-        lost = [r for r in todo if arch_source(r, runs) is None]
-        todo = [r for r in todo if r not in lost]
+        sources = [(r, arch_source(r, runs)) for r in todo]
+        lost = [r for r, source in sources if source is None]
+        todo = [(r, source) for r, source in sources if source is not None]
         print(f"{len(todo)} architectures to train from scratch", file=sys.stderr, flush=True)
         if lost:
             print(
@@ -601,13 +600,13 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
                 flush=True,
             )
-        for r in todo:
+        for r, source in todo:
             print(
                 f"== scratch: {r['method']} seed {r['seed']} {r['target_key']}={r['target_frac']}",
                 file=sys.stderr,
                 flush=True,
             )
-            rec = train_scratch(r, cfg, runs)
+            rec = train_scratch(r, source, cfg, runs)
             _save(scratch_path, [*_load(scratch_path), rec])
             print(json.dumps(rec), flush=True)
         return 0
