@@ -30,6 +30,7 @@ from dnas.cost.expected import ExpectedCost
 from dnas.cost.hardware import BitFusionConfig, load_hardware
 from dnas.cost.table import CostTable, load_or_build
 from dnas.cost.targets import BudgetError, Targets, TargetSpec, check_jointly_feasible
+from dnas.data.loader import IGNORE_LABEL
 from dnas.data.module import check_data_fits_space
 from dnas.derive import derive_within_budget
 from dnas.errors import DnasError, NonFiniteLossError
@@ -216,10 +217,12 @@ class SearchModule(ResumableModule, pl.LightningModule):
         self.derive_strategy = derive
         self.arch_every = arch_every
         self.val_accs = nn.ModuleList(
-            MulticlassAccuracy(space.num_classes, average="micro") for _ in front
+            MulticlassAccuracy(space.num_classes, average="micro", ignore_index=IGNORE_LABEL)
+            for _ in front
         )
         self.test_accs = nn.ModuleList(
-            MulticlassAccuracy(space.num_classes, average="micro") for _ in front
+            MulticlassAccuracy(space.num_classes, average="micro", ignore_index=IGNORE_LABEL)
+            for _ in front
         )
         self._eval_archs: list = []
         self._eval_costs: list[dict[str, float]] = []
