@@ -22,7 +22,11 @@ that one-off cost (``one_off_s``) apart from its per-target cost (``per_target_s
 Each finished run is appended to ``bench/results/search.json`` at once (``--quick``:
 ``search_quick.json``), and a rerun skips what is recorded, so the benchmark runs across sessions.
 Wall-clock and process CPU time are recorded for every phase: on 2 cores anything else running
-slows a run by up to 2x, so compare on CPU time where the machine was shared.
+slows a run by up to 2x, so compare on CPU time where the machine was shared. Machines of this
+kind also differ from day to day (up to ~1.8x for the same run), so every record made since
+2026-12-01 carries ``speed_s``, the machine's speed figure measured just before it
+(``bench/speed.py``: one fixed supernet training step); compare wall-clock across days only
+through it.
 
     python bench/bench_search.py              # the full comparison (hours; resumable)
     python bench/bench_search.py --quick      # a smoke test (< 5 min)
@@ -140,6 +144,18 @@ def _machine() -> dict:
     import torch
 
     return {"cpus": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version()}
+
+
+def _speed_s() -> float:
+    """The machine's speed figure now (``bench/speed.py``: seconds of one reference step)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_speed", Path(__file__).with_name("speed.py")
+    )
+    speed = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(speed)
+    return speed.speed_s()
 
 
 def _load(path: Path) -> list[dict]:
@@ -329,6 +345,7 @@ def train_scratch(r: dict, source: Path, cfg, runs: Path) -> dict:
 
     out = runs / f"{_run_name(r['run_dir'])}_scratch"
     overrides = [*cfg["scratch"], f"arch={source}"]
+    speed = _speed_s()
     acc, wall, cpu = _timed(lambda: run(_compose("train", overrides), output_dir=out))
     return {
         **{
@@ -347,6 +364,7 @@ def train_scratch(r: dict, source: Path, cfg, runs: Path) -> dict:
         "train_dir": str(out),
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "machine": _machine(),
+        "speed_s": speed,  # bench/speed.py, measured just before training
     }
 
 
@@ -437,8 +455,9 @@ def table(records: list[dict]) -> str:
     """The records as a markdown table (what the README shows)."""
     head = (
         "| method | seed | target | latency (ms) | energy (mJ) | budget used | supernet acc "
-        "| finetuned acc | search wall (one-off + per target) | search CPU | measured |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|"
+        "| finetuned acc | search wall (one-off + per target) | search CPU | measured "
+        "| machine step |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|"
     )
     rows = []
     for r in sorted(
@@ -452,9 +471,15 @@ def table(records: list[dict]) -> str:
             f"| {100 * r['budget_used']:.0f} % | {100 * r['supernet_acc']:.2f} % "
             f"| {100 * r['test_acc']:.2f} % | {r['search_s'] / 60:.1f} min "
             f"({r['one_off_s'] / 60:.1f} + {r['per_target_s'] / 60:.1f}) "
-            f"| {r['search_cpu_s'] / 60:.1f} min | {r['evaluated']} |"
+            f"| {r['search_cpu_s'] / 60:.1f} min | {r['evaluated']} "
+            f"| {_step(r)} |"
         )
     return "\n".join([head, *rows])
+
+
+def _step(r: dict) -> str:
+    """A record's machine speed figure (``speed_s``; records before 2026-12-01 have none)."""
+    return f"{1000 * r['speed_s']:.0f} ms" if r.get("speed_s") else "-"
 
 
 def _run_record(path) -> dict:
@@ -620,6 +645,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         load_before = os.getloadavg()[0]
         print(f"== {method} seed {seed} {key}={frac} ({budget})", file=sys.stderr, flush=True)
+        speed = _speed_s()
         extra = cfg["larger"][method] if budget == "larger" else None
         out, costs = search_one(method, seed, target, cfg, runs, oneoff, extra)
         acc, ft_wall, ft_cpu = finetune(out, cfg, runs)
@@ -652,6 +678,7 @@ def main(argv: list[str] | None = None) -> int:
             "arch": arch.to_dict(),
             "date": time.strftime("%Y-%m-%d %H:%M"),
             "machine": _machine(),
+            "speed_s": speed,  # bench/speed.py, measured just before the run
             # 1-minute load average before and after: ~1-2 is this run alone on 2 cores; more
             # means something else shared the machine (compare on CPU time then)
             "load_before": round(load_before, 2),

@@ -101,3 +101,42 @@ def test_scratch_plan_order_and_done(bench):
         ("random", 0, 0.15, "standard"),
         ("dnas", 0, 0.3, "larger"),
     ]
+
+
+def test_speed_figure_times_the_reference_step_and_leaves_the_rng_alone(bench):
+    import importlib.util
+
+    import torch
+
+    spec = importlib.util.spec_from_file_location("bench_speed", BENCH.with_name("speed.py"))
+    speed = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(speed)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    times = speed.step_times(steps=2, warmup=1, batch=4)
+    assert len(times) == 2 and all(t > 0 for t in times)
+    assert torch.equal(torch.rand(3), expected)  # the caller's random stream is untouched
+    with pytest.raises(ValueError, match="need steps >= 1"):
+        speed.step_times(steps=0)
+    # the records table shows the figure, and a dash for records made before it existed
+    r = {
+        "method": "dnas",
+        "seed": 0,
+        "target_metric": "latency_ms",
+        "target_value": 0.4662,
+        "target_key": "latency_frac",
+        "target_frac": 0.3,
+        "latency_ms": 0.46,
+        "energy_mj": 0.3,
+        "budget_used": 0.99,
+        "supernet_acc": 0.88,
+        "test_acc": 0.9,
+        "search_s": 600.0,
+        "one_off_s": 0.0,
+        "per_target_s": 600.0,
+        "search_cpu_s": 1200.0,
+        "evaluated": 0,
+    }
+    rows = bench.table([r, {**r, "seed": 1, "speed_s": 0.0417}]).splitlines()[2:]
+    assert rows[0].endswith("| 0 | - |") and rows[1].endswith("| 0 | 42 ms |")

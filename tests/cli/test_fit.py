@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+from importlib import resources
 from pathlib import Path
 
 import pytest
@@ -191,3 +192,81 @@ def test_fit_and_search_give_the_same_run(tmp_path, cache_dir, monkeypatch, caps
     assert len(history[0]) == len(history[1]) == 2
     for a, b in zip(*history):
         assert a == pytest.approx(b)
+
+
+def test_the_classifier_takes_the_datas_classes(tmp_path, monkeypatch, capsys):
+    """A 3-class data module gets a 3-way classifier, priced by a 3-class table, as in
+    dnas-search (``fit_classes_to_data``); before, the run stopped at the class-count check."""
+    import yaml
+
+    from dnas.cost.hardware import BitFusionConfig
+    from dnas.cost.table import load_or_build
+    from dnas.space import LayerKey, SearchSpace
+    from dnas.train.load import SPACE_FILE
+    from tests.data.test_imagefolder import write_folder
+
+    monkeypatch.setenv("DNAS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    # a smaller grid (2 kernels, 2 bit-widths) keeps the 3-class table quick to build
+    shipped = resources.files("dnas").joinpath("conf/space/fmnist_mbv2.yaml").read_text()
+    small = yaml.safe_load(shipped) | {"kernels": [3, 5], "bits": [4, 8]}
+    (tmp_path / "small.yaml").write_text(yaml.safe_dump(small))
+    out = tmp_path / "run"
+    args = ["fit", *TINY, "--model.space=small.yaml", "--data.num_classes=3"]
+    main([*args, "--trainer.fast_dev_run=true", f"--outputs.dirpath={out}"])
+    said = " ".join(capsys.readouterr().err.split())  # rich wraps lines
+    assert "SyntheticDataModule has 3, so space fmnist_mbv2 gets a 3-way classifier" in said
+    assert "(its config says 10)" in said
+
+    space = SearchSpace.from_dict(yaml.safe_load((out / SPACE_FILE).read_text()))
+    assert space.num_classes == 3 and space.blocks[0].kernels == (3, 5)
+    heads = [
+        v
+        for k, v in torch.load(out / "supernet.pt", weights_only=True).items()
+        if k.startswith("classifier") and k.endswith("weight")
+    ]
+    assert heads and all(w.shape[0] == 3 for w in heads)
+    table, _, built = load_or_build(space, BitFusionConfig())
+    assert not built and table.entries[LayerKey("classifier")].widths == (3,)
+    arch = Architecture.load(out / "arch.yaml")
+    assert arch.metrics["latency_ms"] == pytest.approx(table.arch_cost(space, arch)[0], rel=1e-9)
+    # the class count is the data's to set: the printed config does not carry it
+    assert "num_classes" not in yaml.safe_load(print_config(args, capsys))["model"]
+
+    # an image folder (not an in-memory data set) is a data module dnas-fit takes, too
+    folder = write_folder(tmp_path / "folder")
+    out = tmp_path / "folder_run"
+    main(
+        [
+            "fit",
+            *[a for a in TINY if not a.startswith("--data")],
+            "--model.space=small.yaml",
+            "--data=dnas.data.ImageFolderDataModule",
+            f"--data.root={folder}",
+            "--data.image_size=28",
+            "--data.channels=1",
+            "--data.mean=[0.5]",
+            "--data.std=[0.25]",
+            "--data.batch_size=6",
+            "--data.num_workers=0",
+            "--trainer.fast_dev_run=true",
+            f"--outputs.dirpath={out}",
+        ]
+    )
+    said = " ".join(capsys.readouterr().err.split())
+    assert "ImageFolderDataModule has 3, so space fmnist_mbv2 gets a 3-way classifier" in said
+    assert SearchSpace.from_dict(yaml.safe_load((out / SPACE_FILE).read_text())) == space
+    assert Architecture.load(out / "arch.yaml").metrics["latency_ms"] > 0
+
+
+def test_num_classes_must_be_a_class_count():
+    from dnas.errors import DnasError
+    from dnas.search.module import SearchModule
+
+    with pytest.raises(DnasError, match="num_classes must be an integer >= 2 or None, got 1"):
+        SearchModule(
+            weight_optimizer=torch.optim.SGD,
+            arch_optimizer=torch.optim.Adam,
+            budget=lambda t: None,
+            num_classes=1,
+        )

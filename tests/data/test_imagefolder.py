@@ -218,6 +218,24 @@ def test_recalibration_and_sample_use_the_eval_transform(tmp_path):
     assert torch.equal(x, again)
 
 
+def test_two_processes_share_the_test_folder_whole(tmp_path, monkeypatch):
+    """Under torch.distributed (two ranks) the 9 test images are served once each over the two
+    processes, the short share padded with an uncounted image; ``sample`` is not sharded."""
+    from dnas.data import IGNORE_LABEL
+
+    dm = module(write_folder(tmp_path / "f"))
+    labels = []
+    for rank in (0, 1):
+        monkeypatch.setattr("dnas.data.loader._world", lambda rank=rank: (rank, 2))
+        got = batches(dm.test_dataloader())
+        assert [len(y) for _, y in got] == [4, 1]
+        labels.append(torch.cat([y for _, y in got]).tolist())
+        x, _ = dm.sample("arch", 5, torch.Generator().manual_seed(0))
+        assert x.shape == (5, 3, 16, 16)
+    assert labels[1][-1] == IGNORE_LABEL and IGNORE_LABEL not in labels[0]
+    assert sorted(labels[0] + labels[1][:-1]) == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+
+
 # -- configuration, classes and searches ----------------------------------------------------------
 
 

@@ -50,6 +50,37 @@ def test_shards_per_process_unless_told_not_to(monkeypatch, rank):
     assert len(same[0]) == 7
 
 
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_padded_shares_serve_every_sample_once(monkeypatch, shuffle):
+    """An evaluation loader (``pad``) on a split that two ranks cannot share evenly: both run
+    the same number of batches, every sample is served once over the two, and the filler is
+    labelled IGNORE_LABEL (its input any real image); unpadded, the last sample is dropped."""
+    from dnas.data import IGNORE_LABEL
+
+    x, y = data(49)
+    served, batches = [], []
+    for rank in (0, 1):
+        monkeypatch.setattr("dnas.data.loader._world", lambda rank=rank: (rank, 2))
+        loader = TensorLoader(x, y, 8, shuffle=shuffle, seed=3, pad=True)
+        got = list(loader)
+        batches.append((len(loader), len(got), [len(yb) for _, yb in got]))
+        for xb, yb in got:
+            real = yb != IGNORE_LABEL
+            assert torch.equal(xb[real][:, 0, 0, 0], yb[real].float())  # still paired
+        served.append(torch.cat([yb for _, yb in got]))
+    assert batches[0] == batches[1] == (4, 4, [8, 8, 8, 1])
+    assert served[0].tolist().count(IGNORE_LABEL) == 0
+    assert served[1].tolist().count(IGNORE_LABEL) == 1
+    real = torch.cat(served)
+    assert sorted(real[real != IGNORE_LABEL].tolist()) == list(range(49))
+    unpadded = torch.cat([yb for _, yb in TensorLoader(x, y, 8, shuffle=shuffle, seed=3)])
+    assert len(unpadded) == 24 and IGNORE_LABEL not in unpadded.tolist()
+    # in one process there is nothing to pad
+    monkeypatch.setattr("dnas.data.loader._world", lambda: (0, 1))
+    alone = torch.cat([yb for _, yb in TensorLoader(x, y, 8, shuffle=shuffle, pad=True)])
+    assert sorted(alone.tolist()) == list(range(49))
+
+
 def test_drop_last_and_max_batches():
     x, y = data()
     assert [len(yb) for _, yb in TensorLoader(x, y, 16, shuffle=True, drop_last=True)] == [16] * 3

@@ -30,6 +30,12 @@ def default_config_path() -> str:
     return str(resources.files("dnas").joinpath(DEFAULT_CONFIG))
 
 
+def data_classes(data) -> int | None:
+    """The data module's class count (None if it does not say): ``model.num_classes``."""
+    classes = getattr(data, "num_classes", None)
+    return None if classes is None else int(classes)
+
+
 def _cli_class():
     from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
     from pytorch_lightning.utilities import rank_zero_warn
@@ -37,6 +43,7 @@ def _cli_class():
 
     from dnas.cli.common import describe_budget, describe_table
     from dnas.cli.outputs import SearchOutputs
+    from dnas.space import load_space
 
     class SearchCLI(LightningCLI):
         """LightningCLI with the search's outputs callback and its pre-training summary."""
@@ -48,6 +55,10 @@ def _cli_class():
 
         def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
             parser.add_lightning_class_args(SearchOutputs, "outputs")
+            # the classifier gets the data's class count (dnas-search: fit_classes_to_data)
+            parser.link_arguments(
+                "data", "model.num_classes", compute_fn=data_classes, apply_on="instantiate"
+            )
 
         def before_instantiate_classes(self) -> None:
             self._console = Console(stderr=True)
@@ -62,6 +73,15 @@ def _cli_class():
             }
             if self.trainer.is_global_zero:
                 model = self.model
+                named = self.config[self.subcommand].model.space
+                if isinstance(named, str):
+                    said = load_space(named).num_classes
+                    if said != model.space.num_classes:
+                        self._console.print(
+                            f"classes: {type(self.datamodule).__name__} has "
+                            f"{model.space.num_classes}, so space {model.space.name} gets a "
+                            f"{model.space.num_classes}-way classifier (its config says {said})"
+                        )
                 self._console.print(
                     describe_table(model.table, model.table_path, model.table_built)
                 )
@@ -96,14 +116,14 @@ def _cli_class():
 def build_cli(args: list[str] | None = None, run: bool = True):
     """The ``dnas-fit`` LightningCLI on ``args``; with ``run=False`` no subcommand: it only
     builds the model, data module and trainer from the config (``cli.model``, ...)."""
-    from dnas.data import TensorDataModule
+    from dnas.data import SplitDataModule
     from dnas.search.module import SearchModule
 
     defaults: dict[str, Any] = {"default_config_files": [default_config_path()]}
     main_parser = {"prog": "dnas-fit", "description": __doc__.split("\n\n")[0]}
     return _cli_class()(
         SearchModule,
-        TensorDataModule,
+        SplitDataModule,
         subclass_mode_data=True,
         seed_everything_default=0,
         parser_kwargs={**main_parser, **{sub: defaults for sub in SUBCOMMANDS}}

@@ -46,12 +46,15 @@ def evaluate(model, loader) -> float:
 
 
 def _accuracy(model, loader) -> float:
+    from dnas.data.loader import IGNORE_LABEL
+
     was = model.training
     model.eval()
     correct = total = 0
     for x, y in loader:
-        correct += int((model(x).argmax(1) == y).sum())
-        total += int(y.numel())
+        counted = y != IGNORE_LABEL  # a padding sample (a distributed loader's filler)
+        correct += int(((model(x).argmax(1) == y) & counted).sum())
+        total += int(counted.sum())
     model.train(was)
     return correct / max(total, 1)
 

@@ -13,7 +13,7 @@ from dnas.data.fashion_mnist import FashionMNISTDataModule
 from dnas.data.idx import IdxHeader, read_idx, read_idx_header, write_idx
 from dnas.data.image_folder import ImageFolderDataModule
 from dnas.data.images import ImageTransform
-from dnas.data.loader import BatchSchedule, TensorLoader, augment_batch
+from dnas.data.loader import IGNORE_LABEL, BatchSchedule, TensorLoader, augment_batch
 from dnas.data.module import (
     SPLITS,
     SplitDataModule,
@@ -25,6 +25,7 @@ from dnas.data.safe_pickle import UnsafePickleError, restricted_loads
 from dnas.data.synthetic import SyntheticDataModule
 
 __all__ = [
+    "IGNORE_LABEL",
     "SPLITS",
     "BatchSchedule",
     "CIFAR10DataModule",

@@ -28,7 +28,7 @@ from dnas.data.images import (
     is_image_file,
     open_image,
 )
-from dnas.data.loader import Batch, BatchSchedule
+from dnas.data.loader import IGNORE_LABEL, Batch, BatchSchedule
 from dnas.data.module import SPLITS, SplitDataModule, check_limits, split_indices
 from dnas.errors import DnasError
 
@@ -173,6 +173,8 @@ class ImageFileDataset(Dataset):
 
     def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int]:
         position, seed = key
+        if position < 0:  # a padding position (BatchSchedule): any image, a label nothing counts
+            return self.transform(self.split.path(int(self.indices[0])), seed), IGNORE_LABEL
         i = int(self.indices[position])
         return self.transform(self.split.path(i), seed), int(self.split.labels[i])
 
@@ -430,7 +432,9 @@ class ImageFolderDataModule(SplitDataModule):
         )
 
     def _eval_loader(self, name: str) -> FileLoader:
-        return self._loader(name, self.eval_transform, {"shuffle": False}, self.eval_batch_size)
+        return self._loader(
+            name, self.eval_transform, {"shuffle": False, "pad": True}, self.eval_batch_size
+        )
 
     def bn_recalibration_loader(self, num_batches: int) -> FileLoader:
         """A short, fixed-seed loader over the weight split, resized and centre-cropped.
@@ -465,7 +469,7 @@ class ImageFolderDataModule(SplitDataModule):
         dataset = ImageFileDataset(split, pick, self.eval_transform)
         loader = FileLoader(
             dataset,
-            BatchSchedule(len(pick), self.eval_batch_size, shuffle=False),
+            BatchSchedule(len(pick), self.eval_batch_size, shuffle=False, shard=False),
             self.num_workers,
         )
         xs, ys = zip(*loader)

@@ -16,6 +16,10 @@ import torch.nn.functional as F
 from dnas.errors import DnasError
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+
+#: The label of a padding sample (an evaluation loader's filler under ``torch.distributed``):
+#: ``F.cross_entropy``'s default ``ignore_index``, and the metrics' ``ignore_index``.
+IGNORE_LABEL = -100
 Transform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
 
@@ -80,7 +84,11 @@ class BatchSchedule:
 
     Each pass draws a fresh permutation from ``(seed, pass number)``, so runs are reproducible and
     successive epochs differ. Under ``torch.distributed`` each rank takes a disjoint, equally long
-    share of the permutation (the role a ``DistributedSampler`` plays for a ``DataLoader``).
+    share of the permutation (the role a ``DistributedSampler`` plays for a ``DataLoader``). A
+    split that does not divide evenly loses its last ``n mod world`` samples of the pass, or,
+    with ``pad``, every sample is served once and the short shares are filled up with padding
+    positions (index ``-1``; the loaders give them the label ``IGNORE_LABEL``), so every rank
+    still runs the same number of batches and an evaluation covers the whole split.
 
     Args:
         n: number of samples in the split.
@@ -92,6 +100,8 @@ class BatchSchedule:
         max_batches: stop each pass after this many batches.
         shard: under ``torch.distributed``, serve each rank its own share; off, every rank gets
             the same batches (e.g. to re-estimate batch-norm statistics identically everywhere).
+        pad: under ``torch.distributed``, serve every sample (see above) instead of dropping
+            the remainder; for evaluation.
     """
 
     def __init__(
@@ -104,6 +114,7 @@ class BatchSchedule:
         seed: int = 0,
         max_batches: int | None = None,
         shard: bool = True,
+        pad: bool = False,
     ) -> None:
         if batch_size < 1:
             raise DnasError(f"batch_size must be >= 1, got {batch_size}")
@@ -116,6 +127,7 @@ class BatchSchedule:
         self.seed = seed
         self.max_batches = max_batches
         self.shard = shard
+        self.pad = pad
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -133,9 +145,12 @@ class BatchSchedule:
 
     @property
     def num_samples(self) -> int:
-        """Samples this rank serves per pass (before ``drop_last`` and ``max_batches``)."""
+        """Samples this rank serves per pass, padding included (before ``drop_last`` and
+        ``max_batches``)."""
         _, world = self._world()
-        return self.n // world if world > 1 else self.n
+        if world == 1:
+            return self.n
+        return -(-self.n // world) if self.pad else self.n // world
 
     def _world(self) -> tuple[int, int]:
         return _world() if self.shard else (0, 1)
@@ -153,16 +168,18 @@ class BatchSchedule:
 
         Returns:
             ``(generator, batches)``: each batch is an int64 index tensor ``[B]`` when shuffling
-            or sharding, else a ``slice`` of the split. The generator has drawn the permutation
-            and is left for the pass's augmentation.
+            or sharding (``-1`` where it pads), else a ``slice`` of the split. The generator has
+            drawn the permutation and is left for the pass's augmentation.
         """
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         self.epoch += 1
         order = torch.randperm(self.n, generator=generator) if self.shuffle else None
         rank, world = self._world()
         if world > 1:
-            share = self.n // world
             idx = order if order is not None else torch.arange(self.n)
+            share = self.num_samples
+            if share * world > self.n:  # padded to equal shares
+                idx = torch.cat([idx, idx.new_full((share * world - self.n,), -1)])
             order = idx[rank : rank + share * world : world]
         batches: list[torch.Tensor | slice] = []
         for i in range(len(self)):
@@ -184,7 +201,7 @@ class TensorLoader(BatchSchedule):
         seed: seed of the permutations and of ``transform``.
         transform: per-batch augmentation ``(x [B, C, H, W], generator) -> x``.
         max_batches: stop each pass after this many batches.
-        shard: see :class:`BatchSchedule`.
+        shard, pad: see :class:`BatchSchedule`.
     """
 
     def __init__(
@@ -199,6 +216,7 @@ class TensorLoader(BatchSchedule):
         transform: Transform | None = None,
         max_batches: int | None = None,
         shard: bool = True,
+        pad: bool = False,
     ) -> None:
         if len(x) != len(y):
             raise DnasError(f"inputs and labels differ in length: {len(x)} vs {len(y)}")
@@ -210,6 +228,7 @@ class TensorLoader(BatchSchedule):
             seed=seed,
             max_batches=max_batches,
             shard=shard,
+            pad=pad,
         )
         self.x, self.y = x, y
         self.transform = transform
@@ -220,6 +239,9 @@ class TensorLoader(BatchSchedule):
             if isinstance(idx, slice):
                 # Copies, so a model that edits its input in place cannot damage the split.
                 xb, yb = self.x[idx].clone(), self.y[idx].clone()
+            elif bool((idx < 0).any()):  # padding: any image, a label nothing counts
+                xb, yb = self.x[idx.clamp_min(0)], self.y[idx.clamp_min(0)]
+                yb = yb.masked_fill(idx < 0, IGNORE_LABEL)
             else:
                 xb, yb = self.x[idx], self.y[idx]
             if self.transform is not None:

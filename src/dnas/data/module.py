@@ -409,7 +409,7 @@ class TensorDataModule(SplitDataModule):
 
     def _eval_loader(self, name: str) -> TensorLoader:
         x, y = self.split(name)
-        return TensorLoader(x, y, self.eval_batch_size, shuffle=False)
+        return TensorLoader(x, y, self.eval_batch_size, shuffle=False, pad=True)
 
     def bn_recalibration_loader(self, num_batches: int) -> TensorLoader:
         """A short, fixed-seed loader over the weight split without augmentation.

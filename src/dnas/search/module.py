@@ -13,6 +13,7 @@ budget, so a K-target front costs about one search instead of K.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -29,6 +30,7 @@ from dnas.cost.expected import ExpectedCost
 from dnas.cost.hardware import BitFusionConfig, load_hardware
 from dnas.cost.table import CostTable, load_or_build
 from dnas.cost.targets import BudgetError, Targets, TargetSpec, check_jointly_feasible
+from dnas.data.loader import IGNORE_LABEL
 from dnas.data.module import check_data_fits_space
 from dnas.derive import derive_within_budget
 from dnas.errors import DnasError, NonFiniteLossError
@@ -118,6 +120,9 @@ class SearchModule(ResumableModule, pl.LightningModule):
             targets and was as accurate within the seed-to-seed spread. In a front,
             batches ``i·arch_every … (i+1)·arch_every − 1`` sample target ``i mod K``'s
             distribution and end with its step.
+        num_classes: the classifier's outputs, in place of the space's own ``num_classes`` (the
+            cost table is then the one for that classifier); None: the space's. ``dnas-fit``
+            sets it from the data module.
     """
 
     def __init__(
@@ -141,6 +146,7 @@ class SearchModule(ResumableModule, pl.LightningModule):
         test_bn_batches: int | None = None,
         derive: str = "budget",
         arch_every: int = 2,
+        num_classes: int | None = None,
     ) -> None:
         super().__init__()
         from dnas.derive.budget import DERIVE_STRATEGIES
@@ -157,6 +163,11 @@ class SearchModule(ResumableModule, pl.LightningModule):
             if n is not None and n < 0:
                 raise DnasError(f"{name} must be >= 0, got {n}")
         space = space if isinstance(space, SearchSpace) else load_space(space)
+        if num_classes is not None:
+            if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+                raise DnasError(f"num_classes must be an integer >= 2 or None, got {num_classes!r}")
+            if num_classes != space.num_classes:
+                space = dataclasses.replace(space, num_classes=num_classes)
         hw = hardware if isinstance(hardware, BitFusionConfig) else load_hardware(hardware)
         space.validate_bits(hw.pmax_bits)
         self.table_path: Path | None = None
@@ -206,10 +217,12 @@ class SearchModule(ResumableModule, pl.LightningModule):
         self.derive_strategy = derive
         self.arch_every = arch_every
         self.val_accs = nn.ModuleList(
-            MulticlassAccuracy(space.num_classes, average="micro") for _ in front
+            MulticlassAccuracy(space.num_classes, average="micro", ignore_index=IGNORE_LABEL)
+            for _ in front
         )
         self.test_accs = nn.ModuleList(
-            MulticlassAccuracy(space.num_classes, average="micro") for _ in front
+            MulticlassAccuracy(space.num_classes, average="micro", ignore_index=IGNORE_LABEL)
+            for _ in front
         )
         self._eval_archs: list = []
         self._eval_costs: list[dict[str, float]] = []

@@ -25,7 +25,8 @@ def draw_search(history: list[dict[str, float]], targets: Targets, axes: Sequenc
         ax.set_ylabel(f"{metric.split('_')[0]} ({unit})")
         ax.set_title(f"BitFusion {metric.split('_')[0]}")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:  # an energy panel under a latency-only target
+            ax.legend(fontsize=8)  # with no history yet has nothing to name
     pts = [(h["epoch"], 100 * h["val_acc"]) for h in history if "val_acc" in h]
     if pts:
         ax_acc.plot(*zip(*pts), "-o", color="seagreen", markersize=4)

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
 from dnas.checkpoint import CheckpointError, ResumableModule
+from dnas.data.loader import IGNORE_LABEL
 from dnas.errors import DnasError, NonFiniteLossError
 from dnas.history import History
 from dnas.supernet import ChildNet
@@ -57,8 +58,8 @@ class ChildModule(ResumableModule, pl.LightningModule):
         self._optimizer = optimizer
         self.warmup_epochs, self.label_smoothing = float(warmup_epochs), float(label_smoothing)
         n = child.space.num_classes
-        self.val_acc = MulticlassAccuracy(n, average="micro")
-        self.test_acc = MulticlassAccuracy(n, average="micro")
+        self.val_acc = MulticlassAccuracy(n, average="micro", ignore_index=IGNORE_LABEL)
+        self.test_acc = MulticlassAccuracy(n, average="micro", ignore_index=IGNORE_LABEL)
         self._history: History | None = None
 
     checkpoint_key = "dnas_train"
