@@ -9,7 +9,7 @@ just before the run. Dividing a wall-clock by it gives a machine-independent fig
 to the extent that the run's work is like that step; two records' ``speed_s`` show how far their
 machines differed.
 
-    python bench/speed.py            # prints the figure (about 10 s)
+    python bench/speed.py            # prints the figure (a few seconds)
 """
 
 from __future__ import annotations

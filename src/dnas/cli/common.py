@@ -120,8 +120,13 @@ def fit_classes_to_data(cfg, data, say: Callable[[str], object] = print) -> None
     was = int(cfg.space.num_classes)
     with open_dict(cfg):
         cfg.space.num_classes = int(classes)
-    say(
-        f"classes: {type(data).__name__} has {classes}, so space {cfg.space.name} gets a "
+    say(classes_note(data, cfg.space.name, int(classes), was))
+
+
+def classes_note(data, space_name: str, classes: int, was: int) -> str:
+    """The line saying that space ``space_name``'s classifier takes ``data``'s class count."""
+    return (
+        f"classes: {type(data).__name__} has {classes}, so space {space_name} gets a "
         f"{classes}-way classifier (its config says {was})"
     )
 

@@ -41,7 +41,7 @@ def _cli_class():
     from pytorch_lightning.utilities import rank_zero_warn
     from rich.console import Console
 
-    from dnas.cli.common import describe_budget, describe_table
+    from dnas.cli.common import classes_note, describe_budget, describe_table
     from dnas.cli.outputs import SearchOutputs
     from dnas.space import load_space
 
@@ -78,9 +78,9 @@ def _cli_class():
                     said = load_space(named).num_classes
                     if said != model.space.num_classes:
                         self._console.print(
-                            f"classes: {type(self.datamodule).__name__} has "
-                            f"{model.space.num_classes}, so space {model.space.name} gets a "
-                            f"{model.space.num_classes}-way classifier (its config says {said})"
+                            classes_note(
+                                self.datamodule, model.space.name, model.space.num_classes, said
+                            )
                         )
                 self._console.print(
                     describe_table(model.table, model.table_path, model.table_built)
