@@ -113,7 +113,7 @@ def plot_candidates(rows: list[dict], metric: str, target: float, path: Path, ti
             )
             if not pts:
                 continue
-            x, y, k = zip(*pts)
+            x, y, _ = zip(*pts)
             ax.plot(x, y, ls, marker="o", color=colors[i % len(colors)], label=f"{b} bits, {depth}")
             for xi, yi, ki in pts:
                 ax.annotate(

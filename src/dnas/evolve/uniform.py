@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from dnas.cost.exact import ExactCost
 from dnas.cost.targets import Targets
 from dnas.errors import DnasError
-from dnas.space import SKIP, ArchState, Architecture, LayerKey, SearchSpace
+from dnas.space import SKIP, Architecture, ArchState, LayerKey, SearchSpace
 from dnas.space.layers import BLOCK_ROLES, FIXED_ROLES
 
 DEPTHS = ("full", "short")
