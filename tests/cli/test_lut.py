@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 from dnas.cli.lut import run
 from dnas.cost.hardware import BitFusionConfig, builtin_hardware_names
 from dnas.cost.table import CostTable
+from dnas.errors import DnasError
 from dnas.space import SearchSpace, builtin_space_names, load_space
 
 
@@ -75,3 +76,70 @@ def test_export_then_import_measured_table(tmp_path):
     table = CostTable.load(out, load_space("fmnist_mbv2"))
     assert table.header.source == "measured" and table.header.hardware_name == "mydev"
     assert res["entries"] == load_space("fmnist_mbv2").num_grid_entries
+
+
+# ---------------------------------------------- a file the user named is never replaced unasked
+@pytest.fixture
+def measured(tmp_path):
+    """A measured table imported at ``tmp_path/pixel8.pt`` (from an exported template)."""
+    csv_path, out = tmp_path / "template.csv", tmp_path / "pixel8.pt"
+    run(cfg_for(f"out={tmp_path / 't.pt'}", f"export_csv={csv_path}", "backend=torch"))
+    run(cfg_for(f"measured_csv={csv_path}", "device_name=pixel8", f"out={out}"))
+    return out
+
+
+def test_a_measured_table_is_not_rebuilt_over(measured):
+    before = measured.read_bytes()
+    with pytest.raises(DnasError, match=r"measured cost table \(device 'pixel8'.*force=true"):
+        run(cfg_for("space=cifar_mbv2", f"out={measured}", "backend=torch"))
+    assert measured.read_bytes() == before
+    # the same space: it is loaded, never rebuilt as a BitFusion table
+    res = run(cfg_for(f"out={measured}"))
+    assert CostTable.load(measured).header.source == "measured"
+    assert measured.read_bytes() == before and res["entries"] > 0
+
+
+def test_a_measured_table_is_not_imported_over(measured, tmp_path):
+    before = measured.read_bytes()
+    with pytest.raises(DnasError, match="already holds a measured cost table"):
+        run(cfg_for(f"measured_csv={tmp_path / 'template.csv'}", f"out={measured}"))
+    assert measured.read_bytes() == before
+
+
+def test_a_table_of_other_hardware_is_not_replaced(tmp_path):
+    out = tmp_path / "t.pt"
+    run(cfg_for(f"out={out}", "backend=torch"))
+    before = out.read_bytes()
+    with pytest.raises(
+        DnasError, match=r"cost table of space 'fmnist_mbv2' on 'bitfusion'.*hardware"
+    ):
+        run(cfg_for(f"out={out}", "hardware.freq_mhz=1000", "backend=torch"))
+    assert out.read_bytes() == before
+    run(cfg_for(f"out={out}", "hardware.freq_mhz=1000", "backend=torch", "force=true"))
+    assert CostTable.load(out).header.hardware["freq_mhz"] == 1000
+
+
+def test_a_text_file_is_not_replaced(tmp_path):
+    notes = tmp_path / "n.txt"
+    notes.write_text("notes\n")
+    with pytest.raises(DnasError, match="not a dnas cost table"):
+        run(cfg_for(f"out={notes}", "backend=torch"))
+    assert notes.read_text() == "notes\n"
+
+
+def test_the_csv_is_not_written_over_the_table_or_a_file(tmp_path):
+    out = tmp_path / "keep.pt"
+    with pytest.raises(DnasError, match="the table's own file"):
+        run(cfg_for(f"out={out}", f"export_csv={out}", "backend=torch"))
+    assert not out.exists()
+    other = tmp_path / "other.csv"
+    other.write_text("mine\n")
+    with pytest.raises(DnasError, match="export_csv=.* already exists"):
+        run(cfg_for(f"out={out}", f"export_csv={other}", "backend=torch"))
+    assert other.read_text() == "mine\n" and not out.exists()
+
+
+@pytest.mark.parametrize("key", ["out", "export_csv"])
+def test_a_directory_is_refused(tmp_path, key):
+    with pytest.raises(DnasError, match=f"{key}=.* is a directory"):
+        run(cfg_for(f"{key}={tmp_path}", "backend=torch"))

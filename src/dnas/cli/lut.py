@@ -13,6 +13,47 @@ from dnas.cli.common import handle_version
 from dnas.errors import DnasError
 
 
+def describe_file(path: Path) -> str:
+    """What an existing file holds, in words: a measured or a computed cost table (of which space
+    and hardware), or something else."""
+    import torch
+
+    try:
+        header = torch.load(path, map_location="cpu", weights_only=True)["header"]
+        space, hw = header["space_name"], header["hardware_name"]
+    except Exception:
+        return "a file that is not a dnas cost table"
+    if header.get("source") == "measured":
+        return f"a measured cost table (device {hw!r}, space {space!r})"
+    return f"a cost table of space {space!r} on {hw!r}"
+
+
+def _refuse_replacing(path: Path, name: str, why: str = "") -> DnasError:
+    return DnasError(
+        f"{name}={path} already holds {describe_file(path)}{why}; dnas-lut never replaces a file "
+        f"you named: give another {name}= or force=true to replace it"
+    )
+
+
+def check_outputs(cfg: DictConfig, out: Path, named: bool) -> None:
+    """Refuse, before any work, to write where it would lose data: a directory, the CSV over the
+    table, or a file the user named that is not this very table (unless ``force=true``)."""
+    for name, path in (("out", out), ("export_csv", cfg.export_csv)):
+        if path and Path(path).is_dir():
+            raise DnasError(f"{name}={path} is a directory; give a file path")
+    if cfg.export_csv and Path(cfg.export_csv).resolve() == out.resolve():
+        raise DnasError(
+            f"export_csv={cfg.export_csv} is the table's own file (out): give the CSV another path"
+        )
+    if cfg.export_csv and Path(cfg.export_csv).exists() and not cfg.force:
+        raise DnasError(
+            f"export_csv={cfg.export_csv} already exists; dnas-lut never replaces a file you named:"
+            " give another export_csv= or force=true to replace it"
+        )
+    if named and cfg.measured_csv and out.exists() and not cfg.force:
+        raise _refuse_replacing(out, "out")
+
+
 def run(cfg: DictConfig) -> dict[str, float]:
     """Build, import or load the table that ``cfg`` names, print a summary, return its figures."""
     from rich.console import Console
@@ -35,20 +76,29 @@ def run(cfg: DictConfig) -> dict[str, float]:
     space.validate_bits(hw.pmax_bits)
     if int(cfg.batch) < 1:
         raise DnasError(f"batch must be a positive integer, got {cfg.batch}")
-    out = Path(cfg.out) if cfg.out else default_table_path(space, hw, int(cfg.batch))
+    named = bool(cfg.out)
+    out = Path(cfg.out) if named else default_table_path(space, hw, int(cfg.batch))
+    check_outputs(cfg, out, named)
     t0 = time.perf_counter()
     status = "built"
+    if cfg.force and out.is_file() and describe_file(out).startswith("a measured"):
+        console.print(f"[yellow]replacing {describe_file(out)} at {out} (force=true)[/]")
     if cfg.measured_csv:
         table = import_csv(cfg.measured_csv, space, str(cfg.device_name), int(cfg.batch))
         table.save(out)
         status = f"imported from {cfg.measured_csv}"
     else:
         table = None
-        if out.is_file() and not cfg.force:
+        if out.exists() and not cfg.force:
             try:
                 table = CostTable.load(out, space, hw)
-                status = "loaded (cached; force=true rebuilds)"
+                if table.header.source == "measured":  # loaded: it is never rebuilt over
+                    status = "loaded (a measured table; force=true replaces it)"
+                else:
+                    status = "loaded (cached; force=true rebuilds)"
             except TableError as e:
+                if named:  # the user's own file: never replaced without force=true
+                    raise _refuse_replacing(out, "out", f" ({_first_clause(e)})") from None
                 console.print(f"[yellow]{e}[/] - rebuilding")
         if table is None:
             with Progress(
@@ -93,6 +143,11 @@ def run(cfg: DictConfig) -> dict[str, float]:
     summary.add_row("time", f"{seconds:.2f} s")
     Console().print(summary)
     return {"entries": table.num_entries, "seconds": seconds, **ext}
+
+
+def _first_clause(e: Exception) -> str:
+    """The part of a table error that says what is wrong, without its rebuild advice."""
+    return str(e).split("; ")[0]
 
 
 @hydra.main(config_path="../conf", config_name="lut", version_base="1.3")
