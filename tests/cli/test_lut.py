@@ -134,7 +134,7 @@ def test_the_csv_is_not_written_over_the_table_or_a_file(tmp_path):
     assert not out.exists()
     other = tmp_path / "other.csv"
     other.write_text("mine\n")
-    with pytest.raises(DnasError, match="export_csv=.* already exists"):
+    with pytest.raises(DnasError, match=r"export_csv=.* already exists"):
         run(cfg_for(f"out={out}", f"export_csv={other}", "backend=torch"))
     assert other.read_text() == "mine\n" and not out.exists()
 
