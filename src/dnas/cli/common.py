@@ -46,13 +46,34 @@ def silence_lightning() -> None:
         warnings.filterwarnings("ignore", message=message)
 
 
-def output_dir(given: str | Path | None) -> Path:
-    """``given``, or Hydra's run directory; created."""
+RUN_MARKERS = ("run.json", "arch.yaml", "supernet.pt", "model.pt", "checkpoints/last.ckpt")
+"""Files whose presence makes a directory a run of its own (finished, or interrupted)."""
+
+
+def output_dir(given: str | Path | None, cfg: Any = None) -> Path:
+    """``given``, or Hydra's run directory; created.
+
+    A directory that already holds a run (``RUN_MARKERS``, e.g. ``hydra.run.dir=`` a finished
+    run) is refused before any work, so its results are never overwritten, unless this run
+    resumes (``cfg.ckpt_path`` set) or ``cfg.overwrite`` is true.
+    """
+    from dnas.errors import DnasError
+
     if given is None:
         from hydra.core.hydra_config import HydraConfig
 
         given = HydraConfig.get().runtime.output_dir
     out = Path(given)
+    if out.exists() and not out.is_dir():
+        raise DnasError(f"the run directory {out} is a file; give hydra.run.dir= a directory")
+    resuming = cfg is not None and bool(cfg.get("ckpt_path") or cfg.get("resume"))
+    forced = cfg is not None and cfg.get("overwrite") is True
+    found = [m for m in RUN_MARKERS if (out / m).exists()]
+    if found and not (resuming or forced):
+        raise DnasError(
+            f"{out} already holds a run ({', '.join(found)}); it is not overwritten: give another "
+            "hydra.run.dir=, resume it with ckpt_path=, or overwrite=true to replace it"
+        )
     out.mkdir(parents=True, exist_ok=True)
     return out
 

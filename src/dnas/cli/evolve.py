@@ -333,7 +333,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
             + f", {len(resumed.measured)} architectures measured, {done}"
             + (f" {resumed.search.generation}" if resumed.search else "")
         )
-    out = make_output_dir(output_dir)
+    out = make_output_dir(output_dir, cfg)
     checkpoints = Checkpointer(out, genomes, settings, table.header.content_hash)
     checkpoints.save_search(
         resumed.search if resumed else None,

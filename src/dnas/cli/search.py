@@ -76,7 +76,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     objective = cfg.get("objective", "test_acc")
     if objective not in OBJECTIVES:
         raise DnasError(f"objective={objective!r} is not one of {OBJECTIVES}")
-    out = make_output_dir(output_dir)
+    out = make_output_dir(output_dir, cfg)
     pl.seed_everything(int(cfg.seed), workers=True)
     threads = set_threads(cfg.get("threads"))
 

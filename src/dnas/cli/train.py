@@ -131,7 +131,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
         from dnas.train.load import load_supernet
 
         load_supernet(init, space)  # a foreign or damaged checkpoint fails here, not later
-    out = make_output_dir(output_dir)
+    out = make_output_dir(output_dir, cfg)
 
     data.setup("fit")
     tcfg = cfg.train

@@ -230,7 +230,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
                 f"resume={resume}: that run was made with other settings; resume it with its own"
             )
     else:
-        out = make_output_dir(output_dir)
+        out = make_output_dir(output_dir, cfg)
     metric = next(iter(active))
     target = active[metric]
 
