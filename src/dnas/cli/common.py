@@ -168,11 +168,15 @@ def describe_table(table, path: Path | None, built: bool) -> str:
 
 def describe_budget(module) -> str:
     """``budget: latency_ms <= 0.4662 ms  (space spans ...)``: what a ``SearchModule`` aims at."""
+    from dnas.cost.levels import describe_levels
+
     extremes = module.table.extremes(module.space)
+    levels = describe_levels(module.space, module.search_space)
     return (
         f"budget: {'; '.join(t.describe() for t in module.front)}  (space spans "
         f"{extremes['min_latency_ms']:.4g}-{extremes['max_latency_ms']:.4g} ms, "
         f"{extremes['min_energy_mj']:.4g}-{extremes['max_energy_mj']:.4g} mJ)"
+        + (f"\n{levels}" if levels else "")
     )
 
 

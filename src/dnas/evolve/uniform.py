@@ -27,6 +27,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from dnas.cost.exact import ExactCost
+from dnas.cost.levels import compute_levels, default_levels  # noqa: F401 (re-exported)
 from dnas.cost.targets import Targets
 from dnas.errors import DnasError
 from dnas.space import SKIP, Architecture, ArchState, LayerKey, SearchSpace
@@ -83,34 +84,6 @@ def width_positions(space: SearchSpace) -> list[float]:
         if n > 1:
             found.update(i / (n - 1) for i in range(1, n))
     return sorted(found)
-
-
-def compute_levels(bits: Iterable[int], pmax_bits: int, pmin_bits: int) -> list[int]:
-    """The highest bit-width of each BitFusion compute class among ``bits``, ascending.
-
-    A Fusion Unit runs ``⌊pmax/max(b, pmin)⌋`` operands of ``b`` bits at once, so bit-widths of one
-    class compute alike and differ only in memory traffic; 2..8 on BitFusion gives 2, 4 and 8.
-    """
-    best: dict[int, int] = {}
-    for b in sorted(set(bits)):
-        best[pmax_bits // max(b, pmin_bits)] = b
-    return sorted(best.values())
-
-
-def default_levels(
-    space: SearchSpace, pmax_bits: int, pmin_bits: int, metrics: Iterable[str]
-) -> list[int]:
-    """The bit levels worth a uniform candidate: every compute level (latency), and with an energy
-    target, whose memory traffic shrinks with every bit, every even level too."""
-    offered = sorted(set.intersection(*(_offered(b.bits) for b in space.blocks)))
-    levels = set(compute_levels(offered, pmax_bits, pmin_bits))
-    if "energy_mj" in set(metrics):
-        levels.update(b for b in offered if b % 2 == 0)
-    return sorted(levels)
-
-
-def _offered(choices) -> set[int]:
-    return set(choices.w_bits) & set(choices.a_bits)
 
 
 def uniform_state(

@@ -28,6 +28,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from dnas.checkpoint import CHECKPOINT_FORMAT, CheckpointError, ResumableModule
 from dnas.cost.expected import ExpectedCost
 from dnas.cost.hardware import BitFusionConfig, load_hardware
+from dnas.cost.levels import BIT_LEVELS, restrict_table, search_levels
 from dnas.cost.table import CostTable, load_or_build
 from dnas.cost.targets import BudgetError, Targets, TargetSpec, check_jointly_feasible
 from dnas.data.loader import IGNORE_LABEL
@@ -123,6 +124,11 @@ class SearchModule(ResumableModule, pl.LightningModule):
         num_classes: the classifier's outputs, in place of the space's own ``num_classes`` (the
             cost table is then the one for that classifier); None: the space's. ``dnas-fit``
             sets it from the data module.
+        bit_levels: ``"all"``: every bit-width of the space is a choice; ``"hardware"``: only
+            the levels whose cost differs on the hardware for the targets' metrics
+            (``dnas.cost.levels``: 2, 4, 8 on BitFusion, and 6 with an energy target), so that
+            the fractional bit index interpolates between costs that differ. The derived
+            network is a network of the full space either way, priced by its table.
     """
 
     def __init__(
@@ -147,12 +153,15 @@ class SearchModule(ResumableModule, pl.LightningModule):
         derive: str = "budget",
         arch_every: int = 2,
         num_classes: int | None = None,
+        bit_levels: str = "all",
     ) -> None:
         super().__init__()
         from dnas.derive.budget import DERIVE_STRATEGIES
 
         if derive not in DERIVE_STRATEGIES:
             raise DnasError(f"search.derive={derive!r} is not one of {DERIVE_STRATEGIES}")
+        if bit_levels not in BIT_LEVELS:
+            raise DnasError(f"search.bit_levels={bit_levels!r} is not one of {list(BIT_LEVELS)}")
         if warmup_epochs < 0:
             raise DnasError(f"warmup_epochs must be >= 0, got {warmup_epochs}")
         if isinstance(arch_every, bool) or not isinstance(arch_every, int) or arch_every < 1:
@@ -178,6 +187,11 @@ class SearchModule(ResumableModule, pl.LightningModule):
             )
         front = resolve_front(space, table, target, front)
         budgets = [budget(t) for t in front]
+        metrics = sorted({m for t in front for m in t.active()})
+        search_space = search_levels(bit_levels, space, hw.pmax_bits, hw.pmin_bits, metrics)
+        search_table = table
+        if search_space.fingerprint() != space.fingerprint():
+            search_table = restrict_table(table, space, search_space)
         self.save_hyperparameters(
             {
                 "warmup_epochs": warmup_epochs,
@@ -189,12 +203,17 @@ class SearchModule(ResumableModule, pl.LightningModule):
                 "space": space.name,
                 "derive": derive,
                 "arch_every": arch_every,
+                "bit_levels": bit_levels,
             }
         )
         self.automatic_optimization = False
         self.space, self.table, self.front = space, table, front
-        self.supernet = SuperNet(space, tau=tau0, hard=hard)
-        self.expected_cost = ExpectedCost(table, space)
+        # What the supernet, the expected cost and the derivation see: ``space`` itself, or its
+        # bit levels only (``bit_levels``); results are networks of ``space``.
+        self.search_space, self.search_table = search_space, search_table
+        self.bit_levels = bit_levels
+        self.supernet = SuperNet(search_space, tau=tau0, hard=hard)
+        self.expected_cost = ExpectedCost(search_table, search_space)
         self.budgets = nn.ModuleList(budgets)
         if len(front) > 1:  # the distributions not loaded in the supernet wait here
             self.banks = nn.ModuleList(
@@ -391,13 +410,14 @@ class SearchModule(ResumableModule, pl.LightningModule):
         self.use_distribution(k)
         with torch.no_grad():
             arch, cost, _ = derive_within_budget(
-                self.space,
-                self.table,
+                self.search_space,
+                self.search_table,
                 self.supernet.relaxed(),
                 self.front[k],
                 strategy=self.derive_strategy,
             )
-        return arch, cost
+        # a network of the full space (its bits are choices of both; the costs are the same)
+        return dataclasses.replace(arch, space_fingerprint=self.space.fingerprint()), cost
 
     def _prepare_derived(self, loader_fn: Callable | None, bn_batches: int | None = None) -> None:
         """Derive every target's architecture and re-estimate BN statistics for each.
@@ -501,10 +521,18 @@ class SearchModule(ResumableModule, pl.LightningModule):
             "space": self.space.name,
             "space_fingerprint": self.space.fingerprint(),
             "targets": [dict(t.active()) for t in self.front],
+            "searched_fingerprint": self.search_space.fingerprint(),
         }
 
     def check_checkpoint_identity(self, state: dict[str, Any]) -> None:
         check_checkpoint_state(state, self.space, self.front)
+        searched = state.get("searched_fingerprint", self.space.fingerprint())
+        if searched != self.search_space.fingerprint():
+            raise CheckpointError(
+                "the checkpoint searched other bit choices than this run "
+                f"(search.bit_levels={self.bit_levels!r}); resume with the setting it was "
+                "written with"
+            )
 
 
 CHECKPOINT_KEY = SearchModule.checkpoint_key
