@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
@@ -241,3 +242,53 @@ def test_unknown_strategy_is_refused(space, table):
     targets = resolve_targets({"latency_frac": 0.3}, table.extremes(space))
     with pytest.raises(ValueError, match="choose from"):
         derive_within_budget(space, table, random_relaxed(space, 0), targets, strategy="greedy")
+
+
+def test_marginal_depth_keeps_a_block_whose_kernels_share_the_mass(space, table):
+    """Skip at 0.44 against kernels at 0.35, 0.10, 0.11 (a default search after one epoch): the
+    joint rule skips the block, the marginal rule keeps it (p(keep) = 0.56) with kernel 3."""
+    from dnas.derive.budget import kernel_scores
+
+    relaxed = random_relaxed(space, 0)
+    skippable = [b.index for b in space.blocks if "skip" in space.kernel_choices(b.index)]
+    fixed = [b.index for b in space.blocks if b.index not in skippable]
+    for i in skippable:
+        relaxed.kernel_probs[i] = torch.tensor([0.35, 0.10, 0.11, 0.44])
+    joint = argmax_state(space, relaxed, "joint")
+    marginal = argmax_state(space, relaxed, "marginal")
+    assert all(space.kernel_choices(i)[joint.kernel[i]] == "skip" for i in skippable)
+    assert all(space.kernel_choices(i)[marginal.kernel[i]] == 3 for i in skippable)
+    scores = kernel_scores(space, relaxed, "marginal")
+    assert scores[skippable[0]].tolist() == pytest.approx(
+        [math.log(0.56), math.log(0.56 * 0.10 / 0.35), math.log(0.56 * 0.11 / 0.35), math.log(0.44)]
+    )
+    for i in fixed:  # nothing to decide about depth: the same ranking either way
+        assert marginal.kernel[i] == joint.kernel[i]
+    # a block skipped at p > 1/2 stays skipped
+    for i in skippable:
+        relaxed.kernel_probs[i] = torch.tensor([0.2, 0.1, 0.1, 0.6])
+    marginal = argmax_state(space, relaxed, "marginal")
+    assert all(space.kernel_choices(i)[marginal.kernel[i]] == "skip" for i in skippable)
+
+
+@pytest.mark.parametrize("lam", [-3.0, 0.7])
+def test_lagrangian_with_marginal_depth_beats_every_single_change(space, table, lam):
+    from dnas.derive.budget import _apply, _Lagrangian, _moves, _upgrades
+
+    relaxed = random_relaxed(space, 5)
+    active = {"latency_ms": table.extremes(space)["max_latency_ms"] * 0.3}
+    lag = _Lagrangian(space, table, relaxed, active, "marginal")
+    costs = ExactCost(space, table)
+    state = lag.state(lam)
+    best = _objective(lag, costs, state, lam, active)
+    for move in [*_moves(space, state, costs), *_upgrades(space, state, costs)]:
+        assert _objective(lag, costs, _apply(state, move), lam, active) <= best + 1e-9, move
+    assert lag.state(0.0).to_arch(space) == argmax_state(space, relaxed, "marginal").to_arch(space)
+
+
+def test_unknown_depth_rule_is_refused(space, table):
+    from dnas.errors import DnasError
+
+    targets = resolve_targets({"latency_frac": 0.3}, table.extremes(space))
+    with pytest.raises(DnasError, match="depth rule 'deep' is not one of"):
+        derive_within_budget(space, table, random_relaxed(space, 0), targets, depth="deep")

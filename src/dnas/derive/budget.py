@@ -53,16 +53,44 @@ def _scalar(x) -> float:
     return float(torch.as_tensor(x).detach())
 
 
-def _scores(space, relaxed) -> dict:
+DEPTH_RULES = ("joint", "marginal")
+
+
+def kernel_scores(space, relaxed, depth: str = "joint") -> dict[int, torch.Tensor]:
+    """Log-preference of every kernel choice of every block (``"skip"`` last where offered).
+
+    ``depth="joint"``: the log probabilities, so skip competes with each kernel on its own, and
+    a block whose kernels share the mass it keeps (p = 0.44 for skip against 0.35, 0.10, 0.11)
+    is skipped although keeping it is more likely (0.56). ``"marginal"``: skip scores
+    log p(skip), the kernels log p(keep) + log(p_k / max_j p_j): the depth is decided on the
+    marginal p(keep) against p(skip), the kernel among the kept ones (the most likely costs
+    nothing more, the others their log-ratio to it). Without a skip choice both are the same
+    up to a constant.
+    """
+    if depth not in DEPTH_RULES:
+        raise DnasError(f"derive depth rule {depth!r} is not one of {list(DEPTH_RULES)}")
+    out = {}
+    for b in space.blocks:
+        p = relaxed.kernel_probs[b.index].detach().double().clamp_min(1e-30)
+        if depth == "marginal" and "skip" in space.kernel_choices(b.index) and len(p) > 1:
+            real, skip = p[:-1], p[-1:]
+            keep = (1.0 - skip).clamp_min(1e-30)
+            out[b.index] = torch.cat([keep.log() + (real / real.max()).log(), skip.log()])
+        else:
+            out[b.index] = p.log()
+    return out
+
+
+def _scores(space, relaxed, depth: str = "joint") -> dict:
     """Log-preferences of every choice from the relaxed distribution.
 
-    Kernels: log softmax probabilities. Ordered choices (width, bits) at continuous index x: −|x − i|,
+    Kernels: ``kernel_scores``. Ordered choices (width, bits) at continuous index x: −|x − i|,
     so moving one index away from x costs the extra distance.
     """
     out = {"kernel": {}, "width": {}, "bits": {}}
+    kernels = kernel_scores(space, relaxed, depth)
     for b in space.blocks:
-        p = relaxed.kernel_probs[b.index].detach().double().clamp_min(1e-30)
-        out["kernel"][b.index] = p.log().tolist()
+        out["kernel"][b.index] = kernels[b.index].tolist()
         out["width"][b.index] = _scalar(relaxed.width_index[b.index])
     for key, (bw, ba) in relaxed.bit_index.items():
         out["bits"][key] = (_scalar(bw), _scalar(ba))
@@ -82,11 +110,13 @@ def _logp_loss(scores, s: ArchState, t: ArchState, move) -> float:
     return sum(abs(x[j] - new[j]) - abs(x[j] - old[j]) for j in range(2))
 
 
-def argmax_state(space, relaxed) -> ArchState:
-    """Most likely discrete architecture: argmax kernel, nearest width and bit indices."""
+def argmax_state(space, relaxed, depth: str = "joint") -> ArchState:
+    """Most likely discrete architecture: best kernel (``kernel_scores``), nearest width and bit
+    indices."""
     kernel, width, bits = {}, {}, {}
+    kernels = kernel_scores(space, relaxed, depth)
     for b in space.blocks:
-        kernel[b.index] = int(relaxed.kernel_probs[b.index].argmax())
+        kernel[b.index] = int(kernels[b.index].argmax())
         width[b.index] = nearest_index(
             float(torch.as_tensor(relaxed.width_index[b.index]).detach()), len(b.widths)
         )
@@ -135,6 +165,7 @@ def fill_budget(
     targets: Targets,
     state: ArchState,
     max_kernel_ratio: float = 4.0,
+    depth: str = "joint",
 ) -> tuple[ArchState, dict[str, float], int]:
     """Round up where the budget allows: the nearest architecture spends less than the expected
     cost the search aimed at the target (rounding θ = 2.4 down, or an argmax ``skip`` at p = 0.4,
@@ -145,7 +176,7 @@ def fill_budget(
         The filled state, its exact cost and the number of upgrades.
     """
     costs = ExactCost(space, table)
-    scores = _scores(space, relaxed)
+    scores = _scores(space, relaxed, depth)
     cost, steps = costs.total(state), 0
     while True:
         best = None
@@ -182,7 +213,9 @@ class _Lagrangian:
     budget is exceeded), λ < 0 buys cost the distribution is less sure about (budget left over).
     """
 
-    def __init__(self, space, table: CostTable, relaxed, active: Mapping[str, float]) -> None:
+    def __init__(
+        self, space, table: CostTable, relaxed, active: Mapping[str, float], depth: str = "joint"
+    ) -> None:
         self.space = space
         layers = {cl.key: cl for cl in space.costed_layers()}
         self.layers = layers
@@ -194,10 +227,8 @@ class _Lagrangian:
         for k, cl in layers.items():
             bw, ba = relaxed.bit_index[k]
             self.bits[k] = _bit_scores(_scalar(bw), _scalar(ba), len(cl.w_bits), len(cl.a_bits))
-        self.kernel, self.width = {}, {}
+        self.kernel, self.width = kernel_scores(space, relaxed, depth), {}
         for b in space.blocks:
-            p = relaxed.kernel_probs[b.index].detach().double().clamp_min(1e-30)
-            self.kernel[b.index] = p.log()
             x = _scalar(relaxed.width_index[b.index])
             iw = torch.arange(len(b.widths), dtype=torch.float64)
             self.width[b.index] = -(x - iw).abs() + _TIE * iw
@@ -280,7 +311,7 @@ def _state_score(lag: _Lagrangian, s: ArchState, costs: ExactCost) -> float:
 
 
 def budget_state(
-    space, table: CostTable, relaxed, targets: Targets, iters: int = 60
+    space, table: CostTable, relaxed, targets: Targets, iters: int = 60, depth: str = "joint"
 ) -> tuple[ArchState, dict[str, float]]:
     """The most preferred architecture that spends the budget (``derive="budget"``).
 
@@ -295,7 +326,7 @@ def budget_state(
     """
     active = targets.active()
     costs = ExactCost(space, table)
-    lag = _Lagrangian(space, table, relaxed, active)
+    lag = _Lagrangian(space, table, relaxed, active, depth)
 
     def fits(lam: float):
         st = lag.state(lam)
@@ -359,6 +390,7 @@ def derive_within_budget(
     max_steps: int = 10_000,
     fill: bool = False,
     strategy: str | None = None,
+    depth: str = "joint",
 ) -> tuple[Architecture, dict[str, float], int]:
     """The derived architecture, its exact cost and the number of repair steps taken.
 
@@ -374,6 +406,8 @@ def derive_within_budget(
         strategy: ``"argmax"`` (the most likely network, repaired greedily down to the budget),
             ``"fill"`` (then rounded up where the budget allows) or ``"budget"`` (the most
             preferred network that spends the budget, ``budget_state``).
+        depth: how skip competes with the kernels (``kernel_scores``): ``"joint"`` or
+            ``"marginal"``.
 
     Raises:
         BudgetError: not even the cheapest architecture meets the targets.
@@ -383,13 +417,13 @@ def derive_within_budget(
         raise DnasError(f"unknown derive strategy {strategy!r}; choose from {DERIVE_STRATEGIES}")
     active = targets.active()
     costs = ExactCost(space, table)
-    state = argmax_state(space, relaxed)
+    state = argmax_state(space, relaxed, depth)
     cost = costs.total(state)
     steps = 0
     if strategy == "budget" and active:
-        state, cost = budget_state(space, table, relaxed, targets)
+        state, cost = budget_state(space, table, relaxed, targets, depth=depth)
     elif active and not targets.fits(cost):
-        scores = _scores(space, relaxed)
+        scores = _scores(space, relaxed, depth)
         while not targets.fits(cost) and steps < max_steps:
             best = None
             for move in _moves(space, state, costs):
@@ -410,7 +444,7 @@ def derive_within_budget(
         if not targets.fits(cost):
             state, cost = fitting_state(targets, space, table)
     if strategy == "fill" and active:
-        state, cost, _ = fill_budget(space, table, relaxed, targets, state)
+        state, cost, _ = fill_budget(space, table, relaxed, targets, state, depth=depth)
     arch = state.to_arch(space)
     metrics_out = {m: cost[m] for m in METRICS}
     for m, t in active.items():

@@ -129,6 +129,9 @@ class SearchModule(ResumableModule, pl.LightningModule):
             (``dnas.cost.levels``: 2, 4, 8 on BitFusion, and 6 with an energy target), so that
             the fractional bit index interpolates between costs that differ. The derived
             network is a network of the full space either way, priced by its table.
+        derive_depth: how a skippable block's depth is read off its distribution
+            (``dnas.derive.budget.kernel_scores``): ``"joint"``, skip against each kernel alone;
+            ``"marginal"``, skip against keeping the block with any kernel.
     """
 
     def __init__(
@@ -154,12 +157,17 @@ class SearchModule(ResumableModule, pl.LightningModule):
         arch_every: int = 2,
         num_classes: int | None = None,
         bit_levels: str = "all",
+        derive_depth: str = "joint",
     ) -> None:
         super().__init__()
-        from dnas.derive.budget import DERIVE_STRATEGIES
+        from dnas.derive.budget import DEPTH_RULES, DERIVE_STRATEGIES
 
         if derive not in DERIVE_STRATEGIES:
             raise DnasError(f"search.derive={derive!r} is not one of {DERIVE_STRATEGIES}")
+        if derive_depth not in DEPTH_RULES:
+            raise DnasError(
+                f"search.derive_depth={derive_depth!r} is not one of {list(DEPTH_RULES)}"
+            )
         if bit_levels not in BIT_LEVELS:
             raise DnasError(f"search.bit_levels={bit_levels!r} is not one of {list(BIT_LEVELS)}")
         if warmup_epochs < 0:
@@ -204,6 +212,7 @@ class SearchModule(ResumableModule, pl.LightningModule):
                 "derive": derive,
                 "arch_every": arch_every,
                 "bit_levels": bit_levels,
+                "derive_depth": derive_depth,
             }
         )
         self.automatic_optimization = False
@@ -233,7 +242,7 @@ class SearchModule(ResumableModule, pl.LightningModule):
         self.warmup_epochs, self.tau0, self.tau_min = warmup_epochs, tau0, tau_min
         self.bn_batches = bn_batches
         self.test_bn_batches = bn_batches if test_bn_batches is None else test_bn_batches
-        self.derive_strategy = derive
+        self.derive_strategy, self.derive_depth = derive, derive_depth
         self.arch_every = arch_every
         self.val_accs = nn.ModuleList(
             MulticlassAccuracy(space.num_classes, average="micro", ignore_index=IGNORE_LABEL)
@@ -415,6 +424,7 @@ class SearchModule(ResumableModule, pl.LightningModule):
                 self.supernet.relaxed(),
                 self.front[k],
                 strategy=self.derive_strategy,
+                depth=self.derive_depth,
             )
         # a network of the full space (its bits are choices of both; the costs are the same)
         return dataclasses.replace(arch, space_fingerprint=self.space.fingerprint()), cost
