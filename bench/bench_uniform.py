@@ -68,6 +68,8 @@ METHODS: dict[str, tuple[str, list[str], tuple[int, ...]]] = {
 VARIANTS: dict[str, tuple[str, list[str], tuple[int, ...]]] = {
     # the bit relaxation over the levels whose cost differs on BitFusion only (2, 4, 8)
     "dnas_levels": ("search", ["search.bit_levels=hardware"], (0,)),
+    # ``rederive``: [base method, derive_depth]: the base search's distribution derived again
+    "dnas_marginal": ("rederive", ["dnas", "marginal"], (0, 1)),
 }
 
 
@@ -238,7 +240,8 @@ def ready(unit, records) -> bool:
     if unit[0] == "uniform":
         return unit[2] != "chosen" or _chosen_uniform(records, unit[1]) is not None
     if unit[0] == "search":
-        return True
+        kind, args, _ = all_methods()[unit[1]]
+        return kind != "rederive" or _search_record(records, args[0], unit[2], unit[3]) is not None
     method, seed, key = unit[1], unit[2], unit[3]
     return _search_record(records, method, seed, key) is not None
 
@@ -311,7 +314,7 @@ def run_unit(unit, records) -> dict:
         got = _train(arch_yaml, RUNS / f"{name}_t{ts}", [*RECIPE, f"seed={ts}"])
         extra = {"train_seed": ts, "recipe": RECIPE}
     else:  # finetune from the search's own supernet, if its run directory survives
-        supernet = REPO / s["run_dir"] / "supernet.pt"
+        supernet = REPO / s.get("derived_from", s["run_dir"]) / "supernet.pt"
         if not supernet.is_file():
             raise RuntimeError(f"{supernet} is gone: rerun the search to finetune")
         got = _train(arch_yaml, RUNS / f"{name}_ft", [*FINETUNE, f"init={supernet}", "seed=0"])
@@ -366,6 +369,18 @@ def _run_search(unit, base) -> list[dict]:
     """One search unit; returns its records (one per target it searched)."""
     _, method, seed, key = unit
     kind, overrides, _ = all_methods()[method]
+    if kind == "rederive":  # another derivation of a recorded search's distribution
+        from dnas.derive.rederive import rederive
+
+        t = next(t for t in TARGETS if _key(t) == key)
+        src = _search_record(_load(), overrides[0], seed, key)
+        out = RUNS / f"{method}_s{seed}_{key}"
+        out.mkdir(parents=True, exist_ok=True)
+        wall, cpu = _timed(
+            lambda: rederive(REPO / src["run_dir"], depth=overrides[1])[0].save(out / "arch.yaml")
+        )
+        rec = _search_rec(base, method, seed, t, out / "arch.yaml", wall, cpu)
+        return [{**rec, "derived_from": src["run_dir"], "supernet_acc": None}]
     common = [*overrides, f"seed={seed}", "threads=1"]
     if kind == "search":
         from dnas.cli.search import run
@@ -456,7 +471,7 @@ class Claims:
 def _search_unit_of(unit):
     """The search unit a ``search`` record's unit belongs to (a front's and APQ's cover all)."""
     kind = all_methods()[unit[1]][0]
-    return unit if kind == "search" else (*unit[:3], None)
+    return unit if kind in ("search", "rederive") else (*unit[:3], None)
 
 
 def worker(only: set[str] | None, hours: float | None, targets: set[str] | None = None) -> int:
