@@ -23,35 +23,52 @@ LAST = "last.ckpt"
 
 
 def checkpoint_callback(out: Path):
-    """The callback that writes ``out/checkpoints/last.ckpt`` at the end of every training epoch.
+    """The callback that writes ``out/checkpoints/last.ckpt`` at the end of every training epoch
+    (``LastCheckpoint``)."""
+    return LastCheckpoint(Path(out) / CHECKPOINT_DIR / LAST)
+
+
+def _checkpoint_base():
+    from pytorch_lightning.callbacks import Checkpoint
+
+    return Checkpoint
+
+
+class LastCheckpoint(_checkpoint_base()):
+    """Writes ``last.ckpt`` at the end of every training epoch, atomically.
 
     A ``Checkpoint`` subclass, so that Lightning calls it after the module's own
     ``on_train_epoch_end`` (Lightning runs checkpoint callbacks last): the saved scheduler already
-    includes the epoch, and the history's row for it is taken first. (Lightning's ``ModelCheckpoint`` writes ``last.ckpt`` only
-    beside a top-k checkpoint, which would double the files.)
+    includes the epoch, and the history's row for it is taken first. (Lightning's
+    ``ModelCheckpoint`` writes ``last.ckpt`` only beside a top-k checkpoint, which would double
+    the files; with ``save_top_k=0`` it writes it only when training ends.)
+
+    Args:
+        path: the file; None: ``<trainer.log_dir>/checkpoints/last.ckpt`` (``dnas-fit``).
     """
-    from pytorch_lightning.callbacks import Checkpoint
 
-    from dnas.history import record_history
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path = None if path is None else Path(path)
 
-    class LastCheckpoint(Checkpoint):
-        def __init__(self, path: Path) -> None:
-            self.path = path
+    def file(self, trainer) -> Path:
+        if self.path is not None:
+            return self.path
+        return Path(trainer.log_dir or trainer.default_root_dir) / CHECKPOINT_DIR / LAST
 
-        def on_train_epoch_end(self, trainer, pl_module) -> None:
-            if trainer.sanity_checking or trainer.fast_dev_run:
-                return
-            # Under DDP the epoch's synced metrics are computed lazily: rank 0's progress bar
-            # computes them (collectives) in an earlier hook that other ranks skip. Compute them
-            # here on every rank first, as ModelCheckpoint does, so that all ranks meet the
-            # checkpoint's barrier in the same order (else the barrier pairs with a metric's
-            # all-reduce and the run hangs).
-            _ = trainer.callback_metrics
-            record_history(trainer)  # the epoch's row, whichever callback Lightning calls first
-            # rank 0 writes, through the atomic CheckpointIO; all of it (optimisers, loops: a resume)
-            trainer.save_checkpoint(self.path, weights_only=False)
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        from dnas.history import record_history
 
-    return LastCheckpoint(Path(out) / CHECKPOINT_DIR / LAST)
+        if trainer.sanity_checking or trainer.fast_dev_run:
+            return
+        # Under DDP the epoch's synced metrics are computed lazily: rank 0's progress bar
+        # computes them (collectives) in an earlier hook that other ranks skip. Compute them
+        # here on every rank first, as ModelCheckpoint does, so that all ranks meet the
+        # checkpoint's barrier in the same order (else the barrier pairs with a metric's
+        # all-reduce and the run hangs).
+        _ = trainer.callback_metrics
+        record_history(trainer)  # the epoch's row, whichever callback Lightning calls first
+        # rank 0 writes, through the atomic CheckpointIO; all of it (optimisers, loops: a resume)
+        trainer.save_checkpoint(self.file(trainer), weights_only=False)
 
 
 def best_checkpoint_callback(out: Path, monitor: str = "val/acc"):

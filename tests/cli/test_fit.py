@@ -106,6 +106,11 @@ def test_fast_dev_run_from_the_command_line(tmp_path, cache_dir):
         (["--model.target.latency_frac=null", "--model.target.latency_ms=0.0001"], "unreachable"),
         (["--model.space=no_such_space"], "unknown search space"),
         (["--model.front=[{}]"], r"front\[0\] sets no budget"),
+        (["--trainer.max_epochs=0"], "max_epochs must be a positive whole number"),
+        (["--trainer.max_epochs=-1"], "max_epochs must be a positive whole number"),
+        (["--trainer.max_epochs=1"], "warmup_epochs=1 leaves no search epoch"),
+        (["--model.bit_levels=fast"], "bit_levels='fast' is not one of"),
+        (["--model.derive_depth=deep"], "derive_depth='deep' is not one of"),
     ],
 )
 def test_bad_input_fails_before_training(in_tmp, capsys, args, message):
@@ -115,6 +120,23 @@ def test_bad_input_fails_before_training(in_tmp, capsys, args, message):
     err = capsys.readouterr().err
     assert "dnas-fit: error:" in err and re.search(message, err)
     assert not (in_tmp / "outputs").exists()
+
+
+def test_version_and_help(capsys):
+    from dnas import __version__
+    from dnas.cli.fit import SUBCOMMAND_HELP
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code in (0, None)
+    assert capsys.readouterr().out.strip() == f"dnas-fit {__version__}"
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code in (0, None)
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    for line in SUBCOMMAND_HELP.values():
+        assert " ".join(line.split()) in out
+    assert "make sure you never run on your" not in out  # Lightning's cut-off line
 
 
 def test_default_config_is_the_default_hydra_search(in_tmp):
@@ -270,3 +292,36 @@ def test_num_classes_must_be_a_class_count():
             budget=lambda t: None,
             num_classes=1,
         )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig, code", [(15, 143), (2, 130)])
+def test_a_signal_stops_fit_naming_the_checkpoint(tmp_path, cache_dir, sig, code):
+    """SIGTERM (Slurm, docker stop) and Ctrl-C as in dnas-search: 143 / 130, a message naming the
+    last checkpoint and how to resume, and no result written (it exited 0 and said nothing)."""
+    from tests.search.test_resume import _stop_after
+
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "dnas.cli.fit",
+            "fit",
+            *TINY,
+            "--data.num_train=1024",
+            "--data.batch_size=16",
+            "--trainer.max_epochs=4",
+            "--model.weight_scheduler.init_args.T_max=4",
+        ],
+        cwd=tmp_path,
+        env={**os.environ, "DNAS_CACHE": str(cache_dir), "TRITON_INTERPRET": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    run = Path("outputs") / "fit" / "version_0"  # relative to the working directory
+    ckpt = run / "checkpoints" / "last.ckpt"
+    returncode, err = _stop_after(proc, tmp_path / ckpt, 1, sig)
+    assert returncode == code, err[-3000:]
+    assert f"--ckpt_path {ckpt}" in err and f"--config {run / 'config.yaml'}" in err
+    assert not (tmp_path / run / "arch.yaml").exists()

@@ -323,9 +323,12 @@ def discard_if_empty(out: Path) -> None:
         shutil.rmtree(out, ignore_errors=True)
 
 
-def interrupted(exc: BaseException, out: Path, what: str) -> Interrupted:
+def interrupted(
+    exc: BaseException, out: Path, what: str, resume: str = "ckpt_path={ckpt}"
+) -> Interrupted:
     """The ``Interrupted`` for a run Lightning stopped: on a signal (``SystemExit`` from fit or
-    test: 143 for SIGTERM, 130 for Ctrl-C) or on a non-finite loss (3)."""
+    test: 143 for SIGTERM, 130 for Ctrl-C) or on a non-finite loss (3). ``resume`` is how the
+    command resumes, with ``{ckpt}`` (the last checkpoint) and ``{config}`` (``out/config.yaml``)."""
     from pytorch_lightning.utilities.exceptions import SIGTERMException
 
     from dnas.checkpoint import epoch_of, last_checkpoint
@@ -343,6 +346,6 @@ def interrupted(exc: BaseException, out: Path, what: str) -> Interrupted:
     else:
         where = (
             f"its last checkpoint is {ckpt} ({epoch_of(ckpt)} epoch(s) done); resume with "
-            f"ckpt_path={ckpt}"
+            + resume.format(ckpt=ckpt, config=Path(out) / "config.yaml")
         )
     return Interrupted(f"{what} was stopped by {sig}; no result was written; {where}", code)

@@ -19,10 +19,17 @@ from __future__ import annotations
 
 import sys
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 DEFAULT_CONFIG = "conf/fit/default.yaml"
 SUBCOMMANDS = ("fit", "validate", "test")
+# One line each for ``dnas-fit --help`` (Lightning's own are cut at its docstrings' first line).
+SUBCOMMAND_HELP = {
+    "fit": "Search: train the supernet and the architecture, derive the network(s), write them.",
+    "validate": "Validate the derived network(s) on the validation split (e.g. --ckpt_path).",
+    "test": "Test the derived network(s) on the test set and write arch.yaml with the accuracy.",
+}
 
 
 def default_config_path() -> str:
@@ -41,8 +48,15 @@ def _cli_class():
     from pytorch_lightning.utilities import rank_zero_warn
     from rich.console import Console
 
-    from dnas.cli.common import classes_note, describe_budget, describe_table
+    from dnas.cli.common import (
+        check_epochs,
+        classes_note,
+        describe_budget,
+        describe_table,
+        interrupted,
+    )
     from dnas.cli.outputs import SearchOutputs
+    from dnas.errors import NonFiniteLossError
     from dnas.space import load_space
 
     class SearchCLI(LightningCLI):
@@ -52,6 +66,21 @@ def _cli_class():
         def subcommands() -> dict[str, set[str]]:
             """``fit``, ``validate`` and ``test`` (a search has nothing to predict)."""
             return {k: v for k, v in LightningCLI.subcommands().items() if k in SUBCOMMANDS}
+
+        def _add_subcommands(self, parser: LightningArgumentParser, **kwargs: Any) -> None:
+            super()._add_subcommands(parser, **kwargs)
+            action = getattr(parser, "_subcommands_action", None)
+            for choice in getattr(action, "_choices_actions", []):
+                choice.help = SUBCOMMAND_HELP.get(choice.dest, choice.help)
+
+        def _run_subcommand(self, subcommand: str) -> None:
+            """Run it; a signal or a non-finite loss becomes ``Interrupted`` (143 on SIGTERM,
+            130 on Ctrl-C, 3), naming the last checkpoint, as in ``dnas-search``."""
+            try:
+                super()._run_subcommand(subcommand)
+            except (SystemExit, NonFiniteLossError) as e:
+                out = Path(self.trainer.log_dir or self.trainer.default_root_dir)
+                raise interrupted(e, out, f"dnas-fit {subcommand}", _FIT_RESUME) from None
 
         def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
             parser.add_lightning_class_args(SearchOutputs, "outputs")
@@ -88,6 +117,11 @@ def _cli_class():
                 self._console.print(describe_budget(model))
 
         def before_fit(self) -> None:
+            # the same epoch checks as dnas-search: 0, -1 or no search epoch is refused
+            max_epochs = self.config.fit.trainer.get("max_epochs")
+            fast = self.config.fit.trainer.get("fast_dev_run")
+            if not fast:
+                check_epochs(max_epochs, int(self.model.warmup_epochs))
             self._announce()
             self._check_schedule()
 
@@ -120,7 +154,11 @@ def build_cli(args: list[str] | None = None, run: bool = True):
     from dnas.search.module import SearchModule
 
     defaults: dict[str, Any] = {"default_config_files": [default_config_path()]}
-    main_parser = {"prog": "dnas-fit", "description": __doc__.split("\n\n")[0]}
+    main_parser = {
+        "prog": "dnas-fit",
+        "description": "dnas-fit: the differentiable search as a LightningCLI (fit, validate, "
+        "test); `dnas-fit fit` alone runs the search dnas-search runs with no arguments.",
+    }
     return _cli_class()(
         SearchModule,
         SplitDataModule,
@@ -135,15 +173,23 @@ def build_cli(args: list[str] | None = None, run: bool = True):
     )
 
 
+_FIT_RESUME = "dnas-fit fit --config {config} --ckpt_path {ckpt}"
+
+
 def main(args: list[str] | None = None) -> None:
     """Run ``dnas-fit`` (``args``: the command line without the program name)."""
-    from dnas.cli.common import silence_lightning
+    from dnas.cli.common import handle_version, silence_lightning
     from dnas.cost.table import TableError
+    from dnas.errors import DnasError, Interrupted
 
+    handle_version("dnas-fit", args)
     silence_lightning()
     try:
         build_cli(args)
-    except (TableError, ValueError, FileNotFoundError) as e:  # BudgetError, DatasetError, ...
+    except Interrupted as e:
+        print(f"dnas-fit: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    except (DnasError, TableError, ValueError, FileNotFoundError) as e:  # BudgetError, ...
         print(f"dnas-fit: error: {e}", file=sys.stderr)
         sys.exit(2)
 
