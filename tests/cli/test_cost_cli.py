@@ -109,6 +109,10 @@ ROW = "8,8,1,1,4,1,8,8"
         ("8,8,1,1,4,1,1,8\n", "bad.csv:2: field 'w_bits'=1 is below the hardware's pmin_bits=2"),
         ("8,8,1,1,4,1,8,-4\n", "bad.csv:2: field 'a_bits'=-4 is below"),
         ("", "bad.csv: no layer rows"),
+        # int64 overflow gave negative energy and DRAM bits with exit 0
+        ("100000000000000,64,3,1,14,1,8,8\n", "bad.csv:2: in_channels=100000000000000 is larger"),
+        ("99999999999999999999999,64,3,1,14,1,8,8\n", "bad.csv:2: in_channels=9999999"),
+        ("1000000,1000000,3,1,14,1,8,8\n", "bad.csv:2: a layer of 1764000000000000 MACs"),
     ],
 )
 def test_more_bad_rows_named_before_costing(tmp_path, capsys, body, message):
@@ -116,6 +120,21 @@ def test_more_bad_rows_named_before_costing(tmp_path, capsys, body, message):
     assert main(["eval", write(tmp_path / "bad.csv", HEADER + "\n" + body), "-o", str(out)]) == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_the_largest_exact_layer_is_costed_exactly(tmp_path):
+    """Just inside the limit the counters are positive and the energy is the sum of its parts."""
+    from dnas.cost.layer import MAX_COUNT
+
+    side = 1024  # batch 1024 x 1024 x 1024 channels x 128 x 128 outputs, 1 x 1 kernel: 2^44 MACs
+    body = f"{side},{side},1,1,128,{side},8,8\n"
+    out = tmp_path / "out.csv"
+    assert main(["eval", write(tmp_path / "in.csv", HEADER + "\n" + body), "-o", str(out)]) == 0
+    row = next(csv.DictReader(out.open()))
+    assert int(row["cycles"]) > 0 and int(row["dram_read_bits"]) > 0
+    parts = sum(float(row[k]) for k in ("core_energy_nJ", "sram_energy_nJ", "dram_energy_nJ"))
+    assert float(row["total_energy_nJ"]) == pytest.approx(parts, rel=1e-12)
+    assert side * side * 128 * 128 * side == MAX_COUNT
 
 
 def test_empty_file_names_the_columns(tmp_path, capsys):

@@ -8,6 +8,13 @@ from dnas.cost.hardware import BitFusionConfig
 from dnas.space import Architecture, CostedLayer, LayerKey, SearchSpace
 
 
+MAX_FIELD = 1 << 20
+"""The largest channel count, kernel, stride, output size or batch a layer may have."""
+MAX_COUNT = 1 << 44
+"""The largest MAC count and input-activation count of a layer (1.8e13): the model's counters
+(bits moved, cycles) then stay below 2^53 and are exact in int64 and float64 alike."""
+
+
 @dataclass(frozen=True, order=True)
 class LayerShape:
     """A convolution (or fully-connected layer) as the BitFusion model sees it.
@@ -39,6 +46,11 @@ class LayerShape:
                 raise ValueError(f"{f.name} must be an integer, got {v!r}")
             if v <= 0:
                 raise ValueError(f"{f.name} must be a positive integer, got {v}")
+            if v > MAX_FIELD:
+                raise ValueError(
+                    f"{f.name}={v} is larger than this cost model computes exactly "
+                    f"(at most {MAX_FIELD})"
+                )
         if self.groups != 1:
             if not (self.groups == self.in_channels == self.out_channels):
                 raise ValueError(
@@ -48,6 +60,12 @@ class LayerShape:
                 )
             if self.im2col:
                 raise ValueError("im2col is only modelled for dense layers (groups=1)")
+        inputs = self.batch * self.in_channels * self.input_h**2
+        if self.macs > MAX_COUNT or inputs > MAX_COUNT:
+            raise ValueError(
+                f"a layer of {self.macs} MACs and {inputs} input values is larger than this cost "
+                f"model computes exactly (at most {MAX_COUNT} of each)"
+            )
 
     @property
     def depthwise(self) -> bool:
