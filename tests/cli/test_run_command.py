@@ -228,8 +228,96 @@ def test_unknown_config_name_lists_the_valid_ones():
         text=True,
         timeout=120,
     )
-    assert out.returncode != 0
-    assert "space/nope" in out.stderr and "fmnist_mbv2" in out.stderr and "cifar_mbv2" in out.stderr
+    assert out.returncode == 2  # bad input, before Hydra composes (Hydra's own exit is 1)
+    assert out.stderr.strip() == (
+        "dnas-search: error: space=nope is not one of the space configs: "
+        "apq_mbv2, cifar_mbv2, fmnist_mbv2"
+    )
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["loss=nope"], "loss=nope is not one of the loss configs: abs, fbnet, hinge, lagrangian"),
+        (["seed=1", "data=nope"], "data=nope is not one of the data configs"),
+    ],
+)
+def test_check_overrides_names_the_group_and_its_configs(args, message, capsys):
+    from dnas.cli.common import check_overrides
+
+    with pytest.raises(SystemExit) as e:
+        check_overrides("dnas-search", args)
+    assert e.value.code == 2
+    assert message in capsys.readouterr().err
+    # paths, sweeps over names, additions and Hydra's own groups are Hydra's to judge
+    check_overrides("dnas-search", ["space=/x/my.yaml", "data=a,b", "+x=1", "hydra/launcher=basic"])
+
+
+def test_a_sweep_plugin_that_is_missing_says_pip_install(monkeypatch, capsys):
+    from dnas.cli import common
+
+    monkeypatch.setattr(common, "_importable", lambda module: False)
+    for arg in ("hydra/launcher=parallel", "hparams_search=optuna", "hydra/launcher=slurm"):
+        with pytest.raises(SystemExit) as e:
+            common.check_overrides("dnas-search", ["-m", arg])
+        assert e.value.code == 2
+        assert f"{arg} needs Hydra's sweep plugins: pip install 'dnas[sweep]'" in (
+            capsys.readouterr().err
+        )
+    monkeypatch.setattr(common, "_importable", lambda module: True)
+    common.check_overrides("dnas-search", ["hparams_search=optuna"])
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["seed=abc"], "seed must be an integer, got 'abc'"),
+        (["optimizer.weights.lr=-1"], "optimizer.weights: Invalid learning rate: -1"),
+        (["+trainer.max_epoch=1"], "trainer.max_epoch is not an argument of "),
+        (["+trainer.max_epoch=1"], "did you mean trainer.max_epochs?"),
+    ],
+)
+def test_check_config_before_any_work(overrides, message):
+    from dnas.cli.common import check_config
+    from tests.runs import compose_config
+
+    with pytest.raises(DnasError) as e:
+        check_config(compose_config("search", *overrides))
+    assert message in str(e.value)
+
+
+def test_check_config_of_each_command():
+    from dnas.cli.common import check_config
+    from tests.runs import compose_config
+
+    for name in ("search", "train", "evolve", "uniform"):
+        check_config(compose_config(name, "arch=x") if name == "train" else compose_config(name))
+    with pytest.raises(DnasError, match="optimizer: Invalid learning rate: -1"):
+        check_config(compose_config("train", "optimizer.lr=-1"))
+
+
+def test_an_instantiation_type_error_is_the_configs_fault():
+    from hydra.errors import InstantiationException
+
+    wrapped = InstantiationException("Error in call to target 'X':\nTypeError(...)\nfull_key: data")
+    wrapped.__cause__ = TypeError("'<' not supported between instances of 'str' and 'int'")
+    err = user_error(wrapped)
+    assert isinstance(err, DnasError)
+    assert str(err) == "data: '<' not supported between instances of 'str' and 'int'"
+
+
+def test_a_refused_run_leaves_no_empty_date_directory(tmp_path):
+    run = tmp_path / "outputs" / "search" / "2026-12-03" / "07-17-09-7610"
+    (run / ".hydra").mkdir(parents=True)
+    keep = tmp_path / "outputs" / "train" / "2026-12-03" / "08-00-00-1"
+    keep.mkdir(parents=True)
+    discard_if_empty(run)
+    assert not (tmp_path / "outputs" / "search").exists()
+    assert keep.is_dir()  # others' directories stay
+    elsewhere = tmp_path / "mine" / "run"
+    (elsewhere / ".hydra").mkdir(parents=True)
+    discard_if_empty(elsewhere)
+    assert not elsewhere.exists() and (tmp_path / "mine").is_dir()  # a user's own directory
 
 
 @pytest.mark.parametrize(

@@ -232,6 +232,59 @@ def resolved_config(cfg) -> dict[str, Any]:
     }
 
 
+# What a config of ours needs that only the ``sweep`` extra installs: group/name -> module.
+_SWEEP_PLUGINS = {
+    ("hydra/launcher", "parallel"): "hydra_plugins.hydra_joblib_launcher",
+    ("hydra/launcher", "slurm"): "hydra_plugins.hydra_submitit_launcher",
+    ("hparams_search", "optuna"): "hydra_plugins.hydra_optuna_sweeper",
+}
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def check_overrides(prog: str, argv: list[str] | None = None) -> None:
+    """Before Hydra composes: a ``GROUP=NAME`` override naming an option no config group of dnas
+    offers, or one that needs the ``sweep`` extra when it is not installed, is one line on stderr
+    and exit status 2 (Hydra says "Could not find" or "Could not load" and exits 1). Paths,
+    ``+``/``~`` overrides, sweeps over names and Hydra's own groups are left to Hydra."""
+    from importlib import resources
+
+    conf = resources.files("dnas.conf")
+    for arg in sys.argv[1:] if argv is None else argv:
+        if arg.startswith(("-", "+", "~")) or "=" not in arg:
+            continue
+        group, _, name = arg.partition("=")
+        if not group or "," in name or "/" in name or name.endswith((".yaml", ".yml")):
+            continue
+        plugin = _SWEEP_PLUGINS.get((group, name))
+        if plugin is not None and not _importable(plugin):
+            print(
+                f"{prog}: error: {arg} needs Hydra's sweep plugins: pip install 'dnas[sweep]'",
+                file=sys.stderr,
+            )
+            sys.exit(2)
+        folder = conf.joinpath(*group.split("/"))
+        if group.startswith("hydra/") or not folder.is_dir() or name == "null":
+            continue
+        offered = sorted(
+            p.name.rsplit(".", 1)[0] for p in folder.iterdir() if p.name.endswith(".yaml")
+        )
+        if name not in offered:
+            print(
+                f"{prog}: error: {group}={name} is not one of the {group} configs: "
+                f"{', '.join(offered)}",
+                file=sys.stderr,
+            )
+            sys.exit(2)
+
+
 def handle_version(prog: str, argv: list[str] | None = None) -> None:
     """``PROG --version``: print the package version and exit (Hydra's parser has no such flag)."""
     if "--version" in (sys.argv[1:] if argv is None else argv):
@@ -255,13 +308,82 @@ def check_epochs(max_epochs: Any, warmup_epochs: int = 0) -> int:
 
 
 def user_error(e: BaseException) -> BaseException | None:
-    """The error a user can fix behind ``e`` (unwrapping Hydra's instantiation error), or None."""
+    """The error a user can fix behind ``e`` (unwrapping Hydra's instantiation error), or None.
+
+    A ``TypeError`` or ``ValueError`` raised while Hydra instantiates a configured object (the
+    data module, the trainer, an optimiser) is the config's fault: it comes back as a
+    ``DnasError`` naming the config key, in one line.
+    """
+    from hydra.errors import InstantiationException
+
     seen = 0
     while e is not None and seen < 5:
         if isinstance(e, (DnasError, FileNotFoundError)):
             return e
+        cause = e.__cause__
+        if (
+            isinstance(e, InstantiationException)
+            and isinstance(cause, (TypeError, ValueError))
+            and not isinstance(cause, DnasError)
+        ):
+            import re
+
+            found = re.search(r"full_key: (\S+)", str(e))
+            key = found.group(1) if found else ""
+            return DnasError(f"{key + ': ' if key else ''}{_one_line(e.__cause__)}")
         e, seen = e.__cause__, seen + 1
     return None
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+def check_config(cfg: Any) -> None:
+    """What every command checks before any work: ``seed`` an integer, every ``trainer.*`` key
+    one ``pytorch_lightning.Trainer`` takes (``+trainer.max_epoch=1`` names ``max_epochs``), and
+    every optimiser of ``optimizer`` built on a dummy parameter (``lr=-1`` is refused here, not
+    after the data and table are loaded).
+
+    Raises:
+        DnasError: naming the key and what is allowed.
+    """
+    import difflib
+    import inspect
+
+    import torch
+    from hydra.utils import instantiate
+    from omegaconf import DictConfig
+
+    seed = cfg.get("seed")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise DnasError(f"seed must be an integer, got {seed!r}")
+    trainer = cfg.get("trainer")
+    if isinstance(trainer, DictConfig):
+        import pytorch_lightning as pl
+
+        allowed = set(inspect.signature(pl.Trainer.__init__).parameters) - {"self"}
+        for key in trainer:
+            if key.startswith("_") or key in allowed:
+                continue
+            near = difflib.get_close_matches(str(key), sorted(allowed), n=1)
+            hint = f"; did you mean trainer.{near[0]}?" if near else ""
+            raise DnasError(f"trainer.{key} is not an argument of pytorch_lightning.Trainer{hint}")
+    opt = cfg.get("optimizer")
+    groups = {"optimizer": opt} if isinstance(opt, DictConfig) and "_target_" in opt else {}
+    if isinstance(opt, DictConfig) and not groups:
+        groups = {
+            f"optimizer.{k}": v
+            for k, v in opt.items()
+            if isinstance(v, DictConfig) and "_target_" in v
+        }
+    for key, spec in groups.items():
+        try:
+            make = instantiate(spec)
+            make([torch.nn.Parameter(torch.zeros(1))])
+        except Exception as e:
+            cause = e.__cause__ if e.__cause__ is not None else e
+            raise DnasError(f"{key}: {_one_line(cause)}") from None
 
 
 _FAILED: list[str] = []  # jobs of this process's multirun that failed on bad input
@@ -312,15 +434,28 @@ def main_exit(prog: str) -> None:
 
 
 def discard_if_empty(out: Path) -> None:
-    """Remove a run directory that holds only Hydra's own files (a run that failed early)."""
+    """Remove a run directory that holds only Hydra's own files (a run that failed early), and
+    the date and command directories above it that it leaves empty, up to ``outputs/`` or
+    ``multirun/`` (Hydra's default layout: ``outputs/search/DATE/TIME``)."""
     out = Path(out)
     if not out.is_dir():
         return
     hydra_only = all(
         p.name == ".hydra" or (p.suffix == ".log" and p.is_file()) for p in out.iterdir()
     )
-    if hydra_only:
-        shutil.rmtree(out, ignore_errors=True)
+    if not hydra_only:
+        return
+    shutil.rmtree(out, ignore_errors=True)
+    parent = out.resolve().parent
+    roots = [p for p in parent.parents if p.name in ("outputs", "multirun")]
+    if not roots:
+        return
+    while parent != roots[0].parent:
+        try:
+            parent.rmdir()  # only if empty
+        except OSError:
+            return
+        parent = parent.parent
 
 
 def interrupted(

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from dnas.cli.common import handle_version, main_exit, run_command
+from dnas.cli.common import check_overrides, handle_version, main_exit, run_command
 
 if TYPE_CHECKING:  # the command imports torch and the rest only when it runs
     from rich.progress import Progress
@@ -244,6 +244,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
         read_checkpoint,
     )
     from dnas.cli.common import (
+        check_config,
         check_data,
         check_epochs,
         fit_classes_to_data,
@@ -268,6 +269,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     from dnas.train.load import SPACE_FILE, load_supernet, save_space
 
     silence_lightning()
+    check_config(cfg)
     console = Console(stderr=True)
     key = (str(cfg.algorithm), str(cfg.fitness))
     if key not in METHODS:
@@ -524,6 +526,7 @@ def _hydra_main(cfg: DictConfig) -> float:
 
 def main() -> None:
     handle_version("dnas-evolve")
+    check_overrides("dnas-evolve")
     _hydra_main()
     main_exit("dnas-evolve")
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from dnas.cli.common import handle_version, main_exit, run_command
+from dnas.cli.common import check_overrides, handle_version, main_exit, run_command
 
 OBJECTIVES = ("test_acc", "val_acc")  # what run() may return: metrics of the derived network
 
@@ -53,6 +53,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
         read_checkpoint,
     )
     from dnas.cli.common import (
+        check_config,
         check_data,
         check_epochs,
         describe_budget,
@@ -72,6 +73,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     from dnas.space import SearchSpace
 
     silence_lightning()
+    check_config(cfg)
     console = Console(stderr=True, quiet=rank_zero_only.rank != 0)  # DDP: rank 0 speaks
     objective = cfg.get("objective", "test_acc")
     if objective not in OBJECTIVES:
@@ -183,6 +185,7 @@ def _hydra_main(cfg: DictConfig) -> float:
 
 def main() -> None:
     handle_version("dnas-search")
+    check_overrides("dnas-search")
     _hydra_main()
     main_exit("dnas-search")
 

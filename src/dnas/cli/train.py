@@ -17,7 +17,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from dnas.cli.common import handle_version, main_exit, run_command
+from dnas.cli.common import check_overrides, handle_version, main_exit, run_command
 
 
 def resolve_init(init: str, arch_path: Path) -> str:
@@ -75,6 +75,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
         read_checkpoint,
     )
     from dnas.cli.common import (
+        check_config,
         check_data,
         check_epochs,
         fit_classes_to_data,
@@ -106,6 +107,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     from dnas.train.plot import plot_training
 
     silence_lightning()
+    check_config(cfg)
     console = Console(stderr=True)
     if OmegaConf.is_missing(cfg, "arch"):
         raise TrainError("no architecture given: dnas-train arch=RUN_DIR (a dnas-search run)")
@@ -249,6 +251,7 @@ def _hydra_main(cfg: DictConfig) -> float:
 
 def main() -> None:
     handle_version("dnas-train")
+    check_overrides("dnas-train")
     _hydra_main()
     main_exit("dnas-train")
 

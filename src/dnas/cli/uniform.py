@@ -24,7 +24,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from dnas.cli.common import handle_version, main_exit, run_command
+from dnas.cli.common import check_overrides, handle_version, main_exit, run_command
 
 CANDIDATES = "candidates"
 HEADER = [
@@ -149,6 +149,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
 
     from dnas.cli import train as train_cli
     from dnas.cli.common import (
+        check_config,
         check_data,
         check_epochs,
         fit_classes_to_data,
@@ -167,6 +168,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     from dnas.train.load import SPACE_FILE, save_space
 
     silence_lightning()
+    check_config(cfg)
     console = Console(stderr=True)
 
     # Everything that can fail is checked before any training.
@@ -387,6 +389,7 @@ def _hydra_main(cfg: DictConfig) -> float:
 
 def main() -> None:
     handle_version("dnas-uniform")
+    check_overrides("dnas-uniform")
     _hydra_main()
     main_exit("dnas-uniform")
 

@@ -7,7 +7,6 @@ from dataclasses import dataclass, fields
 from dnas.cost.hardware import BitFusionConfig
 from dnas.space import Architecture, CostedLayer, LayerKey, SearchSpace
 
-
 MAX_FIELD = 1 << 20
 """The largest channel count, kernel, stride, output size or batch a layer may have."""
 MAX_COUNT = 1 << 44

@@ -26,8 +26,10 @@ SPLITS = ("weights", "arch", "val", "test")
 def check_limits(limit_train: int | None, limit_test: int | None) -> None:
     """``limit_train`` / ``limit_test`` are null or at least 1 (every data module's subsets)."""
     for name, limit in (("limit_test", limit_test), ("limit_train", limit_train)):
-        if limit is not None and limit < 1:
-            raise DnasError(f"{name} must be >= 1 or null, got {limit}")
+        if limit is None:
+            continue
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise DnasError(f"{name} must be a whole number >= 1 or null, got {limit!r}")
 
 
 def split_indices(
