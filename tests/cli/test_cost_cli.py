@@ -194,3 +194,32 @@ def test_malformed_hardware_yaml_is_one_line(tmp_path, capsys):
     assert main(["eval", src, "-o", str(tmp_path / "o.csv"), "--hardware", hw]) == 2
     err = capsys.readouterr().err
     assert "is not valid YAML (line" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ((HEADER + "\n" + ROW + "\n").encode("utf-16"), "not UTF-8 text (byte 0"),
+        (b"\x7fELF\x02\x01\x01\x00" + bytes(range(256)), "not UTF-8 text"),
+        ((HEADER + "\n" + ROW + "\x00\n").encode(), "holds NUL bytes"),
+    ],
+)
+def test_a_file_that_is_not_utf8_text_is_one_line(tmp_path, capsys, data, message):
+    path = tmp_path / "in.csv"
+    path.write_bytes(data)
+    out = tmp_path / "out.csv"
+    assert main(["eval", str(path), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_a_cache_that_is_a_file_is_refused(tmp_path, monkeypatch):
+    from dnas.cost.hardware import BitFusionConfig
+    from dnas.cost.table import TableError, default_table_path
+    from dnas.space import load_space
+
+    (tmp_path / "f").write_text("")
+    monkeypatch.setenv("DNAS_CACHE", str(tmp_path / "f"))
+    with pytest.raises(TableError, match=r"DNAS_CACHE=.*/f is a file; the table cache needs a"):
+        default_table_path(load_space("fmnist_mbv2"), BitFusionConfig())

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import os
 import sys
 import time
@@ -61,7 +62,16 @@ def read_layers(
     """
     if not path.is_file():
         raise InputError(f"{path}: no such file")
-    with open(path, newline="", encoding="utf-8-sig") as f:
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise InputError(
+            f"{path}: not UTF-8 text (byte {e.start}: {e.reason}); save the CSV as UTF-8 "
+            "(spreadsheets: 'CSV UTF-8')"
+        ) from None
+    if "\x00" in text:
+        raise InputError(f"{path}: holds NUL bytes: a binary file, not a CSV")
+    with io.StringIO(text, newline="") as f:
         reader = csv.DictReader(f)
         header = list(reader.fieldnames or [])
         missing = [c for c in REQUIRED if c not in header]

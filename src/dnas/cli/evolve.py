@@ -227,6 +227,52 @@ def _search(
     )
 
 
+def check_evolve_settings(cfg: DictConfig) -> None:
+    """Every number of the evolution, the random search, the evaluation and the predictor in its
+    range, before the supernet trains (they were checked only when their phase began, or never).
+
+    Raises:
+        DnasError: naming the key, its value and what is allowed.
+    """
+    from dnas.errors import DnasError
+
+    def whole(key: str, low: int, value=None) -> int:
+        v = OmegaConf.select(cfg, key) if value is None else value
+        if isinstance(v, bool) or not isinstance(v, int) or v < low:
+            raise DnasError(f"{key} must be a whole number >= {low}, got {v!r}")
+        return v
+
+    ev = cfg.evolution
+    population = whole("evolution.population", 1)
+    parents = whole("evolution.parents", 1)
+    if parents > population:
+        raise DnasError(
+            f"evolution.parents={parents} exceeds evolution.population={population}: "
+            "parents are chosen from the population"
+        )
+    for key in ("evolution.generations", "evolution.mutations", "evolution.crossovers"):
+        whole(key, 0)
+    p = ev.mutate_prob
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= float(p) <= 1.0:
+        raise DnasError(f"evolution.mutate_prob must be a probability in [0, 1], got {p!r}")
+    limit = ev.get("time_limit_s")
+    if limit is not None and (
+        isinstance(limit, bool) or not isinstance(limit, (int, float)) or limit <= 0
+    ):
+        raise DnasError(f"evolution.time_limit_s must be > 0 seconds or null, got {limit!r}")
+    whole("random.samples", 1)
+    whole("evaluation.images", 1)
+    whole("evaluation.bn_batches", 0)
+    whole("evaluation.recheck", 0)
+    whole("predictor.samples", 2)
+    whole("predictor.hidden", 1)
+    whole("predictor.layers", 1)
+    whole("predictor.epochs", 1)
+    h = cfg.predictor.holdout
+    if isinstance(h, bool) or not isinstance(h, (int, float)) or not 0.0 <= float(h) < 1.0:
+        raise DnasError(f"predictor.holdout must be in [0, 1), got {h!r}")
+
+
 def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     """One evolutionary (or random) search; returns the test accuracy of the architecture found."""
     import pytorch_lightning as pl
@@ -278,6 +324,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
             "[evolution, random], fitness one of [predictor, direct]"
         )
     method = METHODS[key]
+    check_evolve_settings(cfg)
     pl.seed_everything(int(cfg.seed), workers=True)
     rng = random.Random(int(cfg.seed))
     clock = Clock()

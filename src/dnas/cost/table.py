@@ -437,7 +437,12 @@ def import_csv(path: str | Path, space: SearchSpace, device_name: str, batch: in
 
 def default_table_path(space: SearchSpace, hw: BitFusionConfig, batch: int = 1) -> Path:
     """Where a table is cached: keyed by space, hardware and batch fingerprints."""
-    root = Path(os.environ.get("DNAS_CACHE", Path.home() / ".cache" / "dnas")) / "tables"
+    given = os.environ.get("DNAS_CACHE")
+    base = Path(given) if given else Path.home() / ".cache" / "dnas"
+    if base.exists() and not base.is_dir():
+        what = f"DNAS_CACHE={given}" if given else str(base)
+        raise TableError(f"{what} is a file; the table cache needs a directory there")
+    root = base / "tables"
     return (
         root
         / f"{space.name}-{space.fingerprint()[:8]}-{hw.name}-{hw.fingerprint()[:8]}-b{batch}.pt"
