@@ -84,6 +84,29 @@ def test_export_errors(tmp_path, capsys):
     assert not (tmp_path / "export").exists()
 
 
+def test_export_refuses_a_truncated_model_and_a_file_as_output(train_run, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(train_run, run)
+    (tmp_path / "taken").write_text("mine")
+    assert main([str(run), "-o", str(tmp_path / "taken"), "--no-onnx"]) == 2
+    assert "is a file; give a directory" in capsys.readouterr().err
+    assert (tmp_path / "taken").read_text() == "mine"
+    data = (run / "model.pt").read_bytes()
+    (run / "model.pt").write_bytes(data[: len(data) // 2])
+    assert main([str(run), "--no-onnx"]) == 2
+    err = capsys.readouterr().err
+    assert "model.pt is not the trained weights of" in err and "rerun dnas-train" in err
+    assert len(err.strip().splitlines()) == 1 and not (run / "export").exists()
+
+
+def test_export_takes_the_run_equals_form(train_run, tmp_path, capsys):
+    """``dnas-export run=DIR``, as dnas-search --help prints it."""
+    assert main([f"run={train_run}", "-o", str(tmp_path / "out"), "--no-onnx"]) == 0
+    assert (tmp_path / "out" / "model.safetensors").is_file()
+
+
 def _mixed_bits(arch):
     """``arch`` with every bit-width raised to at least 3 (trainable in one short epoch)."""
     from dataclasses import replace

@@ -109,11 +109,16 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from dnas.train.load import TrainError
 
-    run_dir = Path(args.run_dir).expanduser()
+    given = args.run_dir
+    if given.startswith("run="):  # the Hydra-style form other commands' help prints
+        given = given[len("run=") :]
+    run_dir = Path(given).expanduser()
     out = Path(args.output).expanduser() if args.output else run_dir / "export"
     try:
         if not run_dir.is_dir():
             raise TrainError(f"{run_dir}: no such run directory")
+        if out.exists() and not out.is_dir():
+            raise TrainError(f"-o {out} is a file; give a directory (created if missing)")
         report = export_run(run_dir, out, onnx=not args.no_onnx, check_batches=args.check_batches)
     except (TrainError, ValueError, FileNotFoundError) as e:
         print(f"dnas-export: error: {e}", file=sys.stderr)

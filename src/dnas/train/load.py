@@ -134,6 +134,12 @@ def load_child(run_dir: str | Path, map_location: str | torch.device = "cpu") ->
     space = SearchSpace.from_dict(yaml.safe_load(files[SPACE_FILE].read_text()))
     arch = load_arch(files[ARCH_FILE], space)
     child = ChildNet(space, arch)
-    state = torch.load(files[MODEL_FILE], map_location=map_location, weights_only=True)
-    child.load_state_dict(state)
+    try:
+        state = torch.load(files[MODEL_FILE], map_location=map_location, weights_only=True)
+        child.load_state_dict(state)
+    except Exception as e:  # truncated, foreign or of another architecture: many types
+        raise TrainError(
+            f"{files[MODEL_FILE]} is not the trained weights of {files[ARCH_FILE]} "
+            f"({type(e).__name__}: {' '.join(str(e).split())[:120]}); rerun dnas-train"
+        ) from None
     return child.to(map_location).eval()
