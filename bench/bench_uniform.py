@@ -171,7 +171,10 @@ def uniform_candidates_of(t) -> list:
 
 
 def plan(
-    records: list[dict], only: set[str] | None = None, targets: set[str] | None = None
+    records: list[dict],
+    only: set[str] | None = None,
+    targets: set[str] | None = None,
+    kinds: set[str] | None = None,
 ) -> list[tuple]:
     """Every unit in the order workers take them, with what it needs done first.
 
@@ -195,6 +198,8 @@ def plan(
         units = [u for u in units if _method_of(u) in only]
     if targets:
         units = [u for u in units if _target_of(u) in targets]
+    if kinds:
+        units = [u for u in units if u[0] in kinds]
     done = {tuple(r["unit"]) for r in records}
     return [u for u in units if u not in done]
 
@@ -269,6 +274,36 @@ def _train(arch_yaml: Path, out: Path, overrides: list[str]) -> dict:
     }
 
 
+TRAINED_FIELDS = (
+    "val_acc",
+    "test_acc",
+    "latency_ms",
+    "energy_mj",
+    "train_s",
+    "train_cpu_s",
+    "resumed",
+)
+
+
+def _choices(arch: dict) -> dict:
+    return {k: v for k, v in arch.items() if k not in ("metrics", "table_hash")}
+
+
+def _same_training(records: list[dict], arch: dict, seed: int) -> dict | None:
+    """A recorded from-scratch training of the same network with the same seed (a rederived
+    network that equals its base search's is trained once)."""
+    for r in records:
+        if (
+            r["kind"] == "train"
+            and r.get("recipe") == RECIPE
+            and r["train_seed"] == seed
+            and "same_as" not in r
+            and _choices(r["arch"]) == _choices(arch)
+        ):
+            return r
+    return None
+
+
 def _budget_used(t, m: dict) -> float:
     return m[t[0]] / m[f"target_{t[0]}"]
 
@@ -313,8 +348,13 @@ def run_unit(unit, records) -> dict:
     arch_yaml = arch.save(RUNS / f"{name}.yaml")
     if unit[0] == "train":
         ts = unit[4]
-        got = _train(arch_yaml, RUNS / f"{name}_t{ts}", [*RECIPE, f"seed={ts}"])
-        extra = {"train_seed": ts, "recipe": RECIPE}
+        twin = _same_training(records, s["arch"], ts)
+        if twin is not None:  # the same network by the same recipe and seed: the same run
+            got = {k: twin[k] for k in TRAINED_FIELDS}
+            extra = {"train_seed": ts, "recipe": RECIPE, "same_as": twin["unit"]}
+        else:
+            got = _train(arch_yaml, RUNS / f"{name}_t{ts}", [*RECIPE, f"seed={ts}"])
+            extra = {"train_seed": ts, "recipe": RECIPE}
     else:  # finetune from the search's own supernet, if its run directory survives
         supernet = REPO / s.get("derived_from", s["run_dir"]) / "supernet.pt"
         if not supernet.is_file():
@@ -476,7 +516,12 @@ def _search_unit_of(unit):
     return unit if kind in ("search", "rederive") else (*unit[:3], None)
 
 
-def worker(only: set[str] | None, hours: float | None, targets: set[str] | None = None) -> int:
+def worker(
+    only: set[str] | None,
+    hours: float | None,
+    targets: set[str] | None = None,
+    kinds: set[str] | None = None,
+) -> int:
     import torch
 
     torch.set_num_threads(1)
@@ -484,7 +529,7 @@ def worker(only: set[str] | None, hours: float | None, targets: set[str] | None 
     stop_at = time.time() + 3600 * hours if hours else math.inf
     while time.time() < stop_at:
         records = _load()
-        todo = plan(records, only, targets)
+        todo = plan(records, only, targets, kinds)
         todo = list(dict.fromkeys(_search_unit_of(u) if u[0] == "search" else u for u in todo))
         picked = None
         for u in todo:
@@ -661,6 +706,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", default=None, help="comma-separated methods (uniform, dnas, ...)")
     p.add_argument("--hours", type=float, default=None, help="stop taking units after this long")
     p.add_argument(
+        "--kinds",
+        default=None,
+        help="comma-separated unit kinds (uniform, search, train, finetune)",
+    )
+    p.add_argument(
         "--targets",
         default=None,
         help="comma-separated targets (latency_frac0.1, ...); all if unset",
@@ -679,7 +729,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unknown targets {sorted(targets - {_key(t) for t in TARGETS})}")
     records = _load()
     if args.plan:
-        for u in plan(records, only, targets):
+        kinds = set(args.kinds.split(",")) if args.kinds else None
+        for u in plan(records, only, targets, kinds):
             print(u, "ready" if ready(u, records) else "waiting")
         return 0
     if args.table:
@@ -689,7 +740,7 @@ def main(argv: list[str] | None = None) -> int:
         plot(records, FIGURE)
         return 0
     if args.worker:
-        return worker(only, args.hours, targets)
+        return worker(only, args.hours, targets, set(args.kinds.split(",")) if args.kinds else None)
     p.print_help()
     return 0
 
