@@ -249,3 +249,17 @@ def test_input_errors_are_one_line(tmp_path, capsys, space):
     data["space"] = "mine"
     arch_file.write_text(yaml.safe_dump(data))
     one_line_error(capsys, [arch_file], "'mine', which is not built in", "--space PATH")
+
+
+def test_a_csv_output_that_cannot_be_written_is_refused_before_costing(tmp_path, capsys, space):
+    """``--csv DIR`` and ``--csv /missing/x.csv`` as ``eval -o`` refuses them (no directory is
+    created), and never the architecture file itself."""
+    arch_file = tmp_path / "arch.yaml"
+    space.random_arch(1).save(arch_file)
+    (tmp_path / "d").mkdir()
+    one_line_error(capsys, [arch_file, "--csv", tmp_path / "d"], "--csv", "is a directory")
+    one_line_error(capsys, [arch_file, "--csv", tmp_path / "missing" / "x.csv"], "does not exist")
+    assert not (tmp_path / "missing").exists()
+    before = arch_file.read_text()
+    one_line_error(capsys, [arch_file, "--csv", arch_file], "is the architecture file")
+    assert arch_file.read_text() == before

@@ -123,18 +123,26 @@ def read_layers(
     return header, rows, layers
 
 
-def check_output(output: str, input_path: Path) -> Path | None:
-    """Where the results go (None: standard output, ``-o -``), checked before any costing."""
+def check_output(output: str, input_path: Path | None, flag: str = "-o") -> Path | None:
+    """Where the results go (None: standard output, ``-o -``), checked before any costing:
+    not a directory, in a directory that exists (none is created), not the input itself."""
     if output == "-":
         return None
     out = Path(output)
     if out.is_dir():
-        raise InputError(f"-o {output}: is a directory; give a file name, e.g. {out / 'costs.csv'}")
+        raise InputError(
+            f"{flag} {output}: is a directory; give a file name, e.g. {out / 'costs.csv'}"
+        )
     target = Path(os.path.realpath(out))
     if not target.parent.is_dir():
-        raise InputError(f"-o {output}: directory {target.parent} does not exist")
-    if target.exists() and input_path.exists() and os.path.samefile(target, input_path):
-        raise InputError(f"-o {output}: is the input file; give another name")
+        raise InputError(f"{flag} {output}: directory {target.parent} does not exist")
+    if (
+        input_path is not None
+        and target.exists()
+        and input_path.exists()
+        and os.path.samefile(target, input_path)
+    ):
+        raise InputError(f"{flag} {output}: is the input file; give another name")
     return out
 
 
@@ -481,7 +489,10 @@ def cmd_arch(args: argparse.Namespace) -> int:
 
     from dnas.cost.backend import resolve_backend
 
+    csv_out = check_output(args.csv, None, "--csv") if args.csv else None
     arch, arch_path = load_arch(Path(args.arch))
+    if csv_out is not None and csv_out.exists() and os.path.samefile(csv_out, arch_path):
+        raise InputError(f"--csv {args.csv}: is the architecture file; give another name")
     space = resolve_arch_space(arch, arch_path, args.space)
     try:
         hw = load_hardware(args.hardware)
@@ -492,7 +503,7 @@ def cmd_arch(args: argparse.Namespace) -> int:
     rows, total = cost_arch(space, arch, hw, backend)
     if args.csv:
         out = [_csv_row(r) for r in rows] + [_csv_row(total)]
-        write_atomic(Path(args.csv), list(ARCH_COLUMNS), out)
+        write_atomic(csv_out, list(ARCH_COLUMNS), out)
     _print_arch_table(rows, total, f"{arch_path} on {hw.name} (space {space.name})")
     lat, en = total["latency_ms"], total["energy_mj"]
     print(f"total: latency_ms={lat!r} energy_mj={en!r} ({len(rows)} layers, {hw.name})")
