@@ -332,3 +332,27 @@ def test_invalid_hardware_config_is_refused(changes, match):
 
     with pytest.raises(DnasError, match=match):
         BitFusionConfig.from_dict(changes)
+
+
+def test_an_error_from_a_loader_worker_is_its_last_line(tmp_path):
+    """A truncated image decoded in a DataLoader worker (data.num_workers > 0): torch re-raises
+    the DatasetError with the worker's whole traceback in its message; the user sees one line."""
+    from torch.utils.data import DataLoader, Dataset
+
+    from dnas.cli.common import error_message
+    from dnas.data.errors import DatasetError
+
+    class Broken(Dataset):
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            raise DatasetError(f"{tmp_path}/cat/1.png: unreadable image (OSError: truncated)")
+
+    with pytest.raises(DatasetError) as e:
+        next(iter(DataLoader(Broken(), batch_size=2, num_workers=1)))
+    assert "Original Traceback" in str(e.value)  # what torch gives
+    assert error_message(e.value) == (
+        f"{tmp_path}/cat/1.png: unreadable image (OSError: truncated)"
+    )
+    assert error_message(DnasError("plain\n  message")) == "plain message"

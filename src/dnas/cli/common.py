@@ -335,6 +335,22 @@ def user_error(e: BaseException) -> BaseException | None:
     return None
 
 
+def error_message(e: BaseException) -> str:
+    """What a user error says, in one line: an error a DataLoader worker raised comes back with
+    the worker's whole traceback in its message ("Caught DatasetError in DataLoader worker
+    process 0. Original Traceback ..."); its last line is the message."""
+    text = str(e)
+    if "Original Traceback" in text:
+        last = [line for line in text.splitlines() if line.strip()][-1].strip()
+        cls = type(e)
+        for name in (f"{cls.__module__}.{cls.__qualname__}", cls.__qualname__):
+            if last.startswith(f"{name}: "):
+                last = last[len(name) + 2 :]
+                break
+        text = last
+    return " ".join(text.split())
+
+
 def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split()) or type(e).__name__
 
@@ -416,11 +432,11 @@ def run_command(prog: str, run: Callable[[Any], Any], cfg: Any) -> Any:
             raise
         if out is not None:
             discard_if_empty(out)
-        print(f"{prog}: error: {cause}", file=sys.stderr)
+        print(f"{prog}: error: {error_message(cause)}", file=sys.stderr)
         if not multirun:
             sys.exit(2)
         job = f"job {hc.job.num} ({','.join(hc.overrides.task) or 'no overrides'})"
-        _FAILED.append(f"{job}: {cause}")
+        _FAILED.append(f"{job}: {error_message(cause)}")
         return float("nan")
 
 
