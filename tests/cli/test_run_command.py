@@ -356,3 +356,31 @@ def test_an_error_from_a_loader_worker_is_its_last_line(tmp_path):
         f"{tmp_path}/cat/1.png: unreadable image (OSError: truncated)"
     )
     assert error_message(DnasError("plain\n  message")) == "plain message"
+
+
+def test_a_space_given_as_a_yaml_file(tmp_path, capsys):
+    """``space=$PWD/my.yaml`` (Hydra takes only config names): composed from the file."""
+    import subprocess
+    import sys
+    from importlib import resources
+
+    from dnas.cli.common import file_overrides
+
+    text = (resources.files("dnas") / "conf" / "space" / "fmnist_mbv2.yaml").read_text()
+    mine = tmp_path / "my space.yaml"
+    mine.write_text(text.replace("name: fmnist_mbv2", "name: mine"))
+    out = subprocess.run(
+        [sys.executable, "-m", "dnas.cli.search", f"space={mine}", "seed=3", "--cfg", "job"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "name: mine" in out.stdout and "seed: 3" in out.stdout
+    with pytest.raises(SystemExit) as e:
+        file_overrides("dnas-search", [f"space={tmp_path / 'nope.yaml'}"])
+    assert e.value.code == 2
+    assert "nope.yaml: no such file" in capsys.readouterr().err
+    args = file_overrides("dnas-search", ["seed=1", f"hardware={mine}"])
+    assert args[0] == "seed=1" and args[1].startswith("hydra.searchpath=[file://")
+    assert args[2] == "hardware=file_my_space"

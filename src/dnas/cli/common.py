@@ -249,6 +249,48 @@ def _importable(module: str) -> bool:
         return False
 
 
+FILE_GROUPS = ("space", "hardware")
+"""Config groups whose option may be a YAML file of one (``space=$PWD/my.yaml``)."""
+
+
+def file_overrides(prog: str, argv: list[str] | None = None) -> list[str]:
+    """``space=PATH.yaml`` (or ``hardware=``) as Hydra can take it: the file is copied into a
+    private config directory as ``<group>/file_<stem>.yaml``, the override becomes
+    ``<group>=file_<stem>`` and that directory joins ``hydra.searchpath``. Hydra itself only takes
+    names of the package's configs. ``argv`` (default ``sys.argv``) is rewritten in place; a
+    path that is not a file is one line on stderr and exit status 2.
+
+    Returns:
+        The arguments as rewritten.
+    """
+    import atexit
+    import tempfile
+
+    args = sys.argv if argv is None else argv
+    start = 1 if argv is None else 0
+    conf_dir: Path | None = None
+    first: int | None = None
+    for i in range(start, len(args)):
+        group, sep, value = args[i].partition("=")
+        if not sep or group not in FILE_GROUPS or not value.endswith((".yaml", ".yml")):
+            continue
+        path = Path(value).expanduser()
+        if not path.is_file():
+            print(f"{prog}: error: {group}={value}: no such file", file=sys.stderr)
+            sys.exit(2)
+        if conf_dir is None:
+            conf_dir = Path(tempfile.mkdtemp(prefix="dnas-conf-"))
+            atexit.register(shutil.rmtree, conf_dir, True)
+        name = "file_" + "".join(c if c.isalnum() or c in "-_" else "_" for c in path.stem)
+        (conf_dir / group).mkdir(exist_ok=True)
+        shutil.copyfile(path, conf_dir / group / f"{name}.yaml")
+        args[i] = f"{group}={name}"
+        first = i if first is None else first
+    if conf_dir is not None and first is not None:  # beside the overrides, before any flag
+        args.insert(first, f"hydra.searchpath=[file://{conf_dir}]")
+    return args
+
+
 def check_overrides(prog: str, argv: list[str] | None = None) -> None:
     """Before Hydra composes: a ``GROUP=NAME`` override naming an option no config group of dnas
     offers, or one that needs the ``sweep`` extra when it is not installed, is one line on stderr
@@ -273,6 +315,8 @@ def check_overrides(prog: str, argv: list[str] | None = None) -> None:
         folder = conf.joinpath(*group.split("/"))
         if group.startswith("hydra/") or not folder.is_dir() or name == "null":
             continue
+        if group in FILE_GROUPS and name.startswith("file_"):
+            continue  # a user's file, put on Hydra's search path by file_overrides
         offered = sorted(
             p.name.rsplit(".", 1)[0] for p in folder.iterdir() if p.name.endswith(".yaml")
         )
