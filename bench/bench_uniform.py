@@ -606,7 +606,25 @@ def summary(records: list[dict]) -> str:
                 f"| {name} | {len(searches)} search(es) | {_stats(accs)} | {used} "
                 f"| {_stats(ft) if ft else '—'} |"
             )
-        out += rows
+        out += rows or ["| (nothing trained yet) | | | | |"]
+        names = [c.name for c, _ in uniform_candidates_of(t)]
+        seed0 = {
+            r["candidate"]: r
+            for r in mine
+            if r["kind"] == "train" and r["method"] == "uniform" and r["train_seed"] == 0
+        }
+        if seed0:
+            listed = ", ".join(
+                f"{n} {100 * seed0[n]['test_acc']:.2f} ({100 * seed0[n]['val_acc']:.2f})"
+                if n in seed0
+                else f"{n} —"
+                for n in names
+            )
+            out.append(
+                f"\nUniform candidates, seed 0, test (validation) %: {listed}"
+                + ("" if chosen is not None else "; the choice waits for the others")
+                + "."
+            )
     return "\n".join(out)
 
 
