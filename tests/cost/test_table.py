@@ -172,3 +172,30 @@ def test_a_table_the_user_named_is_never_replaced(space, table, tmp_path, monkey
     fresh = tmp_path / "new.pt"
     _, path, built = load_or_build(space, hw, str(fresh))
     assert built and path == fresh and CostTable.load(fresh, space).num_entries == table.num_entries
+
+
+def test_the_rebuild_hint_keeps_the_overrides_that_made_the_table(tmp_path):
+    """A refused table's hint rebuilds *this* space and hardware: following it composes the same
+    fingerprints (it dropped `space.bits` and hardware fields before)."""
+    import shlex
+    from importlib import resources
+
+    import yaml
+    from omegaconf import OmegaConf
+
+    from dnas.cost.hardware import BitFusionConfig, load_hardware
+    from dnas.cost.table import _rebuild_hint
+    from dnas.space import SearchSpace
+    from tests.runs import compose_config
+
+    conf = yaml.safe_load((resources.files("dnas") / "conf/space/fmnist_mbv2.yaml").read_text())
+    space = SearchSpace.from_dict({**conf, "bits": [4, 6, 8]})
+    hw = BitFusionConfig.from_dict({**load_hardware("bitfusion").to_dict(), "freq_mhz": 1000})
+    hint = _rebuild_hint(space, hw, tmp_path / "t.pt")
+    command = shlex.split(hint.split("`")[1])
+    assert command[0] == "dnas-lut"
+    cfg = compose_config("lut", *command[1:])
+    again = SearchSpace.from_dict(OmegaConf.to_container(cfg.space, resolve=True))
+    assert again.fingerprint() == space.fingerprint()
+    hw_again = BitFusionConfig.from_dict(OmegaConf.to_container(cfg.hardware, resolve=True))
+    assert hw_again.fingerprint() == hw.fingerprint()

@@ -21,7 +21,7 @@ import torch
 
 import dnas
 from dnas.atomic import atomic_path
-from dnas.cost.hardware import BitFusionConfig
+from dnas.cost.hardware import BitFusionConfig, load_hardware
 from dnas.cost.layer import layer_shape
 from dnas.errors import DnasError
 from dnas.space import Architecture, ArchState, LayerKey, SearchSpace
@@ -260,12 +260,41 @@ def _write_csv_atomic(path: Path, header, rows) -> None:
         w.writerows(rows)
 
 
+def _overrides(group: str, mine: dict, builtin: dict | None) -> list[str]:
+    """``group.KEY=VALUE`` for every top-level key of ``mine`` that differs from the built-in
+    config of the same name (all of them when there is none), as Hydra reads them."""
+    import json
+
+    out = []
+    for key, value in mine.items():
+        if key == "name" or (builtin is not None and builtin.get(key) == value):
+            continue
+        text = json.dumps(value, separators=(",", ":")) if isinstance(value, list | dict) else value
+        text = str(text).replace('"', "")  # Hydra's grammar: bare strings inside lists
+        out.append(f"'{group}.{key}={text}'")
+    return out
+
+
 def _rebuild_hint(space, hw, path) -> str:
+    """The ``dnas-lut`` command that builds this table again, with the overrides that made this
+    space and hardware differ from the built-in ones of their names."""
     args = []
     if space is not None:
         args.append(f"space={space.name}")
+        try:
+            from dnas.space import load_space
+
+            builtin = load_space(space.name).to_dict()
+        except Exception:  # not a built-in name: every field
+            builtin = None
+        args += _overrides("space", space.to_dict(), builtin)
     if hw is not None:
         args.append(f"hardware={hw.name}")
+        try:
+            builtin_hw = load_hardware(hw.name).to_dict()
+        except Exception:
+            builtin_hw = None
+        args += _overrides("hardware", hw.to_dict(), builtin_hw)
     args.append(f"out={path}")
     return "rebuild it with `dnas-lut " + " ".join(args) + "`"
 
