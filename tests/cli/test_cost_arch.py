@@ -263,3 +263,32 @@ def test_a_csv_output_that_cannot_be_written_is_refused_before_costing(tmp_path,
     before = arch_file.read_text()
     one_line_error(capsys, [arch_file, "--csv", arch_file], "is the architecture file")
     assert arch_file.read_text() == before
+
+
+def test_an_arch_priced_by_a_measured_table_names_it(tmp_path, capsys, space, table, monkeypatch):
+    """A run searched with an imported (measured) table: its totals are not the model's, and
+    dnas-cost arch says which table priced it instead of "the totals do not match"."""
+    from dnas.cost.table import default_table_path, import_csv
+
+    monkeypatch.setenv("DNAS_CACHE", str(tmp_path / "cache"))
+    model_csv, measured_csv = tmp_path / "model.csv", tmp_path / "measured.csv"
+    table.to_csv(model_csv)
+    rows = read_rows(model_csv)
+    for r in rows:
+        r["latency_ms"] = repr(2 * float(r["latency_ms"]))
+    with open(measured_csv, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    measured = import_csv(measured_csv, space, "pixel8")
+    saved_at = default_table_path(space, BitFusionConfig()).parent / "pixel8.pt"
+    measured.save(saved_at)
+    arch = space.random_arch(3)
+    lat, en = measured.arch_cost(space, arch)
+    path = tmp_path / "arch.yaml"
+    arch.with_metrics(latency_ms=lat, energy_mj=en).priced_by(measured.header.content_hash).save(
+        path
+    )
+    rc, out, err = run(capsys, path)
+    assert rc == 0, err
+    assert "measured table of 'pixel8'" in out and str(saved_at) in out and "not compared" in out
