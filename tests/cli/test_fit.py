@@ -326,3 +326,5 @@ def test_a_signal_stops_fit_naming_the_checkpoint(tmp_path, cache_dir):
     assert returncode == code, err[-3000:]
     assert f"--ckpt_path {ckpt}" in err and f"--config {run / 'config.yaml'}" in err
     assert not (tmp_path / run / "arch.yaml").exists()
+    marker = (tmp_path / run / "INCOMPLETE.txt").read_text()
+    assert "not a finished run" in marker and "--ckpt_path" in marker

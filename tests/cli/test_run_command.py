@@ -384,3 +384,25 @@ def test_a_space_given_as_a_yaml_file(tmp_path, capsys):
     args = file_overrides("dnas-search", ["seed=1", f"hardware={mine}"])
     assert args[0] == "seed=1" and args[1].startswith("hydra.searchpath=[file://")
     assert args[2] == "hardware=file_my_space"
+
+
+def test_a_stopped_run_is_marked_incomplete_until_it_finishes(tmp_path, capsys):
+    """A run stopped by a signal keeps its checkpoint and says in INCOMPLETE.txt that it is not
+    a finished run; resumed into the same directory and finished, the marker goes."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from dnas.cli.common import INCOMPLETE
+    from tests.runs import compose_config
+
+    cfg = compose_config("search")
+    cfg.hydra.runtime.output_dir = str(tmp_path)
+    HydraConfig.instance().set_config(cfg)
+    try:
+        with pytest.raises(SystemExit) as e:
+            run_command("dnas-x", lambda c: (_ for _ in ()).throw(Interrupted("stopped", 143)), cfg)
+        assert e.value.code == 143
+        assert "stopped" in (tmp_path / INCOMPLETE).read_text()
+        assert run_command("dnas-x", lambda c: 0.9, cfg) == 0.9
+        assert not (tmp_path / INCOMPLETE).exists()
+    finally:
+        HydraConfig.instance().cfg = None

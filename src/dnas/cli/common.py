@@ -466,8 +466,10 @@ def run_command(prog: str, run: Callable[[Any], Any], cfg: Any) -> Any:
     out = Path(hc.runtime.output_dir) if hc is not None else None
     multirun = hc is not None and hc.mode == RunMode.MULTIRUN
     try:
-        return run(cfg)
+        result = run(cfg)
     except Interrupted as e:
+        if out is not None:
+            mark_incomplete(out, f"{prog}: {e}")
         print(f"{prog}: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
     except Exception as e:
@@ -482,6 +484,24 @@ def run_command(prog: str, run: Callable[[Any], Any], cfg: Any) -> Any:
         job = f"job {hc.job.num} ({','.join(hc.overrides.task) or 'no overrides'})"
         _FAILED.append(f"{job}: {error_message(cause)}")
         return float("nan")
+    if out is not None:  # a run resumed into its own directory is complete now
+        (Path(out) / INCOMPLETE).unlink(missing_ok=True)
+    return result
+
+
+INCOMPLETE = "INCOMPLETE.txt"
+"""Written into the directory of a run that stopped before its result (a signal, a NaN loss):
+what stopped it and how to resume. A run that finishes there removes it."""
+
+
+def mark_incomplete(out: Path, message: str) -> None:
+    out = Path(out)
+    if out.is_dir():
+        (out / INCOMPLETE).write_text(
+            "This run stopped before writing its result; it is not a finished run.\n"
+            + message
+            + "\n"
+        )
 
 
 def main_exit(prog: str) -> None:

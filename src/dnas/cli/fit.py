@@ -54,6 +54,7 @@ def _cli_class():
         describe_budget,
         describe_table,
         interrupted,
+        mark_incomplete,
     )
     from dnas.cli.outputs import SearchOutputs
     from dnas.errors import NonFiniteLossError
@@ -80,7 +81,9 @@ def _cli_class():
                 super()._run_subcommand(subcommand)
             except (SystemExit, NonFiniteLossError) as e:
                 out = Path(self.trainer.log_dir or self.trainer.default_root_dir)
-                raise interrupted(e, out, f"dnas-fit {subcommand}", _FIT_RESUME) from None
+                stopped = interrupted(e, out, f"dnas-fit {subcommand}", _FIT_RESUME)
+                mark_incomplete(out, f"dnas-fit: {stopped}")
+                raise stopped from None
 
         def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
             parser.add_lightning_class_args(SearchOutputs, "outputs")
