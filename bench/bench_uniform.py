@@ -67,7 +67,7 @@ METHODS: dict[str, tuple[str, list[str], tuple[int, ...]]] = {
 # with their overrides as they are tried.
 VARIANTS: dict[str, tuple[str, list[str], tuple[int, ...]]] = {
     # the bit relaxation over the levels whose cost differs on BitFusion only (2, 4, 8)
-    "dnas_levels": ("search", ["search.bit_levels=hardware"], (0,)),
+    "dnas_levels": ("search", ["search.bit_levels=hardware"], (0, 1)),
     # a second warm-up epoch (uniform sampling) before the architecture steps, same total epochs
     "dnas_warm2": ("search", ["search.warmup_epochs=2"], (0,)),
     # ``rederive``: [base method, derive_depth]: the base search's distribution derived again
