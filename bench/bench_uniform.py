@@ -70,6 +70,8 @@ VARIANTS: dict[str, tuple[str, list[str], tuple[int, ...]]] = {
     "dnas_levels": ("search", ["search.bit_levels=hardware"], (0, 1)),
     # a second warm-up epoch (uniform sampling) before the architecture steps, same total epochs
     "dnas_warm2": ("search", ["search.warmup_epochs=2"], (0,)),
+    # weight steps on uniformly drawn paths all search long (SPOS / FairNAS), arch steps as before
+    "dnas_fair": ("search", ["search.weight_paths=uniform"], (0,)),
     # ``rederive``: [base method, derive_depth]: the base search's distribution derived again
     "dnas_marginal": ("rederive", ["dnas", "marginal"], (0, 1)),
 }

@@ -73,6 +73,8 @@ def resolve_front(
     return resolved
 
 
+WEIGHT_PATHS = ("sampled", "uniform")
+
 OptimizerCallable = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 LRSchedulerCallable = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
 BudgetLossCallable = Callable[[Targets], BudgetLoss]
@@ -132,6 +134,11 @@ class SearchModule(ResumableModule, pl.LightningModule):
         derive_depth: how a skippable block's depth is read off its distribution
             (``dnas.derive.budget.kernel_scores``): ``"joint"``, skip against each kernel alone;
             ``"marginal"``, skip against keeping the block with any kernel.
+        weight_paths: which sub-network a weight step trains once the search has begun:
+            ``"sampled"``, a draw of the architecture distribution (Gumbel); ``"uniform"``, every
+            choice drawn uniformly as in the warm-up (SPOS, FairNAS), so the paths the
+            distribution favours are not trained more than the others and the architecture
+            steps compare paths trained alike.
     """
 
     def __init__(
@@ -158,6 +165,7 @@ class SearchModule(ResumableModule, pl.LightningModule):
         num_classes: int | None = None,
         bit_levels: str = "all",
         derive_depth: str = "joint",
+        weight_paths: str = "sampled",
     ) -> None:
         super().__init__()
         from dnas.derive.budget import DEPTH_RULES, DERIVE_STRATEGIES
@@ -167,6 +175,10 @@ class SearchModule(ResumableModule, pl.LightningModule):
         if derive_depth not in DEPTH_RULES:
             raise DnasError(
                 f"search.derive_depth={derive_depth!r} is not one of {list(DEPTH_RULES)}"
+            )
+        if weight_paths not in WEIGHT_PATHS:
+            raise DnasError(
+                f"search.weight_paths={weight_paths!r} is not one of {list(WEIGHT_PATHS)}"
             )
         if bit_levels not in BIT_LEVELS:
             raise DnasError(f"search.bit_levels={bit_levels!r} is not one of {list(BIT_LEVELS)}")
@@ -213,6 +225,7 @@ class SearchModule(ResumableModule, pl.LightningModule):
                 "arch_every": arch_every,
                 "bit_levels": bit_levels,
                 "derive_depth": derive_depth,
+                "weight_paths": weight_paths,
             }
         )
         self.automatic_optimization = False
@@ -240,6 +253,7 @@ class SearchModule(ResumableModule, pl.LightningModule):
             weight_scheduler,
         )
         self.warmup_epochs, self.tau0, self.tau_min = warmup_epochs, tau0, tau_min
+        self.weight_paths = weight_paths
         self.bn_batches = bn_batches
         self.test_bn_batches = bn_batches if test_bn_batches is None else test_bn_batches
         self.derive_strategy, self.derive_depth = derive, derive_depth
@@ -338,7 +352,8 @@ class SearchModule(ResumableModule, pl.LightningModule):
         k = (batch_idx // self.arch_every) % self.num_targets
         self.use_distribution(k)
         xw, yw = batch["weights"] if isinstance(batch, dict) else batch
-        self.supernet.set_mode("gumbel" if self.searching else "uniform")
+        sampled = self.searching and self.weight_paths == "sampled"
+        self.supernet.set_mode("gumbel" if sampled else "uniform")
         logits = self.supernet(xw)
         loss = F.cross_entropy(logits, yw)
         self._check_finite(loss, "weight", batch_idx)
@@ -353,6 +368,7 @@ class SearchModule(ResumableModule, pl.LightningModule):
         if (batch_idx + 1) % self.arch_every:
             return  # the distribution's step ends its run of batches
         xa, ya = batch["arch"]
+        self.supernet.set_mode("gumbel")
         ce = F.cross_entropy(self.supernet(xa), ya)
         expected = self.expected_cost(self.supernet.relaxed())
         budget = self.budgets[k]
