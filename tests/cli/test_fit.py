@@ -111,6 +111,7 @@ def test_fast_dev_run_from_the_command_line(tmp_path, cache_dir):
         (["--trainer.max_epochs=1"], "warmup_epochs=1 leaves no search epoch"),
         (["--model.bit_levels=fast"], "bit_levels='fast' is not one of"),
         (["--model.derive_depth=deep"], "derive_depth='deep' is not one of"),
+        (["--model.weight_paths=all"], "weight_paths='all' is not one of"),
     ],
 )
 def test_bad_input_fails_before_training(in_tmp, capsys, args, message):

@@ -222,3 +222,40 @@ def test_evaluating_the_derived_architecture_keeps_the_supernets_statistics(tmp_
     after = bn_statistics(module.supernet)
     for k in before:
         torch.testing.assert_close(after[k], before[k], rtol=0, atol=0, msg=k)
+
+
+def test_uniform_weight_paths_train_uniform_paths_while_searching(tmp_path, monkeypatch):
+    """``search.weight_paths=uniform``: during the search epochs, weight steps run the supernet
+    in uniform mode (SPOS) and architecture steps sample the distribution (gumbel); the derived
+    network meets the budget."""
+    paths = "uniform"
+    from dnas.search.module import SearchModule
+    from dnas.supernet import SuperNet
+
+    monkeypatch.setenv("DNAS_CACHE", str(tmp_path / "cache"))
+    seen: list[tuple[int, str, bool]] = []
+    real_step = SearchModule.training_step
+
+    def step(self, batch, batch_idx):
+        real_set = SuperNet.set_mode
+
+        def spy(net, mode, arch=None):
+            seen.append((self.current_epoch, mode, self.searching))
+            return real_set(net, mode, arch)
+
+        with monkeypatch.context() as m:
+            m.setattr(SuperNet, "set_mode", spy)
+            return real_step(self, batch, batch_idx)
+
+    monkeypatch.setattr(SearchModule, "training_step", step)
+    cfg = compose_search(
+        *SMALL, f"search.weight_paths={paths}", f"hydra.runtime.output_dir={tmp_path}"
+    )
+    run(cfg, output_dir=tmp_path)
+    searching = [mode for _, mode, s in seen if s]
+    assert {m for _, m, s in seen if not s} == {"uniform"}  # the warm-up
+    # weight steps in uniform mode, every arch_every-th batch an arch step in gumbel mode
+    assert set(searching) == {"uniform", "gumbel"}
+    assert searching.count("uniform") > searching.count("gumbel") >= 1
+    arch = Architecture.load(tmp_path / "arch.yaml")
+    assert arch.metrics["latency_ms"] <= arch.metrics["target_latency_ms"] * (1 + 1e-12)
