@@ -102,18 +102,24 @@ def test_restricting_to_bits_the_table_lacks_is_refused(table, space, sub, sub_t
         restrict_table(sub_table, sub, space)
 
 
-def test_a_restricted_search_derives_a_network_of_the_full_space(space, table):
+def _module(space, table, **kw):
     from dnas.search.module import SearchModule
 
-    module = SearchModule(
+    return SearchModule(
         weight_optimizer=partial(torch.optim.SGD, lr=0.1),
         arch_optimizer=partial(torch.optim.Adam, lr=0.01),
         budget=partial(BudgetLoss, kind="hinge"),
         space=space,
         table=table,
         target=TargetSpec(latency_frac=0.1),
-        bit_levels="hardware",
+        **kw,
     )
+
+
+def test_a_restricted_search_derives_a_network_of_the_full_space(space, table):
+    from dnas.checkpoint import CHECKPOINT_FORMAT, CheckpointError
+
+    module = _module(space, table, bit_levels="hardware")
     for b in module.supernet.searchable_blocks():
         assert b.dw.wq.bits.bits == (2, 4, 8)
     arch, cost = module.derive(0)
@@ -121,16 +127,6 @@ def test_a_restricted_search_derives_a_network_of_the_full_space(space, table):
     space.validate_arch(arch)
     assert ExactCost(space, table).total(ArchState.from_arch(space, arch)) == cost
     assert cost["latency_ms"] <= module.targets.active()["latency_ms"]
-    from dnas.checkpoint import CHECKPOINT_FORMAT, CheckpointError
-
     identity = {**module.checkpoint_identity(), "format": CHECKPOINT_FORMAT}
-    other = SearchModule(
-        weight_optimizer=partial(torch.optim.SGD, lr=0.1),
-        arch_optimizer=partial(torch.optim.Adam, lr=0.01),
-        budget=partial(BudgetLoss, kind="hinge"),
-        space=space,
-        table=table,
-        target=TargetSpec(latency_frac=0.1),
-    )
     with pytest.raises(CheckpointError, match="other bit choices"):
-        other.check_checkpoint_identity(identity)
+        _module(space, table).check_checkpoint_identity(identity)
