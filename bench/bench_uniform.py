@@ -665,7 +665,9 @@ def plot(records: list[dict], path: Path) -> None:
         "dnas_front": ("tab:purple", "*"),
         "apq": ("tab:orange", "s"),
     }
-    extra = iter(["tab:green", "tab:red", "tab:brown", "tab:cyan"])
+    extra = iter(["tab:red", "tab:brown", "tab:pink", "tab:olive", "tab:cyan"])
+    bit_colors = {2: "0.6", 4: "tab:orange", 6: "tab:olive", 8: "tab:green"}
+    floor = 85.0  # 2-bit candidates (50-74 %) are noted, not drawn: they would squash the rest
     for ax, (metric, label) in zip(
         axes, [("latency_ms", "latency (ms)"), ("energy_mj", "energy (mJ)")]
     ):
@@ -676,19 +678,25 @@ def plot(records: list[dict], path: Path) -> None:
         groups = sorted(
             {(r["arch"]["blocks"][0]["dw"]["w_bits"], "short" in r["candidate"]) for r in uni}
         )
+        below: list[str] = []
         for bits, short in groups:
             pts = sorted(
                 (r[metric], 100 * r["test_acc"])
                 for r in uni
                 if r["candidate"].startswith(f"b{bits}_") and ("short" in r["candidate"]) == short
             )
+            low = [p for p in pts if p[1] < floor]
+            pts = [p for p in pts if p[1] >= floor]
+            below += [f"{bits}-bit{' short' if short else ''} {a:.0f} %" for _, a in low]
+            if not pts:
+                continue
             ax.plot(
                 *zip(*pts),
                 "--" if short else "-",
                 marker=".",
                 alpha=0.7,
-                color="0.5" if short else None,
-                label=f"uniform {bits}-bit{' short' if short else ''} (seed 0)",
+                color=bit_colors.get(bits),
+                label=f"uniform {bits}-bit{', one block fewer per stage' if short else ''} (seed 0)",
             )
         for name in all_methods():
             by_arch: dict = {}
@@ -708,6 +716,26 @@ def plot(records: list[dict], path: Path) -> None:
         ax.set_xlabel(f"exact BitFusion {label}")
         ax.set_ylabel("test accuracy from scratch (%)")
         ax.grid(alpha=0.3)
+        if below:
+            ax.text(
+                0.01,
+                0.01,
+                "below the axis: " + ", ".join(below),
+                transform=ax.transAxes,
+                fontsize=7,
+                color="0.4",
+            )
+        if recs:
+            ax.set_ylim(bottom=floor)
+        else:
+            ax.text(
+                0.5,
+                0.5,
+                f"no {label.split()[0]} target trained yet",
+                ha="center",
+                transform=ax.transAxes,
+                color="0.4",
+            )
     legend = {}
     for ax in axes:
         for h, n in zip(*ax.get_legend_handles_labels()):
