@@ -72,6 +72,14 @@ VARIANTS: dict[str, tuple[str, list[str], tuple[int, ...]]] = {
     "dnas_warm2": ("search", ["search.warmup_epochs=2"], (0,)),
     # weight steps on uniformly drawn paths all search long (SPOS / FairNAS), arch steps as before
     "dnas_fair": ("search", ["search.weight_paths=uniform"], (0,)),
+    # one depthwise weight per kernel size (FBNet) instead of centre crops of one weight
+    "dnas_sep": ("search", ["search.kernel_weights=separate"], (0,)),
+    # both: the bit levels and one weight per kernel size
+    "dnas_levels_sep": (
+        "search",
+        ["search.bit_levels=hardware", "search.kernel_weights=separate"],
+        (0, 1),
+    ),
     # ``rederive``: [base method, derive_depth]: the base search's distribution derived again
     "dnas_marginal": ("rederive", ["dnas", "marginal"], (0, 1)),
 }

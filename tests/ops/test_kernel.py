@@ -8,7 +8,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dnas.ops import GumbelKernel, QuantDepthwiseConv2d, crop_masks, gumbel_softmax, mix_kernels
+from dnas.ops import (
+    GumbelKernel,
+    QuantDepthwiseConv2d,
+    crop_masks,
+    gumbel_softmax,
+    mix_kernels,
+    mix_separate_kernels,
+)
 from dnas.quant import quantize_act, quantize_weight
 
 
@@ -28,6 +35,52 @@ def test_mix_kernels_is_weighted_sum_of_padded_crops():
         o = (7 - k) // 2
         want[:, :, o : o + k, o : o + k] += gi * w[:, :, o : o + k, o : o + k]
     torch.testing.assert_close(mix_kernels(w, g, crop_masks((3, 5, 7))), want)
+
+
+def test_mix_separate_kernels_is_weighted_sum_of_padded_own_weights():
+    torch.manual_seed(0)
+    w = torch.randn(3, 4, 1, 7, 7)
+    g = torch.tensor([0.2, 0.3, 0.5])
+    want = torch.zeros(4, 1, 7, 7)
+    for i, (gi, k) in enumerate(zip(g, (3, 5, 7))):
+        o = (7 - k) // 2
+        want[:, :, o : o + k, o : o + k] += gi * w[i, :, :, o : o + k, o : o + k]
+    torch.testing.assert_close(mix_separate_kernels(w, g, crop_masks((3, 5, 7))), want)
+
+
+@pytest.mark.parametrize("index", [0, 1, 2])
+def test_separate_kernels_one_hot_equals_own_weight_and_trains_only_it(index):
+    torch.manual_seed(index)
+    conv = QuantDepthwiseConv2d(8, (3, 5, 7), 2, (4,), (5,), kernel_weights="separate")
+    assert conv.weight.shape == (3, 8, 1, 7, 7)
+    x = torch.randn(2, 8, 9, 9).relu()
+    k = (3, 5, 7)[index]
+    o = (7 - k) // 2
+    own = conv.weight[index, :, :, o : o + k, o : o + k]
+    assert conv.weight_of(k).shape == (8, 1, k, k)
+    torch.testing.assert_close(conv.weight_of(k), own)
+    # zero outside each kernel's window, initialised for its own fan-out
+    assert (conv.weight[0, :, :, :2].abs().sum() == 0) and conv.weight[0].abs().sum() > 0
+    assert conv.weight_of(3).std() > 1.5 * conv.weight_of(7).std()
+    want = F.conv2d(
+        quantize_act(x, conv.aq.clip, 5), quantize_weight(own, 4), None, 2, k // 2, 1, 8
+    )
+    g = F.one_hot(torch.tensor(index), 3).float()
+    out = conv(x, kernel_weights=g)
+    torch.testing.assert_close(out, want, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(conv(x, kernel=k), want, atol=1e-5, rtol=1e-5)
+    out.sum().backward()
+    grad = conv.weight.grad
+    assert grad is not None
+    others = [i for i in range(3) if i != index]
+    assert grad[others].abs().sum() == 0 and grad[index].abs().sum() > 0
+
+
+def test_kernel_weights_setting_is_checked():
+    with pytest.raises(ValueError, match="kernel_weights='split' is not one of"):
+        QuantDepthwiseConv2d(8, (3, 5), kernel_weights="split")
+    # one kernel size: one weight whatever the setting
+    assert QuantDepthwiseConv2d(8, (3,), kernel_weights="separate").weight.shape == (8, 1, 3, 3)
 
 
 @pytest.mark.parametrize("index", [0, 1, 2])

@@ -259,3 +259,32 @@ def test_uniform_weight_paths_train_uniform_paths_while_searching(tmp_path, monk
     assert searching.count("uniform") > searching.count("gumbel") >= 1
     arch = Architecture.load(tmp_path / "arch.yaml")
     assert arch.metrics["latency_ms"] <= arch.metrics["target_latency_ms"] * (1 + 1e-12)
+
+
+def test_separate_kernel_weights_search_end_to_end(tmp_path, monkeypatch):
+    """``search.kernel_weights=separate``: the supernet holds one depthwise weight per kernel
+    size, the derived network meets the budget, and the run is derived again and finetuned from
+    its supernet.pt (whose layout is read from the file)."""
+    from dnas.derive.rederive import rederive
+    from dnas.train import init_child, load_supernet
+
+    monkeypatch.setenv("DNAS_CACHE", str(tmp_path / "cache"))
+    cfg = compose_search(
+        *SMALL, "search.kernel_weights=separate", f"hydra.runtime.output_dir={tmp_path}"
+    )
+    run(cfg, output_dir=tmp_path)
+    state = torch.load(tmp_path / "supernet.pt", weights_only=True)
+    dw = [v for k, v in state.items() if k.endswith("dw.weight")]
+    assert dw and all(v.ndim == 5 and v.shape[0] == 3 for v in dw)  # kernels 3, 5 and 7
+    arch = Architecture.load(tmp_path / "arch.yaml")
+    assert arch.metrics["latency_ms"] <= arch.metrics["target_latency_ms"] * (1 + 1e-12)
+    again, _ = rederive(tmp_path)
+    assert again.blocks == arch.blocks
+    space = load_space("fmnist_mbv2")
+    supernet = load_supernet(tmp_path / "supernet.pt", space)
+    child = init_child(space, arch, tmp_path / "supernet.pt", [torch.randn(4, 1, 28, 28)], 1)
+    for block, choice in zip(child.blocks, (b for b in arch.blocks if not b.skipped)):
+        src = supernet.blocks[block.index].dw
+        torch.testing.assert_close(
+            block.dw.weight, src.weight_of(int(choice.kernel))[: choice.width], rtol=0, atol=0
+        )

@@ -39,6 +39,18 @@ def test_child_equals_supernet_in_fixed_mode(supernet, space, images):
         torch.testing.assert_close(child(images), supernet(images), atol=1e-5, rtol=1e-4)
 
 
+def test_child_of_a_separate_kernel_supernet_takes_its_kernels_own_weight(space, images):
+    torch.manual_seed(0)
+    supernet = randomize(SuperNet(space, kernel_weights="separate"))
+    batches = _calibration()
+    for arch in _archs(space):
+        supernet.set_mode("fixed", arch)
+        child = ChildNet.from_supernet(supernet, arch, batches, num_batches=3).eval()
+        recalibrate_bn(supernet, batches, 3)
+        supernet.eval()
+        torch.testing.assert_close(child(images), supernet(images), atol=1e-5, rtol=1e-4)
+
+
 def test_child_from_warmed_up_supernet_has_its_own_statistics(space, images):
     """After uniform warm-up the supernet's statistics average over many sub-networks; the
     child's must be its own: those a plain re-estimation of the child gives."""

@@ -75,6 +75,17 @@ def test_inherited_child_starts_from_the_supernet(search_run):
     assert not torch.allclose(scratch.stem.weight, child.stem.weight)
 
 
+def test_separate_kernel_supernet_loads_as_one(tmp_path):
+    space = load_space("fmnist_mbv2")
+    torch.manual_seed(0)
+    saved = SuperNet(space, kernel_weights="separate")
+    torch.save(saved.state_dict(), tmp_path / "supernet.pt")
+    loaded = load_supernet(tmp_path / "supernet.pt", space)
+    assert loaded.kernel_weights == "separate"
+    for (name, a), b in zip(saved.state_dict().items(), loaded.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+
+
 def test_foreign_architecture_is_refused_before_training(tmp_path, search_run):
     cifar = load_space("cifar_mbv2")
     cifar.random_arch(0).save(tmp_path / "arch.yaml")

@@ -73,7 +73,7 @@ def rederive(
 
     from dnas.supernet import SuperNet
 
-    supernet = SuperNet(sub)
+    supernet = SuperNet(sub, kernel_weights=search.get("kernel_weights", "shared"))
     state = torch.load(files["supernet.pt"], map_location="cpu", weights_only=True)
     supernet.load_state_dict(state)
     arch, cost, _ = derive_within_budget(

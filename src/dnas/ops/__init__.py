@@ -13,7 +13,13 @@ Sampling modes: ``"gumbel"`` (search), ``"uniform"`` (warm-up), ``"fixed"``, ``"
 from dnas.ops.bits import ActQuantizer, BitChoice, WeightQuantizer
 from dnas.ops.choice import ARCH_PREFIX, MODES, ArchChoice, Mode, OrderedIndex, check_mode
 from dnas.ops.conv import QuantConv2d, QuantDepthwiseConv2d, QuantLayer, QuantLinear
-from dnas.ops.kernel import GumbelKernel, crop_masks, gumbel_softmax, mix_kernels
+from dnas.ops.kernel import (
+    GumbelKernel,
+    crop_masks,
+    gumbel_softmax,
+    mix_kernels,
+    mix_separate_kernels,
+)
 from dnas.ops.norm import SlicedBatchNorm2d
 from dnas.ops.width import FractionalWidth
 
@@ -37,4 +43,5 @@ __all__ = [
     "crop_masks",
     "gumbel_softmax",
     "mix_kernels",
+    "mix_separate_kernels",
 ]

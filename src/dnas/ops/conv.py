@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dnas.ops.bits import ActQuantizer, WeightQuantizer
-from dnas.ops.kernel import crop_masks, mix_kernels
+from dnas.ops.kernel import crop_masks, mix_kernels, mix_separate_kernels
 
 
 class QuantLayer(nn.Module):
@@ -93,14 +93,24 @@ class QuantConv2d(QuantLayer):
         )
 
 
+KERNEL_WEIGHTS = ("shared", "separate")
+
+
 class QuantDepthwiseConv2d(QuantLayer):
-    """A depthwise conv over kernel sizes sharing one weight of the largest size (centre crops).
+    """A depthwise conv over kernel sizes: one shared weight (centre crops) or one per size.
+
+    ``kernel_weights="shared"`` (once-for-all, single-path NAS): kernel ``k`` is the centre
+    ``k×k`` crop of one ``[channels, 1, max, max]`` weight. ``"separate"`` (FBNet): each size has
+    its own weight, stored centred in a ``[len(kernels), channels, 1, max, max]`` tensor (zero
+    outside its window), so a small kernel is trained for itself and not as the centre of a
+    larger one. Either way the relaxed forward convolves once with the mixed kernel.
 
     Args:
         channels: channels of the largest instance.
-        kernels: kernel sizes (odd); the weight is ``[channels, 1, max, max]``.
+        kernels: kernel sizes (odd).
         stride: stride.
         w_bits, a_bits, signed_input, clip: as for ``QuantConv2d``.
+        kernel_weights: ``"shared"`` or ``"separate"`` (one kernel size: always one weight).
     """
 
     def __init__(
@@ -112,17 +122,38 @@ class QuantDepthwiseConv2d(QuantLayer):
         a_bits: Sequence[int] = (8,),
         signed_input: bool = False,
         clip: float = 6.0,
+        kernel_weights: str = "shared",
     ) -> None:
         super().__init__(w_bits, a_bits, signed_input, clip)
+        if kernel_weights not in KERNEL_WEIGHTS:
+            raise ValueError(
+                f"kernel_weights={kernel_weights!r} is not one of {list(KERNEL_WEIGHTS)}"
+            )
         self.channels, self.stride = channels, stride
         self.kernels = tuple(sorted(int(k) for k in kernels))
         self.max_kernel = self.kernels[-1]
+        self.separate = kernel_weights == "separate" and len(self.kernels) > 1
         k = self.max_kernel
-        self.weight = nn.Parameter(torch.empty(channels, 1, k, k))
-        # MobileNetV2's fan-out init, as if for the smallest kernel (the crops share the weight).
-        std = math.sqrt(2.0 / (self.kernels[0] ** 2))
-        nn.init.normal_(self.weight, 0.0, std)
-        self.register_buffer("masks", crop_masks(self.kernels), persistent=False)
+        masks = crop_masks(self.kernels)
+        self.register_buffer("masks", masks, persistent=False)
+        if self.separate:
+            # MobileNetV2's fan-out init for each size, zero outside its window.
+            std = torch.tensor([math.sqrt(2.0 / kk**2) for kk in self.kernels])
+            w = torch.randn(len(self.kernels), channels, 1, k, k) * std.view(-1, 1, 1, 1, 1)
+            self.weight = nn.Parameter(w * masks.view(len(self.kernels), 1, 1, k, k))
+        else:
+            self.weight = nn.Parameter(torch.empty(channels, 1, k, k))
+            # Fan-out init as if for the smallest kernel (the crops share the weight).
+            std = math.sqrt(2.0 / (self.kernels[0] ** 2))
+            nn.init.normal_(self.weight, 0.0, std)
+
+    def weight_of(self, kernel: int) -> Tensor:
+        """The ``[channels, 1, kernel, kernel]`` weight of one kernel size."""
+        if kernel not in self.kernels:
+            raise ValueError(f"kernel {kernel} is not one of {list(self.kernels)}")
+        w = self.weight[self.kernels.index(kernel)] if self.separate else self.weight
+        o = (self.max_kernel - kernel) // 2
+        return w[:, :, o : o + kernel, o : o + kernel] if o else w
 
     def forward(
         self, x: Tensor, kernel: int | None = None, kernel_weights: Tensor | None = None
@@ -139,20 +170,23 @@ class QuantDepthwiseConv2d(QuantLayer):
             ``[B, c, ⌈H/stride⌉, ⌈W/stride⌉]``.
         """
         c = x.shape[1]
-        w = self.weight if c == self.channels else self.weight[:c]
         if kernel_weights is not None:
-            w, k = mix_kernels(w, kernel_weights, self.masks), self.max_kernel
+            k = self.max_kernel
+            if self.separate:
+                w = self.weight if c == self.channels else self.weight[:, :c]
+                w = mix_separate_kernels(w, kernel_weights, self.masks)
+            else:
+                w = self.weight if c == self.channels else self.weight[:c]
+                w = mix_kernels(w, kernel_weights, self.masks)
         else:
             k = self.max_kernel if kernel is None else kernel
-            if k not in self.kernels:
-                raise ValueError(f"kernel {k} is not one of {list(self.kernels)}")
-            o = (self.max_kernel - k) // 2
-            if o:
-                w = w[:, :, o : o + k, o : o + k]
+            w = self.weight_of(k)
+            w = w if c == self.channels else w[:c]
         return F.conv2d(self.aq(x), self.wq(w), None, self.stride, k // 2, 1, c)
 
     def extra_repr(self) -> str:
-        return f"{self.channels}, kernels={list(self.kernels)}, stride={self.stride}"
+        sep = ", separate weights" if self.separate else ""
+        return f"{self.channels}, kernels={list(self.kernels)}, stride={self.stride}{sep}"
 
 
 class QuantLinear(QuantLayer):

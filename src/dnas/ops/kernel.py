@@ -64,6 +64,21 @@ def mix_kernels(weight: Tensor, kernel_weights: Tensor, masks: Tensor) -> Tensor
     return weight * window
 
 
+def mix_separate_kernels(weights: Tensor, kernel_weights: Tensor, masks: Tensor) -> Tensor:
+    """The mixed depthwise kernel ``Σ_i g_i·pad(W_i)`` of one weight per kernel size.
+
+    Args:
+        weights: ``[K, C, 1, kmax, kmax]``, weight ``i`` centred in its ``kmax×kmax`` frame.
+        kernel_weights: ``[K]`` weights g_i of the kernel sizes.
+        masks: ``[K, kmax, kmax]`` from ``crop_masks`` (each weight counts inside its window only).
+
+    Returns:
+        ``[C, 1, kmax, kmax]``.
+    """
+    window = kernel_weights.view(-1, 1, 1) * masks
+    return (weights * window.unsqueeze(1).unsqueeze(1)).sum(0)
+
+
 class GumbelKernel(ArchChoice):
     """The kernel choice of a block: logits ``arch_logits`` over ``choices`` ("skip" last).
 

@@ -36,6 +36,7 @@ from dnas.data.module import check_data_fits_space
 from dnas.derive import derive_within_budget
 from dnas.errors import DnasError, NonFiniteLossError
 from dnas.history import History
+from dnas.ops.conv import KERNEL_WEIGHTS
 from dnas.search.losses import BudgetLoss
 from dnas.space import SearchSpace, load_space
 from dnas.supernet import SuperNet, bn_statistics, load_bn_statistics, recalibrate_bn
@@ -139,6 +140,12 @@ class SearchModule(ResumableModule, pl.LightningModule):
             choice drawn uniformly as in the warm-up (SPOS, FairNAS), so the paths the
             distribution favours are not trained more than the others and the architecture
             steps compare paths trained alike.
+        kernel_weights: ``"shared"``: a block's kernel sizes are centre crops of one depthwise
+            weight (once-for-all); ``"separate"``: one weight per size (FBNet). With one weight
+            the arch gradient between kernel ``k`` and a larger one is the contribution of the
+            larger one's outer ring alone, weights trained to lower the loss, so the larger kernel
+            looks better inside the supernet whether or not it trains better on its own;
+            separate weights compare kernels each trained for itself.
     """
 
     def __init__(
@@ -166,6 +173,7 @@ class SearchModule(ResumableModule, pl.LightningModule):
         bit_levels: str = "all",
         derive_depth: str = "joint",
         weight_paths: str = "sampled",
+        kernel_weights: str = "shared",
     ) -> None:
         super().__init__()
         from dnas.derive.budget import DEPTH_RULES, DERIVE_STRATEGIES
@@ -179,6 +187,10 @@ class SearchModule(ResumableModule, pl.LightningModule):
         if weight_paths not in WEIGHT_PATHS:
             raise DnasError(
                 f"search.weight_paths={weight_paths!r} is not one of {list(WEIGHT_PATHS)}"
+            )
+        if kernel_weights not in KERNEL_WEIGHTS:
+            raise DnasError(
+                f"search.kernel_weights={kernel_weights!r} is not one of {list(KERNEL_WEIGHTS)}"
             )
         if bit_levels not in BIT_LEVELS:
             raise DnasError(f"search.bit_levels={bit_levels!r} is not one of {list(BIT_LEVELS)}")
@@ -226,6 +238,7 @@ class SearchModule(ResumableModule, pl.LightningModule):
                 "bit_levels": bit_levels,
                 "derive_depth": derive_depth,
                 "weight_paths": weight_paths,
+                "kernel_weights": kernel_weights,
             }
         )
         self.automatic_optimization = False
@@ -234,7 +247,7 @@ class SearchModule(ResumableModule, pl.LightningModule):
         # bit levels only (``bit_levels``); results are networks of ``space``.
         self.search_space, self.search_table = search_space, search_table
         self.bit_levels = bit_levels
-        self.supernet = SuperNet(search_space, tau=tau0, hard=hard)
+        self.supernet = SuperNet(search_space, tau=tau0, hard=hard, kernel_weights=kernel_weights)
         self.expected_cost = ExpectedCost(search_table, search_space)
         self.budgets = nn.ModuleList(budgets)
         if len(front) > 1:  # the distributions not loaded in the supernet wait here

@@ -7,7 +7,7 @@ conv's input (PACT replaces the ReLU), so they are not separate modules.
 In gumbel mode (the search) the block runs at its largest width with
 
     y = BN(project(h; W_p ⊙ m(θ)))                  m(θ): fractional channel mask (width)
-    h = BN(dw(BN(expand(x)); Σ_i w_i·crop_i(W_dw)))  w: Gumbel kernel mix (kernel)
+    h = BN(dw(BN(expand(x)); Σ_i w_i·crop_i(W_dw)))  w: Gumbel kernel mix (kernel; or Σ_i w_i·W_i)
     out = x + (1 − g_skip)·y                         g_skip: Gumbel weight of "skip"
 
 so at a one-hot skip the block is exactly the identity, and every conv quantizes at its
@@ -56,6 +56,8 @@ class SearchableBlock(nn.Module):
         tau: Gumbel-softmax temperature.
         hard: straight-through one-hot kernel samples.
         clip: initial activation clips.
+        kernel_weights: ``"shared"`` (centre crops of one depthwise weight) or ``"separate"``
+            (one weight per kernel size); see ``QuantDepthwiseConv2d``.
     """
 
     def __init__(
@@ -65,6 +67,7 @@ class SearchableBlock(nn.Module):
         tau: float = 5.0,
         hard: bool = True,
         clip: float = 6.0,
+        kernel_weights: str = "shared",
     ) -> None:
         super().__init__()
         self.spec = spec
@@ -77,7 +80,9 @@ class SearchableBlock(nn.Module):
             self.expand = QuantConv2d(spec.in_channels, hidden, 1, 1, wb, ab, signed_input, clip)
             self.bn1 = SlicedBatchNorm2d(hidden)
         dw_signed = signed_input and not spec.expand
-        self.dw = QuantDepthwiseConv2d(hidden, spec.kernels, spec.stride, wb, ab, dw_signed, clip)
+        self.dw = QuantDepthwiseConv2d(
+            hidden, spec.kernels, spec.stride, wb, ab, dw_signed, clip, kernel_weights
+        )
         self.bn2 = SlicedBatchNorm2d(hidden)
         self.project = QuantConv2d(hidden, spec.out_channels, 1, 1, wb, ab, False, clip)
         self.bn3 = SlicedBatchNorm2d(spec.out_channels)

@@ -111,8 +111,7 @@ class ChildNet(QuantMobileNetV2):
                     assert src.expand is not None
                     _copy_layer(block.expand, src.expand.weight[:c], src.expand)
                     _copy_bn(block.bn1, src.bn1)
-                o = (src.dw.max_kernel - k) // 2
-                _copy_layer(block.dw, src.dw.weight[:c, :, o : o + k, o : o + k], src.dw)
+                _copy_layer(block.dw, src.dw.weight_of(k)[:c], src.dw)
                 _copy_bn(block.bn2, src.bn2)
                 _copy_layer(block.project, src.project.weight[:, :c], src.project)
                 _copy_bn(block.bn3, src.bn3)

@@ -39,6 +39,8 @@ class SuperNet(QuantMobileNetV2):
         hard: straight-through one-hot Gumbel samples.
         clip: initial PACT clips.
         channels_last: channels-last convs (faster on CPU).
+        kernel_weights: ``"shared"``: every kernel size is the centre crop of one depthwise
+            weight; ``"separate"``: one weight per size (see ``QuantDepthwiseConv2d``).
 
     Attributes:
         mode: the sampling mode (see ``set_mode``).
@@ -51,9 +53,12 @@ class SuperNet(QuantMobileNetV2):
         hard: bool = True,
         clip: float = 6.0,
         channels_last: bool = True,
+        kernel_weights: str = "shared",
     ) -> None:
         blocks = [
-            SearchableBlock(b, signed_input=b.index > 0, tau=tau, hard=hard, clip=clip)
+            SearchableBlock(
+                b, b.index > 0, tau=tau, hard=hard, clip=clip, kernel_weights=kernel_weights
+            )
             for b in space.blocks
         ]
         super().__init__(
@@ -66,6 +71,7 @@ class SuperNet(QuantMobileNetV2):
             channels_last=channels_last,
         )
         self._tau, self._hard = float(tau), bool(hard)
+        self.kernel_weights = kernel_weights
         self.mode = "gumbel"
         self._fingerprint = space.fingerprint()
         # Costed layer key → the layer (plain dict: the modules are registered above).

@@ -73,7 +73,9 @@ def load_supernet(path: str | Path, space: SearchSpace) -> SuperNet:
         ) from None
     if not isinstance(state, Mapping):
         raise TrainError(f"{path} does not hold a state dict")
-    supernet = SuperNet(space)
+    # one depthwise weight per kernel size (search.kernel_weights=separate) is stored 5-d
+    separate = any(k.endswith("dw.weight") and getattr(v, "ndim", 0) == 5 for k, v in state.items())
+    supernet = SuperNet(space, kernel_weights="separate" if separate else "shared")
     own = supernet.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
