@@ -589,10 +589,11 @@ def summary(records: list[dict]) -> str:
         out.append(
             f"\n**{t[1]} {t[2]}** ({value:.4f} {unit}; the all-8-bit widest network "
             + ("fits" if full8 else "does not fit")
-            + ")\n\n| method | architecture | from scratch: test acc (%) | budget used "
-            "| finetuned (%) |\n|---|---|---|---|---|"
+            + ")\n\n| method | architecture | from scratch: test acc (%) | vs uniform (points) "
+            "| budget used | finetuned (%) |\n|---|---|---|---|---|---|"
         )
         rows = []
+        base = None
         if chosen is not None:
             accs = [
                 r["test_acc"]
@@ -601,8 +602,9 @@ def summary(records: list[dict]) -> str:
                 and r["method"] == "uniform"
                 and r["candidate"] == chosen["candidate"]
             ]
+            base = statistics.fmean(accs)
             rows.append(
-                f"| uniform (best on validation) | {chosen['candidate']} | {_stats(accs)} "
+                f"| uniform (best on validation) | {chosen['candidate']} | {_stats(accs)} | — "
                 f"| {100 * chosen['budget_used']:.0f} % | — |"
             )
         for name in all_methods():
@@ -612,11 +614,12 @@ def summary(records: list[dict]) -> str:
             searches = [r for r in mine if r["kind"] == "search" and r["method"] == name]
             ft = [r["test_acc"] for r in mine if r["kind"] == "finetune" and r["method"] == name]
             used = ", ".join(f"{100 * r['budget_used']:.0f} %" for r in searches)
+            delta = "—" if base is None else f"{100 * (statistics.fmean(accs) - base):+.2f}"
             rows.append(
-                f"| {name} | {len(searches)} search(es) | {_stats(accs)} | {used} "
+                f"| {name} | {len(searches)} search(es) | {_stats(accs)} | {delta} | {used} "
                 f"| {_stats(ft) if ft else '—'} |"
             )
-        out += rows or ["| (nothing trained yet) | | | | |"]
+        out += rows or ["| (nothing trained yet) | | | | | |"]
         names = [c.name for c, _ in uniform_candidates_of(t)]
         seed0 = {
             r["candidate"]: r
