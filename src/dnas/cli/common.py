@@ -336,6 +336,15 @@ def handle_version(prog: str, argv: list[str] | None = None) -> None:
         sys.exit(0)
 
 
+def prepare_argv(prog: str) -> None:
+    """What every Hydra command does before Hydra parses ``sys.argv``: ``--version``,
+    ``space=PATH.yaml`` files (``file_overrides``), then unknown config names and missing sweep
+    plugins (``check_overrides``), each one line and exit status 2 when wrong."""
+    handle_version(prog)
+    file_overrides(prog)
+    check_overrides(prog)
+
+
 def check_epochs(max_epochs: Any, warmup_epochs: int = 0) -> int:
     """``trainer.max_epochs`` as a positive int leaving at least one epoch after the warm-up."""
     if isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 1:

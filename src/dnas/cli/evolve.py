@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from dnas.cli.common import check_overrides, file_overrides, handle_version, main_exit, run_command
+from dnas.cli.common import main_exit, prepare_argv, run_command
 
 if TYPE_CHECKING:  # the command imports torch and the rest only when it runs
     from rich.progress import Progress
@@ -572,9 +572,7 @@ def _hydra_main(cfg: DictConfig) -> float:
 
 
 def main() -> None:
-    handle_version("dnas-evolve")
-    file_overrides("dnas-evolve")
-    check_overrides("dnas-evolve")
+    prepare_argv("dnas-evolve")
     _hydra_main()
     main_exit("dnas-evolve")
 

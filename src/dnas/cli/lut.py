@@ -9,7 +9,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from dnas.cli.common import check_overrides, file_overrides, handle_version
+from dnas.cli.common import prepare_argv
 from dnas.errors import DnasError
 
 
@@ -162,9 +162,7 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    handle_version("dnas-lut")
-    file_overrides("dnas-lut")
-    check_overrides("dnas-lut")
+    prepare_argv("dnas-lut")
     _hydra_main()
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from dnas.cli.common import check_overrides, file_overrides, handle_version, main_exit, run_command
+from dnas.cli.common import main_exit, prepare_argv, run_command
 
 
 def resolve_init(init: str, arch_path: Path) -> str:
@@ -250,9 +250,7 @@ def _hydra_main(cfg: DictConfig) -> float:
 
 
 def main() -> None:
-    handle_version("dnas-train")
-    file_overrides("dnas-train")
-    check_overrides("dnas-train")
+    prepare_argv("dnas-train")
     _hydra_main()
     main_exit("dnas-train")
 

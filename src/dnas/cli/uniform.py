@@ -24,7 +24,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from dnas.cli.common import check_overrides, file_overrides, handle_version, main_exit, run_command
+from dnas.cli.common import main_exit, prepare_argv, run_command
 
 CANDIDATES = "candidates"
 HEADER = [
@@ -388,9 +388,7 @@ def _hydra_main(cfg: DictConfig) -> float:
 
 
 def main() -> None:
-    handle_version("dnas-uniform")
-    file_overrides("dnas-uniform")
-    check_overrides("dnas-uniform")
+    prepare_argv("dnas-uniform")
     _hydra_main()
     main_exit("dnas-uniform")
 
