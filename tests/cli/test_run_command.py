@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 import warnings
 
 import pytest
@@ -219,9 +221,6 @@ def test_read_checkpoint_refuses_foreign_truncated_and_malicious_files(tmp_path)
 
 
 def test_unknown_config_name_lists_the_valid_ones():
-    import subprocess
-    import sys
-
     out = subprocess.run(
         [sys.executable, "-m", "dnas.cli.search", "space=nope"],
         capture_output=True,
@@ -251,6 +250,77 @@ def test_check_overrides_names_the_group_and_its_configs(args, message, capsys):
     assert message in capsys.readouterr().err
     # paths, sweeps over names, additions and Hydra's own groups are Hydra's to judge
     check_overrides("dnas-search", ["space=/x/my.yaml", "data=a,b", "+x=1", "hydra/launcher=basic"])
+
+
+@pytest.mark.parametrize(
+    "prog, args, message",
+    [
+        ("dnas-lut", ["force=maybe"], "force must be true or false, got 'maybe'"),
+        ("dnas-search", ["search.hard=maybe"], "search.hard must be true or false"),
+        ("dnas-search", ["data.augment=1"], "data.augment must be true or false, got 1"),
+        ("dnas-search", ["loss.lam=nan"], "loss.lam must be a finite number, got nan"),
+        ("dnas-train", ["optimizer.momentum=nan"], "optimizer.momentum must be a finite number"),
+        ("dnas-search", ["optimizer.weights.lr=inf"], "optimizer.weights.lr must be a finite"),
+        ("dnas-search", ["data.mean=-inf"], "data.mean must be a finite number, got -inf"),
+        ("dnas-search", ["seed=-1"], "seed must be an integer in [0, 2**32 - 1], got -1"),
+        ("dnas-evolve", ["seed=4294967296"], "seed must be an integer in [0, 2**32 - 1]"),
+        ("dnas-search", ["data.limit_val=32"], "data.limit_val is not a setting of dnas-search"),
+        ("dnas-uniform", ["trainer.precision=x"], "trainer.precision is not a setting of"),
+        ("dnas-search", ["hydra.run.dir="], "hydra.run.dir= is empty"),
+    ],
+)
+def test_composed_config_is_checked_before_hydra(prog, args, message):
+    from hydra.core.global_hydra import GlobalHydra
+
+    from dnas.cli.common import CONFIG_NAMES, check_composed
+    from dnas.errors import DnasError
+
+    GlobalHydra.instance().clear()
+    with pytest.raises(DnasError) as e:
+        check_composed(prog, CONFIG_NAMES[prog], args)
+    assert message in str(e.value)
+
+
+def test_composed_check_keeps_what_is_allowed_and_protects_a_run(tmp_path):
+    from hydra.core.global_hydra import GlobalHydra
+
+    from dnas.cli.common import check_composed
+    from dnas.errors import DnasError
+
+    GlobalHydra.instance().clear()
+    # booleans, finite numbers, a new key with +, sweeps and Hydra's flags pass
+    check_composed("dnas-search", "search", ["search.hard=false", "loss.lam=0.5", "seed=7"])
+    check_composed("dnas-search", "search", ["+trainer.precision=32", "experiment=quick"])
+    check_composed("dnas-search", "search", ["-m", "seed=1,2"])
+    check_composed("dnas-search", "search", ["seed=1,2", "search.hard=maybe"])  # a sweep
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "arch.yaml").write_text("x")
+    before = sorted(p.name for p in run.iterdir())
+    with pytest.raises(DnasError, match="already holds a run"):
+        check_composed("dnas-train", "train", [f"hydra.run.dir={run}"])
+    assert sorted(p.name for p in run.iterdir()) == before  # nothing written into it
+    check_composed("dnas-train", "train", [f"hydra.run.dir={run}", "overwrite=true"])
+    check_composed("dnas-search", "search", [f"hydra.run.dir={run}", f"ckpt_path={run}/x"])
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DnasError, match="is a file"):
+        check_composed("dnas-search", "search", [f"hydra.run.dir={tmp_path / 'file'}"])
+
+
+def test_a_bad_value_is_one_line_before_hydra_writes_anything(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.json").write_text("{}")
+    out = subprocess.run(
+        [sys.executable, "-m", "dnas.cli.train", f"hydra.run.dir={run}", "arch=x"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 2
+    assert out.stderr.count("\n") == 1 and "already holds a run" in out.stderr
+    assert [p.name for p in run.iterdir()] == ["run.json"]  # no .hydra/ rewritten
 
 
 def test_a_sweep_plugin_that_is_missing_says_pip_install(monkeypatch, capsys):

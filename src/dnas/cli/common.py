@@ -336,13 +336,132 @@ def handle_version(prog: str, argv: list[str] | None = None) -> None:
         sys.exit(0)
 
 
+CONFIG_NAMES = {
+    "dnas-search": "search",
+    "dnas-train": "train",
+    "dnas-lut": "lut",
+    "dnas-evolve": "evolve",
+    "dnas-uniform": "uniform",
+}
+"""Each Hydra command's primary config."""
+
+
 def prepare_argv(prog: str) -> None:
     """What every Hydra command does before Hydra parses ``sys.argv``: ``--version``,
-    ``space=PATH.yaml`` files (``file_overrides``), then unknown config names and missing sweep
-    plugins (``check_overrides``), each one line and exit status 2 when wrong."""
+    ``space=PATH.yaml`` files (``file_overrides``), unknown config names and missing sweep
+    plugins (``check_overrides``), then the composed config (``check_composed``), each one line
+    and exit status 2 when wrong. Hydra writes ``.hydra/`` into the run directory before a
+    command's own checks run, so what would make a run refuse its directory is checked here."""
     handle_version(prog)
     file_overrides(prog)
     check_overrides(prog)
+    try:
+        check_composed(prog, CONFIG_NAMES[prog])
+    except DnasError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _leaves(node: Any, prefix: str = ""):
+    """``(dotted key, value)`` of every leaf of a plain container."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _leaves(v, f"{prefix}{k}.")
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _leaves(v, f"{prefix[:-1]}[{i}].")
+    else:
+        yield prefix[:-1], node
+
+
+def check_composed(prog: str, config_name: str, argv: list[str] | None = None) -> None:
+    """Compose the config a command line asks for, as Hydra will, and refuse before Hydra runs:
+
+    - an override of a key the config does not have (Hydra: five lines, exit 1);
+    - a value that is not true or false where the config holds a boolean (``force=maybe`` would
+      count as true);
+    - a number that is NaN or infinite (no setting means either);
+    - ``seed`` outside ``[0, 2**32 - 1]``;
+    - ``hydra.run.dir=`` empty, a file, or a directory holding a run while the command neither
+      resumes nor overwrites (Hydra would rewrite the run's ``.hydra/`` before the refusal).
+
+    Sweeps (``-m``, ``a,b``) and Hydra's own flags are left to Hydra; so is a composition that
+    fails for another reason (Hydra says it better). ``argv`` defaults to ``sys.argv[1:]``.
+
+    Raises:
+        DnasError: naming the key and what is allowed.
+    """
+    import math
+
+    args = sys.argv[1:] if argv is None else list(argv)
+    if any(a.startswith("-") for a in args):
+        return  # -m, --cfg, --help, -c ...: Hydra's own
+    overrides = [a for a in args if "=" in a]
+    if any("," in a.partition("=")[2] and not a.partition("=")[2].startswith("[") for a in args):
+        return  # a sweep over values
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    if GlobalHydra.instance().is_initialized():
+        return  # inside a running Hydra app (tests composing configs): nothing to pre-check
+    groups = [a for a in overrides if _is_group_override(a)]
+    try:
+        with initialize_config_module("dnas.conf", version_base="1.3"):
+            cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
+            base = compose(config_name, overrides=groups)
+    except Exception as e:  # Hydra's composition errors come in several types
+        text = f"{e}\n{e.__cause__ or ''}"
+        if "not in struct" in text:
+            key = next(
+                (a.partition("=")[0] for a in overrides if f"'{a.partition('=')[0]}'" in text),
+                None,
+            )
+            if key is not None:
+                raise DnasError(
+                    f"{key} is not a setting of {prog} (see {prog} --cfg job; a new key needs "
+                    f"+{key}=...)"
+                ) from None
+        return
+    given = {a.partition("=")[0].lstrip("+") for a in overrides}
+    try:
+        plain = OmegaConf.to_container(cfg, resolve=False)
+        defaults = dict(_leaves(OmegaConf.to_container(base, resolve=False)))
+    except Exception:
+        return
+    for key, value in _leaves({k: v for k, v in plain.items() if k != "hydra"}):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise DnasError(f"{key} must be a finite number, got {value}")
+        if key in given and isinstance(defaults.get(key), bool) and not isinstance(value, bool):
+            raise DnasError(f"{key} must be true or false, got {value!r}")
+    seed = plain.get("seed")
+    if isinstance(seed, int) and not isinstance(seed, bool) and not 0 <= seed < 2**32:
+        raise DnasError(f"seed must be an integer in [0, 2**32 - 1], got {seed}")
+    run_dir = next((a.partition("=")[2] for a in args if a.startswith("hydra.run.dir=")), None)
+    if run_dir is None:
+        return
+    if not run_dir.strip():
+        raise DnasError("hydra.run.dir= is empty; give the directory the run should write")
+    out = Path(run_dir).expanduser()
+    if out.exists() and not out.is_dir():
+        raise DnasError(f"hydra.run.dir={run_dir} is a file; give hydra.run.dir= a directory")
+    resuming = bool(plain.get("ckpt_path") or plain.get("resume"))
+    found = [m for m in RUN_MARKERS if (out / m).exists()]
+    if found and not (resuming or plain.get("overwrite") is True) and config_name != "lut":
+        raise DnasError(
+            f"{out} already holds a run ({', '.join(found)}); it is not overwritten: give another "
+            "hydra.run.dir=, resume it with ckpt_path=, or overwrite=true to replace it"
+        )
+
+
+def _is_group_override(arg: str) -> bool:
+    """Whether ``GROUP=NAME`` picks an option of one of dnas's config groups."""
+    from importlib import resources
+
+    group = arg.partition("=")[0].lstrip("+")
+    if not group or group.startswith("hydra"):
+        return group.startswith("hydra.searchpath")
+    return resources.files("dnas.conf").joinpath(*group.split("/")).is_dir()
 
 
 def check_epochs(max_epochs: Any, warmup_epochs: int = 0) -> int:
