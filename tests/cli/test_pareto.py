@@ -244,6 +244,16 @@ def test_a_yaml_without_cost_is_skipped(tmp_path, space, capsys):
     assert len(read_rows(tmp_path / "pareto.csv")) == 1
 
 
+@pytest.mark.parametrize("lat", [float("nan"), -5.0, 0.0, float("inf")])
+def test_a_yaml_with_an_impossible_cost_is_skipped(tmp_path, space, capsys, lat):
+    make_run(tmp_path / "m" / "0", space, 0, None, False, lat=lat, en=0.1, acc=0.95)
+    make_run(tmp_path / "m" / "1", space, 1, None, False, lat=0.1, en=0.1, acc=0.9)
+    assert main([str(tmp_path / "m"), "-o", str(tmp_path)]) == 0
+    assert "latency_ms=" in capsys.readouterr().err
+    rows = read_rows(tmp_path / "pareto.csv")
+    assert len(rows) == 1 and float(rows[0]["latency_ms"]) == 0.1
+
+
 @pytest.mark.parametrize("case", ["missing", "empty", "file", "only_unreadable"])
 def test_errors(tmp_path, capsys, case):
     target = tmp_path / "d"

@@ -105,3 +105,23 @@ def test_buffers_too_small_named():
     hw = BitFusionConfig(wbuf_bytes=1, ibuf_bytes=1, obuf_bytes=1)
     with pytest.raises(ValueError, match="no tiling"):
         layer_cost(LayerShape(8, 8, 1, 1, 4, 1, 8, 8), hw)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("freq_mhz", float("nan")),
+        ("freq_mhz", float("inf")),
+        ("e_core_nj_per_cycle", float("inf")),
+        ("e_core_nj_per_cycle", 1e308),
+        ("e_dram_nj_per_bit", float("nan")),
+        ("e_dram_nj_per_bit", -1.0),
+    ],
+)
+def test_hardware_constants_that_give_no_finite_cost_are_refused(field, value):
+    from dnas.cost.hardware import BitFusionConfig
+    from dnas.errors import DnasError
+
+    with pytest.raises(DnasError, match=f"hardware.{field} must be"):
+        BitFusionConfig.from_dict({**BitFusionConfig().to_dict(), field: value})
+    BitFusionConfig.from_dict({**BitFusionConfig().to_dict(), field: 2.0})

@@ -130,6 +130,28 @@ def test_measured_csv_missing_entries_reported(space, table, tmp_path):
         import_csv(tmp_path / "bad.csv", space, "dev")
 
 
+@pytest.mark.parametrize("value", ["inf", "nan", "1e300", "-1"])
+def test_measured_costs_that_are_not_finite_are_refused(space, table, tmp_path, value):
+    table.to_csv(tmp_path / "m.csv")
+    lines = (tmp_path / "m.csv").read_text().splitlines()
+    lines[5] = lines[5].rsplit(",", 1)[0] + f",{value}"
+    (tmp_path / "x.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(TableError, match=r"x.csv:6: latency_ms and energy_mj must be finite"):
+        import_csv(tmp_path / "x.csv", space, "dev")
+
+
+def test_a_grid_point_measured_twice_with_other_costs_is_refused(space, table, tmp_path):
+    table.to_csv(tmp_path / "m.csv")
+    lines = (tmp_path / "m.csv").read_text().splitlines()
+    same = [*lines, lines[3]]  # a repeated identical row is harmless
+    (tmp_path / "same.csv").write_text("\n".join(same) + "\n")
+    import_csv(tmp_path / "same.csv", space, "dev")
+    other = [*lines, lines[3].rsplit(",", 2)[0] + ",999.0,999.0"]
+    (tmp_path / "dup.csv").write_text("\n".join(other) + "\n")
+    with pytest.raises(TableError, match=rf"dup.csv:{len(other)}: .* measured on line 4 already"):
+        import_csv(tmp_path / "dup.csv", space, "dev")
+
+
 def test_unfittable_space_named(space):
     with pytest.raises(TableError, match="fit no tiling"):
         build_table(space, BitFusionConfig(obuf_bytes=64), backend="torch")

@@ -94,6 +94,12 @@ def test_export_refuses_a_truncated_model_and_a_file_as_output(train_run, tmp_pa
     assert main([str(run), "-o", str(tmp_path / "taken"), "--no-onnx"]) == 2
     assert "is a file; give a directory" in capsys.readouterr().err
     assert (tmp_path / "taken").read_text() == "mine"
+    assert main([str(run), "-o", str(tmp_path / "taken" / "sub"), "--no-onnx"]) == 2
+    assert "taken is a file, not a directory" in capsys.readouterr().err
+    for n in ("0", "-3", "100000000000000000000"):
+        assert main([str(run), "--check-batches", n, "--no-onnx"]) == 2
+        assert "--check-batches must be a whole number in [1, 1000]" in capsys.readouterr().err
+    assert not (run / "export").exists()
     data = (run / "model.pt").read_bytes()
     (run / "model.pt").write_bytes(data[: len(data) // 2])
     assert main([str(run), "--no-onnx"]) == 2

@@ -45,6 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+MAX_CHECK_BATCHES = 1000
+"""At most this many random batches of 64 inputs are compared (a larger count ran for hours)."""
+
+
 def _normalization(run_dir: Path) -> dict[str, str]:
     from dnas.cli.common import read_run_record
 
@@ -117,15 +121,23 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not run_dir.is_dir():
             raise TrainError(f"{run_dir}: no such run directory")
+        if not 1 <= args.check_batches <= MAX_CHECK_BATCHES:
+            raise TrainError(
+                f"--check-batches must be a whole number in [1, {MAX_CHECK_BATCHES}], "
+                f"got {args.check_batches}"
+            )
         if out.exists() and not out.is_dir():
             raise TrainError(f"-o {out} is a file; give a directory (created if missing)")
+        if any(p.exists() and not p.is_dir() for p in out.parents):
+            bad = next(p for p in out.parents if p.exists() and not p.is_dir())
+            raise TrainError(f"-o {out}: {bad} is a file, not a directory")
         report = export_run(run_dir, out, onnx=not args.no_onnx, check_batches=args.check_batches)
     except (TrainError, ValueError, FileNotFoundError) as e:
         print(f"dnas-export: error: {e}", file=sys.stderr)
         return 2
     for kind, path in report["written"].items():
         print(f"{kind:12s} {path}")
-    n = 64 * max(1, args.check_batches)
+    n = 64 * args.check_batches
     print(
         f"check on {n} random inputs: integer reference top-1 agreement "
         f"{100 * report['integer_top1_agreement']:.2f}% (max |Δlogit| "

@@ -266,6 +266,10 @@ def read_run(arch_path: Path) -> Row:
     missing = [k for k in ("latency_ms", "energy_mj") if k not in m]
     if missing:
         raise RunError(f"{arch_path}: no {' or '.join(missing)} in its metrics")
+    for k in ("latency_ms", "energy_mj"):
+        v = m[k]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < math.inf:
+            raise RunError(f"{arch_path}: {k}={v!r} is not a cost (a finite positive number)")
     method, record = run_method(run_dir)
     scratch = None
     if method == TRAIN:

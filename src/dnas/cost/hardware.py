@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -13,6 +14,10 @@ from typing import Any
 import yaml
 
 from dnas.errors import DnasError
+
+MAX_CONSTANT = 1e12
+"""The largest magnitude a real-valued hardware constant may take: costs stay finite (a constant
+of 1e308 gave infinite energy, NaN or inf ones NaN or zero latency, with exit 0)."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,11 @@ class BitFusionConfig:
             else:
                 if isinstance(v, bool) or not isinstance(v, (int, float)):
                     raise DnasError(f"hardware.{f.name} must be a number, got {v!r}")
+                if not math.isfinite(v) or abs(v) > MAX_CONSTANT:
+                    raise DnasError(
+                        f"hardware.{f.name} must be a finite number of at most {MAX_CONSTANT:g}, "
+                        f"got {v}"
+                    )
                 if f.name.startswith("e_") and v < 0:
                     raise DnasError(f"hardware.{f.name} must be >= 0, got {v}")
                 if not f.name.startswith("e_") and v <= 0:

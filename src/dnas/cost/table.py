@@ -385,6 +385,11 @@ def build_table(
     return table
 
 
+MAX_MEASURED = 1e9
+"""The largest measured latency (ms) or energy (mJ) one layer may have in an imported CSV: a
+network's sum stays finite (``inf`` and ``1e300`` made tables whose totals were not)."""
+
+
 def import_csv(path: str | Path, space: SearchSpace, device_name: str, batch: int = 1) -> CostTable:
     """A table from measured costs: a CSV with CSV_COLUMNS, one row per grid point.
 
@@ -396,6 +401,7 @@ def import_csv(path: str | Path, space: SearchSpace, device_name: str, batch: in
         raise TableError(f"{path}: no such file")
     layers = {c.key: c for c in space.costed_layers()}
     values: dict = {}
+    lines: dict = {}  # grid point -> the line it was first read on
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         miss = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
@@ -429,9 +435,20 @@ def import_csv(path: str | Path, space: SearchSpace, device_name: str, batch: in
                     f"{path}:{line}: (kernel, width, w_bits, a_bits)={point} is not "
                     f"on the grid of ({key.role}, block {key.block})"
                 ) from None
-            if not (lat >= 0 and en >= 0):
-                raise TableError(f"{path}:{line}: latency_ms and energy_mj must be >= 0")
+            if not (0 <= lat <= MAX_MEASURED and 0 <= en <= MAX_MEASURED):
+                raise TableError(
+                    f"{path}:{line}: latency_ms and energy_mj must be finite numbers in "
+                    f"[0, {MAX_MEASURED:g}], got {row['latency_ms']}, {row['energy_mj']}"
+                )
+            seen = lines.get((key, idx))
+            if seen is not None and values[(key, idx)] != (lat, en):
+                raise TableError(
+                    f"{path}:{line}: ({key.role}, block {key.block}, kernel, width, w_bits, "
+                    f"a_bits={point}) was measured on line {seen} already, with other costs; "
+                    "keep one row per grid point"
+                )
             values[(key, idx)] = (lat, en)
+            lines.setdefault((key, idx), line)
     entries, missing = {}, []
     for key, cl in layers.items():
         shape = cl.grid_shape()
