@@ -143,3 +143,11 @@ def test_the_csv_is_not_written_over_the_table_or_a_file(tmp_path):
 def test_a_directory_is_refused(tmp_path, key):
     with pytest.raises(DnasError, match=f"{key}=.* is a directory"):
         run(cfg_for(f"{key}={tmp_path}", "backend=torch"))
+
+
+@pytest.mark.parametrize("key", ["out", "export_csv"])
+def test_a_path_under_a_file_is_refused_before_building(tmp_path, key):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(DnasError, match=f"{key}=.*: .*notes.txt is a file, not a directory"):
+        run(cfg_for(f"{key}={tmp_path / 'notes.txt' / 't.pt'}", "backend=torch"))
+    assert (tmp_path / "notes.txt").read_text() == "mine"

@@ -267,6 +267,8 @@ def test_check_overrides_names_the_group_and_its_configs(args, message, capsys):
         ("dnas-search", ["data.limit_val=32"], "data.limit_val is not a setting of dnas-search"),
         ("dnas-uniform", ["trainer.precision=x"], "trainer.precision is not a setting of"),
         ("dnas-search", ["hydra.run.dir="], "hydra.run.dir= is empty"),
+        ("dnas-train", ["train.bn_batches=abc"], "train.bn_batches must be a number, got 'abc'"),
+        ("dnas-search", ["search.tau0=hot"], "search.tau0 must be a number, got 'hot'"),
     ],
 )
 def test_composed_config_is_checked_before_hydra(prog, args, message):
@@ -291,6 +293,7 @@ def test_composed_check_keeps_what_is_allowed_and_protects_a_run(tmp_path):
     # booleans, finite numbers, a new key with +, sweeps and Hydra's flags pass
     check_composed("dnas-search", "search", ["search.hard=false", "loss.lam=0.5", "seed=7"])
     check_composed("dnas-search", "search", ["+trainer.precision=32", "experiment=quick"])
+    check_composed("dnas-search", "search", ["trainer.devices=auto", "threads=2"])
     check_composed("dnas-search", "search", ["-m", "seed=1,2"])
     check_composed("dnas-search", "search", ["seed=1,2", "search.hard=maybe"])  # a sweep
     run = tmp_path / "run"
@@ -345,6 +348,7 @@ def test_a_sweep_plugin_that_is_missing_says_pip_install(monkeypatch, capsys):
         (["optimizer.weights.lr=-1"], "optimizer.weights: Invalid learning rate: -1"),
         (["+trainer.max_epoch=1"], "trainer.max_epoch is not an argument of "),
         (["+trainer.max_epoch=1"], "did you mean trainer.max_epochs?"),
+        (["scheduler.T_max=0"], "scheduler: "),
     ],
 )
 def test_check_config_before_any_work(overrides, message):
@@ -374,6 +378,15 @@ def test_an_instantiation_type_error_is_the_configs_fault():
     err = user_error(wrapped)
     assert isinstance(err, DnasError)
     assert str(err) == "data: '<' not supported between instances of 'str' and 'int'"
+
+    from lightning_fabric.utilities.exceptions import MisconfigurationException
+
+    gpu = InstantiationException("Error in call to target 'Trainer':\nfull_key: trainer")
+    gpu.__cause__ = MisconfigurationException("No supported gpu backend found!")
+    assert str(user_error(gpu)) == "trainer: No supported gpu backend found!"
+    other = InstantiationException("Error in call to target 'X'")
+    other.__cause__ = RuntimeError("a bug")
+    assert user_error(other) is None
 
 
 def test_a_refused_run_leaves_no_empty_date_directory(tmp_path):

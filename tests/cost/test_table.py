@@ -10,7 +10,7 @@ import torch
 from dnas.cost.hardware import BitFusionConfig
 from dnas.cost.layer import arch_layer_shapes
 from dnas.cost.oracle import layer_cost
-from dnas.cost.table import CostTable, TableError, build_table, import_csv
+from dnas.cost.table import CostTable, TableError, build_table, import_csv, load_or_build
 from dnas.space import load_space
 
 
@@ -150,6 +150,20 @@ def test_a_grid_point_measured_twice_with_other_costs_is_refused(space, table, t
     (tmp_path / "dup.csv").write_text("\n".join(other) + "\n")
     with pytest.raises(TableError, match=rf"dup.csv:{len(other)}: .* measured on line 4 already"):
         import_csv(tmp_path / "dup.csv", space, "dev")
+
+
+def test_a_table_path_that_is_a_directory_or_under_a_file_is_refused_before_building(
+    space, tmp_path, monkeypatch
+):
+    from dnas.cost import table as table_module
+
+    monkeypatch.setattr(table_module, "build_table", lambda *a, **k: pytest.fail("built"))
+    with pytest.raises(TableError, match="is a directory; give the table's file"):
+        load_or_build(space, BitFusionConfig(), tmp_path)
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(TableError, match=r"notes\.txt is a file, not a directory"):
+        load_or_build(space, BitFusionConfig(), tmp_path / "notes.txt" / "t.pt")
+    assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
 def test_unfittable_space_named(space):

@@ -95,6 +95,9 @@ def test_foreign_architecture_is_refused_before_training(tmp_path, search_run):
     assert not (tmp_path / "out").exists()
     with pytest.raises(TrainError, match="not found"):
         run(compose_config("train", *TRAIN, f"arch={tmp_path}/nope"), output_dir=tmp_path / "o")
+    (tmp_path / "model.pt").write_bytes(bytes(range(256)))
+    with pytest.raises(TrainError, match=r"model.pt is not a dnas architecture \(binary"):
+        run(compose_config("train", *TRAIN, f"arch={tmp_path}/model.pt"), output_dir=tmp_path / "o")
 
 
 def test_foreign_or_untrusted_checkpoint_is_refused(tmp_path, search_run):

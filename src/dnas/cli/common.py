@@ -379,7 +379,7 @@ def check_composed(prog: str, config_name: str, argv: list[str] | None = None) -
 
     - an override of a key the config does not have (Hydra: five lines, exit 1);
     - a value that is not true or false where the config holds a boolean (``force=maybe`` would
-      count as true);
+      count as true), or a string where it holds a number (``train.bn_batches=abc``);
     - a number that is NaN or infinite (no setting means either);
     - ``seed`` outside ``[0, 2**32 - 1]``;
     - ``hydra.run.dir=`` empty, a file, or a directory holding a run while the command neither
@@ -432,8 +432,15 @@ def check_composed(prog: str, config_name: str, argv: list[str] | None = None) -
     for key, value in _leaves({k: v for k, v in plain.items() if k != "hydra"}):
         if isinstance(value, float) and not math.isfinite(value):
             raise DnasError(f"{key} must be a finite number, got {value}")
-        if key in given and isinstance(defaults.get(key), bool) and not isinstance(value, bool):
+        if key not in given:
+            continue
+        default = defaults.get(key)
+        if isinstance(default, bool) and not isinstance(value, bool):
             raise DnasError(f"{key} must be true or false, got {value!r}")
+        number = isinstance(default, (int, float)) and not isinstance(default, bool)
+        # Lightning's Trainer takes strings for several numbers (devices=auto): its own to judge
+        if number and isinstance(value, str) and not key.startswith("trainer."):
+            raise DnasError(f"{key} must be a number, got {value!r}")
     seed = plain.get("seed")
     if isinstance(seed, int) and not isinstance(seed, bool) and not 0 <= seed < 2**32:
         raise DnasError(f"seed must be an integer in [0, 2**32 - 1], got {seed}")
@@ -479,6 +486,14 @@ def check_epochs(max_epochs: Any, warmup_epochs: int = 0) -> int:
     return max_epochs
 
 
+def _misconfiguration() -> type[BaseException]:
+    """Lightning's error for a trainer setting this machine cannot honour (``accelerator=gpu``
+    without a GPU)."""
+    from lightning_fabric.utilities.exceptions import MisconfigurationException
+
+    return MisconfigurationException
+
+
 def user_error(e: BaseException) -> BaseException | None:
     """The error a user can fix behind ``e`` (unwrapping Hydra's instantiation error), or None.
 
@@ -495,7 +510,7 @@ def user_error(e: BaseException) -> BaseException | None:
         cause = e.__cause__
         if (
             isinstance(e, InstantiationException)
-            and isinstance(cause, (TypeError, ValueError))
+            and isinstance(cause, (TypeError, ValueError, _misconfiguration()))
             and not isinstance(cause, DnasError)
         ):
             import re
@@ -529,9 +544,9 @@ def _one_line(e: BaseException) -> str:
 
 def check_config(cfg: Any) -> None:
     """What every command checks before any work: ``seed`` an integer, every ``trainer.*`` key
-    one ``pytorch_lightning.Trainer`` takes (``+trainer.max_epoch=1`` names ``max_epochs``), and
+    one ``pytorch_lightning.Trainer`` takes (``+trainer.max_epoch=1`` names ``max_epochs``),
     every optimiser of ``optimizer`` built on a dummy parameter (``lr=-1`` is refused here, not
-    after the data and table are loaded).
+    after the data and table are loaded), and ``scheduler`` stepped on it (``T_max=0``).
 
     Raises:
         DnasError: naming the key and what is allowed.
@@ -565,13 +580,29 @@ def check_config(cfg: Any) -> None:
             for k, v in opt.items()
             if isinstance(v, DictConfig) and "_target_" in v
         }
+    optimizer = None
     for key, spec in groups.items():
         try:
             make = instantiate(spec)
-            make([torch.nn.Parameter(torch.zeros(1))])
+            built = make([torch.nn.Parameter(torch.zeros(1))])
         except Exception as e:
             cause = e.__cause__ if e.__cause__ is not None else e
             raise DnasError(f"{key}: {_one_line(cause)}") from None
+        optimizer = built if optimizer is None else optimizer
+    sched = cfg.get("scheduler")
+    if optimizer is not None and isinstance(sched, DictConfig) and "_target_" in sched:
+        # a few steps on the dummy optimizer: CosineAnnealingLR(T_max=0) divides by zero there,
+        # one epoch into training otherwise
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                scheduler = instantiate(sched)(optimizer)
+                for _ in range(3):
+                    optimizer.step()
+                    scheduler.step()
+        except Exception as e:
+            cause = e.__cause__ if e.__cause__ is not None else e
+            raise DnasError(f"scheduler: {_one_line(cause)}") from None
 
 
 _FAILED: list[str] = []  # jobs of this process's multirun that failed on bad input

@@ -41,6 +41,9 @@ def check_outputs(cfg: DictConfig, out: Path, named: bool) -> None:
     for name, path in (("out", out), ("export_csv", cfg.export_csv)):
         if path and Path(path).is_dir():
             raise DnasError(f"{name}={path} is a directory; give a file path")
+        blocked = [p for p in Path(path or ".").parents if p.exists() and not p.is_dir()]
+        if path and blocked:
+            raise DnasError(f"{name}={path}: {blocked[-1]} is a file, not a directory")
     if cfg.export_csv and Path(cfg.export_csv).resolve() == out.resolve():
         raise DnasError(
             f"export_csv={cfg.export_csv} is the table's own file (out): give the CSV another path"

@@ -511,6 +511,11 @@ def load_or_build(
     """
     named = bool(path)
     path = Path(path) if path else default_table_path(space, hw, batch)
+    if named and path.exists() and not path.is_file():
+        raise TableError(f"table.path={path} is a directory; give the table's file (.pt)")
+    if named and any(p.exists() and not p.is_dir() for p in path.parents):
+        bad = next(p for p in path.parents if p.exists() and not p.is_dir())
+        raise TableError(f"table.path={path}: {bad} is a file, not a directory")
     if path.is_file():
         try:
             return CostTable.load(path, space, hw), path, False

@@ -41,6 +41,11 @@ def load_arch(path: Path, space: SearchSpace) -> Architecture:
     """Read ``path`` and check that it is an architecture of ``space``."""
     try:
         arch = Architecture.load(path)
+    except UnicodeDecodeError:
+        raise TrainError(
+            f"{path} is not a dnas architecture (binary, not YAML text): give an arch.yaml or "
+            "the run directory holding it"
+        ) from None
     except (SpaceError, yaml.YAMLError) as e:
         raise TrainError(f"{path} is not a dnas architecture: {e}") from None
     try:
