@@ -124,6 +124,23 @@ def test_bad_input_fails_before_training(in_tmp, capsys, args, message):
     assert not (in_tmp / "outputs").exists()
 
 
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--model.nope=1"], "unrecognized arguments: --model.nope=1"),
+        (["--trainer.max_epochs=abc"], 'Parser key "trainer.max_epochs"'),
+        (["--config", "missing.yaml"], "File does not exist"),
+    ],
+)
+def test_bad_arguments_are_one_line_not_the_usage(in_tmp, capsys, args, message):
+    with pytest.raises(SystemExit) as done:
+        main(["fit", *args])
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert err.startswith("dnas-fit: error: ") and message in err and "--help" in err
+
+
 def test_version_and_help(capsys):
     from dnas import __version__
     from dnas.cli.fit import SUBCOMMAND_HELP

@@ -60,6 +60,20 @@ def _cli_class():
     from dnas.errors import NonFiniteLossError
     from dnas.space import load_space
 
+    class OneLineParser(LightningArgumentParser):
+        """Bad arguments are one line naming the problem, as in the other commands (jsonargparse
+        prints the whole usage, some 70 lines, above it)."""
+
+        def error(self, message: str, ex: Exception | None = None):  # type: ignore[override]
+            if not self.exit_on_error:
+                return super().error(message, ex)
+            text = " ".join(str(message).split())
+            if len(text) > 400:
+                text = text[:397] + "..."
+            prog = self.prog.replace(" [options]", "")
+            sys.stderr.write(f"dnas-fit: error: {text} ({prog} --help lists the options)\n")
+            self.exit(2)
+
     class SearchCLI(LightningCLI):
         """LightningCLI with the search's outputs callback and its pre-training summary."""
 
@@ -147,6 +161,7 @@ def _cli_class():
         def before_test(self) -> None:
             self._announce()
 
+    SearchCLI.parser_class = OneLineParser
     return SearchCLI
 
 
@@ -162,7 +177,8 @@ def build_cli(args: list[str] | None = None, run: bool = True):
         "description": "dnas-fit: the differentiable search as a LightningCLI (fit, validate, "
         "test); `dnas-fit fit` alone runs the search dnas-search runs with no arguments.",
     }
-    return _cli_class()(
+    cli = _cli_class()
+    return cli(
         SearchModule,
         SplitDataModule,
         subclass_mode_data=True,
@@ -171,6 +187,7 @@ def build_cli(args: list[str] | None = None, run: bool = True):
         if run
         else {**main_parser, **defaults},
         auto_configure_optimizers=False,
+        parser_class=cli.parser_class,
         args=args,
         run=run,
     )
