@@ -489,3 +489,34 @@ def test_a_stopped_run_is_marked_incomplete_until_it_finishes(tmp_path, capsys):
         assert not (tmp_path / INCOMPLETE).exists()
     finally:
         HydraConfig.instance().cfg = None
+
+
+@pytest.mark.parametrize("terminated, code", [(True, 143), (False, 130)])
+def test_a_signal_before_the_run_handles_it_is_one_line(capsys, monkeypatch, terminated, code):
+    """SIGTERM (the handler ``hydra_entry`` installs raises ``Terminated``) or Ctrl-C during
+    start-up, the table or the data: one line and 143 / 130, no traceback."""
+    from dnas.cli.common import Terminated, hydra_entry, run_command
+
+    def stop(*args):
+        raise Terminated() if terminated else KeyboardInterrupt()
+
+    with pytest.raises(SystemExit) as e:
+        run_command("dnas-search", stop, None)
+    assert e.value.code == code
+    name = "SIGTERM" if terminated else "an interrupt"
+    err = capsys.readouterr().err
+    assert (
+        err
+        == f"dnas-search: stopped by {name} before its first checkpoint; no result was written\n"
+    )
+    import signal
+
+    before = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(sys, "argv", ["dnas-search"])
+    try:
+        with pytest.raises(SystemExit) as e:
+            hydra_entry("dnas-search", stop)
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert e.value.code == code
+    assert capsys.readouterr().err == f"dnas-search: stopped by {name}; no result was written\n"

@@ -346,6 +346,32 @@ CONFIG_NAMES = {
 """Each Hydra command's primary config."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM outside the phases that handle it themselves (start-up, table, data): raised by
+    the handler ``hydra_entry`` installs, so it unwinds like Ctrl-C and exits 143 with a line."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+def hydra_entry(prog: str, hydra_main: Callable[[], Any]) -> None:
+    """A Hydra command's ``main()``: ``prepare_argv``, the Hydra app, ``main_exit``; a signal
+    before the run's own handling starts is one line and exit 143 (SIGTERM) or 130 (Ctrl-C),
+    never a traceback."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        prepare_argv(prog)
+        hydra_main()
+    except KeyboardInterrupt as e:
+        name, code = ("SIGTERM", 143) if isinstance(e, Terminated) else ("an interrupt", 130)
+        print(f"{prog}: stopped by {name}; no result was written", file=sys.stderr)
+        sys.exit(code)
+    main_exit(prog)
+
+
 def prepare_argv(prog: str) -> None:
     """What every Hydra command does before Hydra parses ``sys.argv``: ``--version``,
     ``space=PATH.yaml`` files (``file_overrides``), unknown config names and missing sweep
@@ -626,6 +652,14 @@ def run_command(prog: str, run: Callable[[Any], Any], cfg: Any) -> Any:
     multirun = hc is not None and hc.mode == RunMode.MULTIRUN
     try:
         result = run(cfg)
+    except KeyboardInterrupt as e:  # a signal before Lightning's own handling (table, data)
+        name, code = ("SIGTERM", 143) if isinstance(e, Terminated) else ("an interrupt", 130)
+        stopped = f"stopped by {name} before its first checkpoint; no result was written"
+        if out is not None:
+            discard_if_empty(out)
+            mark_incomplete(out, f"{prog}: {stopped}")
+        print(f"{prog}: {stopped}", file=sys.stderr)
+        sys.exit(code)
     except Interrupted as e:
         if out is not None:
             mark_incomplete(out, f"{prog}: {e}")

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from dnas.cli.common import main_exit, prepare_argv, run_command
+from dnas.cli.common import hydra_entry, run_command
 
 if TYPE_CHECKING:  # the command imports torch and the rest only when it runs
     from rich.progress import Progress
@@ -572,9 +572,7 @@ def _hydra_main(cfg: DictConfig) -> float:
 
 
 def main() -> None:
-    prepare_argv("dnas-evolve")
-    _hydra_main()
-    main_exit("dnas-evolve")
+    hydra_entry("dnas-evolve", _hydra_main)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from dnas.cli.common import prepare_argv
+from dnas.cli.common import hydra_entry
 from dnas.errors import DnasError
 
 
@@ -165,8 +165,7 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    prepare_argv("dnas-lut")
-    _hydra_main()
+    hydra_entry("dnas-lut", _hydra_main)
 
 
 if __name__ == "__main__":

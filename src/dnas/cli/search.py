@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from dnas.cli.common import main_exit, prepare_argv, run_command
+from dnas.cli.common import hydra_entry, run_command
 
 OBJECTIVES = ("test_acc", "val_acc")  # what run() may return: metrics of the derived network
 
@@ -184,9 +184,7 @@ def _hydra_main(cfg: DictConfig) -> float:
 
 
 def main() -> None:
-    prepare_argv("dnas-search")
-    _hydra_main()
-    main_exit("dnas-search")
+    hydra_entry("dnas-search", _hydra_main)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from dnas.cli.common import main_exit, prepare_argv, run_command
+from dnas.cli.common import hydra_entry, run_command
 
 
 def resolve_init(init: str, arch_path: Path) -> str:
@@ -250,9 +250,7 @@ def _hydra_main(cfg: DictConfig) -> float:
 
 
 def main() -> None:
-    prepare_argv("dnas-train")
-    _hydra_main()
-    main_exit("dnas-train")
+    hydra_entry("dnas-train", _hydra_main)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from dnas.cli.common import main_exit, prepare_argv, run_command
+from dnas.cli.common import hydra_entry, run_command
 
 CANDIDATES = "candidates"
 HEADER = [
@@ -388,9 +388,7 @@ def _hydra_main(cfg: DictConfig) -> float:
 
 
 def main() -> None:
-    prepare_argv("dnas-uniform")
-    _hydra_main()
-    main_exit("dnas-uniform")
+    hydra_entry("dnas-uniform", _hydra_main)
 
 
 if __name__ == "__main__":
