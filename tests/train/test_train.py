@@ -12,6 +12,7 @@ from dnas.cli.train import evaluate, run
 from dnas.cost.hardware import BitFusionConfig
 from dnas.cost.table import load_or_build
 from dnas.data import SyntheticDataModule
+from dnas.errors import DnasError
 from dnas.space import Architecture, load_space
 from dnas.supernet import ChildNet, SuperNet
 from dnas.train import TrainError, init_child, load_child, load_supernet
@@ -98,6 +99,28 @@ def test_foreign_architecture_is_refused_before_training(tmp_path, search_run):
     (tmp_path / "model.pt").write_bytes(bytes(range(256)))
     with pytest.raises(TrainError, match=r"model.pt is not a dnas architecture \(binary"):
         run(compose_config("train", *TRAIN, f"arch={tmp_path}/model.pt"), output_dir=tmp_path / "o")
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.warmup_epochs=-1", "train.warmup_epochs must be >= 0"),
+        ("train.label_smoothing=1.5", r"train.label_smoothing must be in \[0, 1\)"),
+        ("train.bn_batches=-2", "train.bn_batches must be >= 0"),
+    ],
+)
+def test_finetune_settings_are_refused_before_any_work(
+    tmp_path, search_run, monkeypatch, override, message
+):
+    import dnas.train.load as load
+
+    monkeypatch.setattr(load, "init_child", lambda *a, **k: pytest.fail("work started"))
+    cfg = compose_config(
+        "train", *TRAIN, f"arch={search_run}", f"init={search_run}/supernet.pt", override
+    )
+    with pytest.raises(DnasError, match=message):
+        run(cfg, output_dir=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 def test_foreign_or_untrusted_checkpoint_is_refused(tmp_path, search_run):

@@ -103,7 +103,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
         resolve_arch_path,
         save_space,
     )
-    from dnas.train.module import ChildModule
+    from dnas.train.module import ChildModule, check_train_settings
     from dnas.train.plot import plot_training
 
     silence_lightning()
@@ -115,6 +115,9 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
 
     # Everything that can fail is checked before training starts.
     check_epochs(cfg.trainer.get("max_epochs"))
+    check_train_settings(
+        float(cfg.train.warmup_epochs), float(cfg.train.label_smoothing), int(cfg.train.bn_batches)
+    )
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path:
         read_checkpoint(ckpt_path)  # unreadable or foreign: refused here; another arch: on load

@@ -32,6 +32,18 @@ def warmup_cosine(total_steps: int, warmup_steps: int) -> Callable[[int], float]
     return factor
 
 
+def check_train_settings(
+    warmup_epochs: float, label_smoothing: float, bn_batches: int | None = None
+) -> None:
+    """The finetuning settings (``train.*``) a user can get wrong, checked before any work."""
+    if warmup_epochs < 0:
+        raise DnasError(f"train.warmup_epochs must be >= 0, got {warmup_epochs}")
+    if not 0 <= label_smoothing < 1:
+        raise DnasError(f"train.label_smoothing must be in [0, 1), got {label_smoothing}")
+    if bn_batches is not None and bn_batches < 0:
+        raise DnasError(f"train.bn_batches must be >= 0, got {bn_batches}")
+
+
 class ChildModule(ResumableModule, pl.LightningModule):
     """Quantization-aware training of a ``ChildNet``: cross-entropy, cosine LR per step.
 
@@ -50,10 +62,7 @@ class ChildModule(ResumableModule, pl.LightningModule):
         label_smoothing: float = 0.0,
     ) -> None:
         super().__init__()
-        if warmup_epochs < 0:
-            raise DnasError(f"warmup_epochs must be >= 0, got {warmup_epochs}")
-        if not 0 <= label_smoothing < 1:
-            raise DnasError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        check_train_settings(warmup_epochs, label_smoothing)
         self.child = child
         self._optimizer = optimizer
         self.warmup_epochs, self.label_smoothing = float(warmup_epochs), float(label_smoothing)
