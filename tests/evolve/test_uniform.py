@@ -260,3 +260,24 @@ def test_cli_refuses_bad_input_before_training(tmp_path, cache_dir, overrides, m
         with pytest.raises(DnasError, match=message):
             run(compose_config("uniform", *UNIFORM, *overrides), output_dir=tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("terminated", [True, False])
+def test_a_signal_while_training_names_the_resume(tmp_path, cache_dir, monkeypatch, terminated):
+    """SIGTERM (or Ctrl-C) while a candidate trains: ``Interrupted`` with 143 (130) saying what
+    is kept and the ``resume=`` that continues the run."""
+    from dnas.cli import train as train_cli
+    from dnas.cli.common import Terminated
+    from dnas.cli.uniform import run
+    from dnas.errors import Interrupted
+
+    def stop(*a, **k):
+        raise Terminated() if terminated else KeyboardInterrupt()
+
+    monkeypatch.setenv("DNAS_CACHE", str(cache_dir))
+    monkeypatch.setattr(train_cli, "run", stop)
+    with pytest.raises(Interrupted) as e:
+        run(compose_config("uniform", *UNIFORM), output_dir=tmp_path)
+    assert e.value.exit_code == (143 if terminated else 130)
+    assert "(1/" in str(e.value) and "0 finished candidate(s) are kept" in str(e.value)
+    assert f"dnas-uniform resume={tmp_path}" in str(e.value)

@@ -162,7 +162,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     from dnas.cost.hardware import BitFusionConfig
     from dnas.cost.table import load_or_build
     from dnas.cost.targets import check_jointly_feasible, resolve_targets
-    from dnas.errors import DnasError
+    from dnas.errors import DnasError, Interrupted
     from dnas.evolve.uniform import prune_dominated, uniform_candidates
     from dnas.space import SearchSpace
     from dnas.train.load import SPACE_FILE, save_space
@@ -317,7 +317,10 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
             if last.is_file():
                 ccfg.ckpt_path = str(last)
             t1 = time.perf_counter()
-            train_cli.run(ccfg, output_dir=run_dir)
+            try:
+                train_cli.run(ccfg, output_dir=run_dir)
+            except (Interrupted, KeyboardInterrupt) as e:
+                raise _stopped(e, out, r["name"], i, len(rows)) from None
             done = _finished(run_dir)
             r["train_s"] = round(time.perf_counter() - t1, 1)
         else:
@@ -360,6 +363,22 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
         f"{100 * best['test_acc']:.2f} % -> {out}"
     )
     return float(best["test_acc"])
+
+
+def _stopped(e: BaseException, out: Path, name: str, i: int, n: int):
+    """The ``Interrupted`` for a signal (or a non-finite loss) while training candidate ``i``:
+    what is kept and the ``resume=`` that continues the run."""
+    from dnas.cli.common import Terminated
+    from dnas.errors import Interrupted
+
+    signal_code = 143 if isinstance(e, Terminated) else 130
+    code = e.exit_code if isinstance(e, Interrupted) else signal_code
+    why = {143: "SIGTERM", 130: "an interrupt"}.get(code, "a non-finite loss")
+    return Interrupted(
+        f"stopped by {why} while training {name} ({i + 1}/{n}); the {i} finished candidate(s) "
+        f"are kept; continue with: dnas-uniform resume={out}",
+        code,
+    )
 
 
 def _settings(cfg: DictConfig) -> dict:
