@@ -167,3 +167,36 @@ def test_onnx_agrees_with_pytorch_on_the_fashion_mnist_test_set(tmp_path, monkey
     model = load_safetensors(out / "export" / "model.safetensors")
     ints = torch.cat([reference_forward(model, b) for b in x.split(1000)]).float().numpy()
     assert float((ints.argmax(1) == ref.argmax(1)).mean()) >= 0.999
+
+
+def test_a_second_export_replaces_the_first_and_a_failed_one_leaves_nothing(
+    train_run, tmp_path, monkeypatch, capsys
+):
+    out = tmp_path / "exp"
+    assert main([str(train_run), "-o", str(out)]) == 0
+    assert {p.name for p in out.iterdir()} == {"model.safetensors", "model.onnx", "arch.yaml"}
+    # --no-onnx into it: the earlier model.onnx would not match the new safetensors
+    assert main([str(train_run), "-o", str(out), "--no-onnx"]) == 0
+    assert {p.name for p in out.iterdir()} == {"model.safetensors", "arch.yaml"}
+    from dnas.cli import export as export_cli
+    from dnas.cli.common import Terminated
+
+    def stop(*a, **k):
+        raise Terminated()
+
+    monkeypatch.setattr(export_cli, "_export", stop)
+    fresh = tmp_path / "fresh"
+    assert main([str(train_run), "-o", str(fresh)]) == 143
+    assert "dnas-export: stopped by SIGTERM; nothing was exported" in capsys.readouterr().err
+    assert not fresh.exists()  # nothing that looks like an export
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    assert main([str(train_run), "-o", str(out)]) == 143
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before  # the old one intact
+
+    def nan(*a, **k):
+        raise ValueError("cannot convert float NaN to integer")
+
+    monkeypatch.setattr(export_cli, "_export", nan)
+    assert main([str(train_run), "-o", str(fresh)]) == 2
+    err = capsys.readouterr().err
+    assert "model.pt cannot be exported (cannot convert float NaN to integer)" in err

@@ -351,7 +351,7 @@ class Terminated(KeyboardInterrupt):
     the handler ``hydra_entry`` installs, so it unwinds like Ctrl-C and exits 143 with a line."""
 
 
-def _raise_terminated(signum: int, frame: object) -> None:
+def raise_terminated(signum: int, frame: object) -> None:
     raise Terminated()
 
 
@@ -361,7 +361,7 @@ def hydra_entry(prog: str, hydra_main: Callable[[], Any]) -> None:
     never a traceback."""
     import signal
 
-    signal.signal(signal.SIGTERM, _raise_terminated)
+    signal.signal(signal.SIGTERM, raise_terminated)
     try:
         prepare_argv(prog)
         hydra_main()

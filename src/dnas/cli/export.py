@@ -58,8 +58,41 @@ def _normalization(run_dir: Path) -> dict[str, str]:
     return {}
 
 
+EXPORT_FILES = ("model.safetensors", "model.onnx", "arch.yaml")
+"""What an export writes into its directory."""
+
+
 def export_run(run_dir: Path, out: Path, onnx: bool = True, check_batches: int = 4) -> dict:
-    """Export a run directory; returns what was written and the agreement figures."""
+    """Export a run directory; returns what was written and the agreement figures.
+
+    Everything is written into a hidden staging directory inside ``out`` first and moved in when
+    the checks are done, replacing an earlier export's files (a ``model.onnx`` of an earlier
+    export is removed by a ``--no-onnx`` one: the pair would not match); a stopped or failed
+    export leaves no file that looks like a finished one.
+    """
+    import shutil
+    import tempfile
+
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".partial-export-", dir=out))
+    try:
+        report = _export(run_dir, staging, onnx, check_batches)
+        for name in EXPORT_FILES[:2]:  # an earlier export's model files
+            (out / name).unlink(missing_ok=True)
+        written = {}
+        for kind, path in report["written"].items():
+            written[kind] = str(Path(path).replace(out / Path(path).name))
+        Path(staging / "arch.yaml").replace(out / "arch.yaml")
+        report["written"] = written
+        return report
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+
+
+def _export(run_dir: Path, out: Path, onnx: bool, check_batches: int) -> dict:
     import torch
 
     from dnas.export import export_integer, load_safetensors, reference_forward, save_safetensors
@@ -110,6 +143,22 @@ def export_run(run_dir: Path, out: Path, onnx: bool = True, check_batches: int =
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``dnas-export``; SIGTERM stops it like Ctrl-C (one line, 143, nothing exported)."""
+    import signal
+    import threading
+
+    from dnas.cli.common import raise_terminated
+
+    if threading.current_thread() is not threading.main_thread():
+        return _main(argv)
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        return _main(argv)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     from dnas.train.load import TrainError
 
@@ -132,9 +181,22 @@ def main(argv: list[str] | None = None) -> int:
             bad = next(p for p in out.parents if p.exists() and not p.is_dir())
             raise TrainError(f"-o {out}: {bad} is a file, not a directory")
         report = export_run(run_dir, out, onnx=not args.no_onnx, check_batches=args.check_batches)
-    except (TrainError, ValueError, FileNotFoundError) as e:
+    except (TrainError, FileNotFoundError) as e:
         print(f"dnas-export: error: {e}", file=sys.stderr)
         return 2
+    except ValueError as e:  # e.g. NaN weights: "cannot convert float NaN to integer"
+        print(
+            f"dnas-export: error: {run_dir}/model.pt cannot be exported ({e}): are its weights "
+            "finite? rerun dnas-train",
+            file=sys.stderr,
+        )
+        return 2
+    except KeyboardInterrupt as e:
+        from dnas.cli.common import Terminated
+
+        name, code = ("SIGTERM", 143) if isinstance(e, Terminated) else ("an interrupt", 130)
+        print(f"dnas-export: stopped by {name}; nothing was exported", file=sys.stderr)
+        return code
     for kind, path in report["written"].items():
         print(f"{kind:12s} {path}")
     n = 64 * args.check_batches
