@@ -125,3 +125,21 @@ def test_bad_method_is_refused_before_training(tmp_path):
     with pytest.raises(ValueError, match="algorithm is one of"):
         run(cfg, output_dir=tmp_path / "o")
     assert not (tmp_path / "o").exists()
+
+
+def test_too_few_predictor_samples_are_refused_before_training(tmp_path, cache_dir, monkeypatch):
+    from dnas.errors import DnasError
+
+    monkeypatch.setenv("DNAS_CACHE", str(cache_dir))
+    empty = tmp_path / "empty.csv"
+    empty.write_text("arch,accuracy\n")
+    cfg = compose_config("evolve", *EVOLVE, "fitness=predictor", f"predictor.data={empty}")
+    with pytest.raises(DnasError, match=r"too few samples \(.*empty.csv holds 0\)"):
+        run(cfg, output_dir=tmp_path / "o")
+    assert not (tmp_path / "o").exists()
+    cfg = compose_config(
+        "evolve", *EVOLVE, "fitness=predictor", f"predictor.data={empty}", "predictor.holdout=0"
+    )
+    with pytest.raises(DnasError, match=r"empty\.csv holds no sample"):
+        run(cfg, output_dir=tmp_path / "o")
+    assert not (tmp_path / "o").exists()

@@ -372,7 +372,13 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
         if ckpt_path:
             read_checkpoint(ckpt_path)  # unreadable or foreign: refused before any work
     if cfg.fitness == "predictor" and cfg.predictor.data is not None:
-        read_predictor_data(Path(cfg.predictor.data), genomes)
+        from dnas.evolve.predictor import check_holdout
+
+        given, _ = read_predictor_data(Path(cfg.predictor.data), genomes)
+        if cfg.predictor.get("holdout"):  # refused now, not after the supernet has trained
+            check_holdout(len(given), float(cfg.predictor.holdout), str(cfg.predictor.data))
+        elif not given:
+            raise DnasError(f"predictor.data={cfg.predictor.data} holds no sample")
     console.print(f"{method}: budget {targets.describe()}, cost table {table_path}")
     if resumed is not None:
         done = "its search at generation" if resumed.search else "no search yet"

@@ -91,6 +91,19 @@ def kendall_tau(a: Tensor, b: Tensor) -> float:
     return float((da * db).sum() / (n * (n - 1)))
 
 
+def check_holdout(samples: int, fraction: float, source: str = "") -> None:
+    """Whether ``samples`` pairs can be split ``fraction`` held out, at least 2 on each side."""
+    if not 0 < fraction < 1:
+        raise DnasError(f"predictor.holdout must be in (0, 1), got {fraction}")
+    n_out = max(2, round(fraction * samples))
+    if samples - n_out < 2:
+        where = f"{source} holds " if source else ""
+        raise DnasError(
+            f"too few samples ({where}{samples}) to hold {fraction:.0%} out and fit on the rest "
+            f"(at least {n_out + 2}), or set predictor.holdout=0"
+        )
+
+
 def holdout_quality(
     x: Tensor,
     y: Tensor,
@@ -106,11 +119,8 @@ def holdout_quality(
     relies on), ``holdout_samples`` and, for scale, ``holdout_std`` (the held-out accuracies'
     standard deviation: an RMSE near it means the predictor explains little).
     """
-    if not 0 < fraction < 1:
-        raise DnasError(f"predictor.holdout must be in (0, 1), got {fraction}")
+    check_holdout(len(x), fraction)
     n_out = max(2, round(fraction * len(x)))
-    if len(x) - n_out < 2:
-        raise DnasError(f"too few samples ({len(x)}) to hold {fraction:.0%} out")
     perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed + 1))
     held, kept = perm[:n_out], perm[n_out:]
     with torch.random.fork_rng():  # the same split and initialisation for a seed, no side effect
