@@ -166,6 +166,17 @@ def test_a_table_path_that_is_a_directory_or_under_a_file_is_refused_before_buil
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
+def test_a_table_with_non_finite_costs_is_refused_on_load(space, table, tmp_path):
+    import copy
+
+    bad = copy.deepcopy(table)
+    key = sorted(bad.entries)[3]
+    bad.entries[key].latency_ms.view(-1)[0] = float("nan")
+    bad.save(tmp_path / "nan.pt")  # a consistent hash: not "damaged", but no cost model
+    with pytest.raises(TableError, match=rf"holds non-finite costs \(layer {key.role}"):
+        CostTable.load(tmp_path / "nan.pt", space)
+
+
 def test_unfittable_space_named(space):
     with pytest.raises(TableError, match="fit no tiling"):
         build_table(space, BitFusionConfig(obuf_bytes=64), backend="torch")

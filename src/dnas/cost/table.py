@@ -182,6 +182,17 @@ class CostTable:
         table = cls(header, entries)
         if table.compute_hash() != header.content_hash:
             raise TableError(f"cost table {path} is damaged (content hash mismatch); {rebuild}")
+        bad = [
+            key
+            for key, e in entries.items()
+            if not (torch.isfinite(e.latency_ms).all() and torch.isfinite(e.energy_mj).all())
+        ]
+        if bad:
+            raise TableError(
+                f"cost table {path} holds non-finite costs (layer {bad[0].role}, block "
+                f"{bad[0].block}; built from non-finite hardware constants or measurements); "
+                f"{rebuild}"
+            )
         if space is not None:
             table.check_space(space, path)
         if hw is not None and header.source != "measured":
