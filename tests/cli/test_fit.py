@@ -141,6 +141,36 @@ def test_bad_arguments_are_one_line_not_the_usage(in_tmp, capsys, args, message)
     assert err.startswith("dnas-fit: error: ") and message in err and "--help" in err
 
 
+def test_a_ckpt_path_that_is_not_a_lightning_checkpoint_is_one_line(in_tmp, capsys):
+    import torch
+
+    torch.save({"w": torch.zeros(2)}, in_tmp / "supernet.pt")  # a state dict, as supernet.pt
+    (in_tmp / "cut.ckpt").write_bytes(b"PK\x03\x04 truncated")
+    for path, why in (("supernet.pt", "is not a Lightning checkpoint"), ("cut.ckpt", "readable")):
+        for form in (["--ckpt_path", path], [f"--ckpt_path={path}"]):
+            with pytest.raises(SystemExit) as done:
+                main(["test", *form])
+            assert done.value.code == 2
+            err = capsys.readouterr().err
+            assert len(err.strip().splitlines()) == 1 and why in err and path in err
+    assert not (in_tmp / "outputs").exists()
+
+
+def test_a_logger_version_that_holds_a_run_is_refused_in_one_line(in_tmp, capsys):
+    run = in_tmp / "outputs" / "fit" / "version_0"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text("mine\n")
+    with pytest.raises(SystemExit) as done:
+        main(["fit", *TINY, "--trainer.logger.init_args.version=0"])
+    assert done.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert (
+        err[-1].startswith("dnas-fit: error: ") and "already holds a run (config.yaml)" in err[-1]
+    )
+    assert "Traceback" not in "\n".join(err)
+    assert (run / "config.yaml").read_text() == "mine\n"
+
+
 def test_version_and_help(capsys):
     from dnas import __version__
     from dnas.cli.fit import SUBCOMMAND_HELP

@@ -193,6 +193,23 @@ def build_cli(args: list[str] | None = None, run: bool = True):
     )
 
 
+def check_ckpt_path(args: list[str]) -> None:
+    """``--ckpt_path`` read as plain data before Lightning loads it: a file that is not a
+    Lightning checkpoint (a ``supernet.pt`` state dict, a truncated file) is one line naming it;
+    Lightning fails with a KeyError traceback. ``"last"``/``"best"`` are Lightning's to resolve."""
+    from dnas.checkpoint import read_checkpoint
+
+    for i, arg in enumerate(args):
+        if arg == "--ckpt_path" and i + 1 < len(args):
+            value = args[i + 1]
+        elif arg.startswith("--ckpt_path="):
+            value = arg.partition("=")[2]
+        else:
+            continue
+        if value and value not in ("last", "best", "null", "None", "hpc", "registry"):
+            read_checkpoint(value)
+
+
 _FIT_RESUME = "dnas-fit fit --config {config} --ckpt_path {ckpt}"
 
 
@@ -205,12 +222,27 @@ def main(args: list[str] | None = None) -> None:
     handle_version("dnas-fit", args)
     silence_lightning()
     try:
+        check_ckpt_path(sys.argv[1:] if args is None else args)
         build_cli(args)
     except Interrupted as e:
         print(f"dnas-fit: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
     except (DnasError, TableError, ValueError, FileNotFoundError) as e:  # BudgetError, ...
         print(f"dnas-fit: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except RuntimeError as e:  # Lightning's SaveConfigCallback refusing a run's directory
+        import re
+
+        found = re.search(r"expected (.+?) to NOT exist", str(e))
+        if found is None:
+            raise
+        run_dir = Path(found.group(1)).parent
+        print(
+            f"dnas-fit: error: {run_dir} already holds a run ({Path(found.group(1)).name}); it is "
+            "not overwritten: give another --trainer.logger.init_args.version (or none: a new "
+            "version_N)",
+            file=sys.stderr,
+        )
         sys.exit(2)
 
 
