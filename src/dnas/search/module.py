@@ -260,6 +260,7 @@ class SearchModule(ResumableModule, pl.LightningModule):
             )
             # which distribution the supernet holds now (a buffer: checkpoints keep it right)
             self.register_buffer("loaded_distribution", torch.zeros((), dtype=torch.long))
+        check_schedule(weight_optimizer, weight_scheduler)
         self._weight_opt, self._arch_opt, self._sched = (
             weight_optimizer,
             arch_optimizer,
@@ -572,6 +573,36 @@ class SearchModule(ResumableModule, pl.LightningModule):
                 f"(search.bit_levels={self.bit_levels!r}); resume with the setting it was "
                 "written with"
             )
+
+
+def check_schedule(
+    weight_optimizer: OptimizerCallable, weight_scheduler: LRSchedulerCallable | None
+) -> None:
+    """The weight optimiser and its schedule built on a dummy parameter and stepped a few times,
+    so that a bad setting (``T_max=0``, ``lr=-1``) is refused before any work, not an epoch in.
+
+    Raises:
+        DnasError: naming the setting.
+    """
+    import warnings
+
+    try:
+        opt = weight_optimizer([nn.Parameter(torch.zeros(1))])
+    except Exception as e:
+        raise DnasError(f"weight_optimizer: {' '.join(str(e).split())}") from None
+    if weight_scheduler is None:
+        return
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sched = weight_scheduler(opt)
+            for _ in range(3):
+                opt.step()
+                sched.step()
+    except Exception as e:
+        raise DnasError(
+            f"weight_scheduler: {' '.join(str(e).split()) or type(e).__name__}"
+        ) from None
 
 
 CHECKPOINT_KEY = SearchModule.checkpoint_key
