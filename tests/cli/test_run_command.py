@@ -520,3 +520,20 @@ def test_a_signal_before_the_run_handles_it_is_one_line(capsys, monkeypatch, ter
         signal.signal(signal.SIGTERM, before)
     assert e.value.code == code
     assert capsys.readouterr().err == f"dnas-search: stopped by {name}; no result was written\n"
+
+
+def test_the_early_sigterm_handler_leaves_a_fitting_run_to_lightning():
+    """Lightning keeps the previous SIGTERM handler in its chain while it fits: called from
+    there, the early handler does nothing (Lightning stops at a safe point and the run names its
+    checkpoint); called by the interpreter it raises ``Terminated``."""
+    import signal
+
+    from pytorch_lightning.trainer.connectors.signal_connector import _HandlersCompose
+
+    from dnas.cli.common import Terminated, raise_terminated
+
+    noted = []
+    _HandlersCompose([lambda s, f: noted.append(s), raise_terminated])(signal.SIGTERM, None)
+    assert noted == [signal.SIGTERM]
+    with pytest.raises(Terminated):
+        raise_terminated(signal.SIGTERM, None)
