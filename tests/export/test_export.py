@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from dnas.cli.export import export_run, main
 from dnas.data import SyntheticDataModule
@@ -200,3 +201,18 @@ def test_a_second_export_replaces_the_first_and_a_failed_one_leaves_nothing(
     assert main([str(train_run), "-o", str(fresh)]) == 2
     err = capsys.readouterr().err
     assert "model.pt cannot be exported (cannot convert float NaN to integer)" in err
+
+
+def test_a_run_whose_files_disagree_is_one_line_without_a_space_hint(train_run, tmp_path, capsys):
+    import shutil
+
+    from dnas.space import load_space
+
+    run = tmp_path / "run"
+    shutil.copytree(train_run, run)
+    (run / "space.yaml").write_text(yaml.safe_dump(load_space("cifar_mbv2").to_dict()))
+    assert main([str(run), "--no-onnx"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert "does not fit the run's own" in err and "rerun dnas-train" in err
+    assert "space=" not in err

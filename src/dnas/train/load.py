@@ -139,7 +139,14 @@ def load_child(run_dir: str | Path, map_location: str | torch.device = "cpu") ->
     if missing:
         raise TrainError(f"{run} is not a dnas-train run directory: missing {', '.join(missing)}")
     space = SearchSpace.from_dict(yaml.safe_load(files[SPACE_FILE].read_text()))
-    arch = load_arch(files[ARCH_FILE], space)
+    try:
+        arch = load_arch(files[ARCH_FILE], space)
+    except TrainError as e:  # its "pass space=" hint is for dnas-train, not for a finished run
+        why = str(e).split(": ", 1)[-1].split(" (it was derived in space")[0]
+        raise TrainError(
+            f"{files[ARCH_FILE]} does not fit the run's own {files[SPACE_FILE]} ({why}): the "
+            "run's files disagree; rerun dnas-train"
+        ) from None
     child = ChildNet(space, arch)
     try:
         state = torch.load(files[MODEL_FILE], map_location=map_location, weights_only=True)
