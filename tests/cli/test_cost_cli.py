@@ -51,6 +51,8 @@ HEADER = "in_channels,out_channels,kernel_size,stride,output_h,batch,w_bits,a_bi
         ("8,8,1,1,4,1,8,8\n8,8,1,1,4,1,x,8\n", "bad.csv:3: field 'w_bits' must be an integer"),
         ("8,8,1,1,4,1,16,8\n", "bad.csv:2: field 'w_bits'=16 exceeds"),
         ("8,8,1,1,0,1,8,8\n", "bad.csv:2: output_h must be a positive integer"),
+        ("1_6,8,1,1,4,1,8,8\n", "bad.csv:2: field 'in_channels' must be an integer, got '1_6'"),
+        ("8,8,1,1,4\n", "bad.csv:2: no field 'batch': the row has fewer fields than the header"),
     ],
 )
 def test_bad_rows_named_and_no_output(tmp_path, capsys, body, message):

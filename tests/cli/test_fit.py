@@ -113,6 +113,7 @@ def test_fast_dev_run_from_the_command_line(tmp_path, cache_dir):
         (["--model.derive_depth=deep"], "derive_depth='deep' is not one of"),
         (["--model.weight_paths=all"], "weight_paths='all' is not one of"),
         (["--model.kernel_weights=split"], "kernel_weights='split' is not one of"),
+        (["--model.test_bn_batches=-5"], r"test_bn_batches \(dnas-search: final.bn_batches\)"),
         (["--model.weight_scheduler.init_args.T_max=0"], "weight_scheduler: "),
     ],
 )

@@ -15,6 +15,7 @@ import argparse
 import csv
 import io
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -93,12 +94,18 @@ def read_layers(
             for col in (*REQUIRED, *OPTIONAL):
                 raw = row.get(col)
                 raw = OPTIONAL[col] if raw in (None, "") and col in OPTIONAL else raw
-                try:
-                    values[col] = int(str(raw).strip())
-                except ValueError:
+                if raw is None:
+                    raise InputError(
+                        f"{path}:{line}: no field {col!r}: the row has fewer fields than the "
+                        f"header's {len(header)}"
+                    )
+                text = str(raw).strip()
+                # digits only: Python's int() also reads "1_6" as 16 and " +3" as 3
+                if not re.fullmatch(r"-?[0-9]+", text):
                     raise InputError(
                         f"{path}:{line}: field {col!r} must be an integer, got {raw!r}"
-                    ) from None
+                    )
+                values[col] = int(text)
             if values["im2col"] not in (0, 1):
                 raise InputError(f"{path}:{line}: field 'im2col' must be 0 or 1")
             for col in ("w_bits", "a_bits"):

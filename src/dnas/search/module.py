@@ -200,7 +200,10 @@ class SearchModule(ResumableModule, pl.LightningModule):
             raise DnasError(f"arch_every must be an integer >= 1, got {arch_every!r}")
         if not 0 < tau_min <= tau0:
             raise DnasError(f"need 0 < tau_min <= tau0, got tau0={tau0}, tau_min={tau_min}")
-        for name, n in (("bn_batches", bn_batches), ("test_bn_batches", test_bn_batches)):
+        for name, n in (
+            ("bn_batches (dnas-search: search.bn_batches)", bn_batches),
+            ("test_bn_batches (dnas-search: final.bn_batches)", test_bn_batches),
+        ):
             if n is not None and n < 0:
                 raise DnasError(f"{name} must be >= 0, got {n}")
         space = space if isinstance(space, SearchSpace) else load_space(space)
