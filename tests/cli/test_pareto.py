@@ -254,6 +254,14 @@ def test_a_yaml_with_an_impossible_cost_is_skipped(tmp_path, space, capsys, lat)
     assert len(rows) == 1 and float(rows[0]["latency_ms"]) == 0.1
 
 
+def test_an_output_under_a_file_is_one_clear_line(tmp_path, space, capsys):
+    make_run(tmp_path / "m" / "1", space, 1, None, False, lat=0.1, en=0.1, acc=0.9)
+    (tmp_path / "notes.txt").write_text("mine")
+    assert main([str(tmp_path / "m"), "-o", str(tmp_path / "notes.txt" / "sub")]) == 2
+    err = capsys.readouterr().err
+    assert "notes.txt is a file, not a directory" in err and "Errno" not in err
+
+
 @pytest.mark.parametrize("case", ["missing", "empty", "file", "only_unreadable"])
 def test_errors(tmp_path, capsys, case):
     target = tmp_path / "d"

@@ -526,6 +526,9 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.outdir)
         if out.exists() and not out.is_dir():
             raise ParetoError(f"-o {out}: not a directory")
+        blocked = [p for p in out.parents if p.exists() and not p.is_dir()]
+        if blocked:
+            raise ParetoError(f"-o {out}: {blocked[-1]} is a file, not a directory")
         csv_path = write_csv(rows, out / "pareto.csv")
         png_path = plot_pareto(rows, out / "pareto.png")
     except (ParetoError, OSError) as e:
