@@ -120,6 +120,10 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     import torch
 
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(
+            f"ckpt_path={path} is a directory; give the checkpoint file (RUN/checkpoints/last.ckpt)"
+        )
     if not path.is_file():
         raise FileNotFoundError(f"ckpt_path={path}: no such file")
     try:

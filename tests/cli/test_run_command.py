@@ -218,6 +218,8 @@ def test_read_checkpoint_refuses_foreign_truncated_and_malicious_files(tmp_path)
         assert "\n" not in str(e.value)
     with pytest.raises(CheckpointError, match="not a Lightning checkpoint"):
         read_checkpoint(foreign)
+    with pytest.raises(CheckpointError, match="is a directory; give the checkpoint file"):
+        read_checkpoint(tmp_path)
 
 
 def test_unknown_config_name_lists_the_valid_ones():
