@@ -439,9 +439,12 @@ def _run_search(unit, base) -> list[dict]:
 
         t = next(t for t in TARGETS if _key(t) == key)
         out = RUNS / f"{method}_s{seed}_{key}"
-        ov = [*common, "target.latency_frac=null", f"target.{t[1]}={t[2]}"]
+        last = out / "checkpoints" / "last.ckpt"  # a search cut short resumes where it stopped
+        resume = [f"ckpt_path={last}"] if last.is_file() else []
+        ov = [*common, "target.latency_frac=null", f"target.{t[1]}={t[2]}", *resume]
         wall, cpu = _timed(lambda: run(_compose("search", ov), output_dir=out))
-        return [_search_rec(base, method, seed, t, out / "arch.yaml", wall, cpu)]
+        rec = _search_rec(base, method, seed, t, out / "arch.yaml", wall, cpu)
+        return [{**rec, "resumed": bool(resume)}]
     if kind == "front":
         from dnas.cli.search import run
 

@@ -24,3 +24,22 @@ def test_failure_keeps_old_file_and_cleans_up(tmp_path):
         raise RuntimeError("interrupted")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+
+
+def test_foreign_file_tells_a_commands_own_output_from_anything_else(tmp_path):
+    from dnas.atomic import foreign_file
+
+    assert foreign_file(tmp_path / "none.csv", csv_columns=["a"]) is None
+    (tmp_path / "d").mkdir()
+    assert foreign_file(tmp_path / "d", csv_columns=["a"]) is None  # not a file: checked elsewhere
+    ours = tmp_path / "ours.csv"
+    ours.write_text("x, a ,b\n1,2,3\n")
+    assert foreign_file(ours, csv_columns=["a", "b"]) is None
+    assert "its first line: 'x, a ,b'" in foreign_file(ours, csv_columns=["a", "c"])
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    assert foreign_file(empty, csv_columns=["a"]) == "an empty file"
+    png = tmp_path / "p.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 8)
+    assert foreign_file(png) is None
+    assert foreign_file(ours) == "a file that is not a PNG image"

@@ -44,3 +44,33 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def foreign_file(path: str | Path, *, csv_columns: list[str] | None = None) -> str | None:
+    """What stands at ``path`` if an output written there would destroy something the command did
+    not write itself; None if the path is free or holds the command's own kind of output.
+
+    The command's own output is recognised by its content: a CSV whose header row holds every
+    one of ``csv_columns``, or (``csv_columns=None``) a PNG image. Anything else (a table, notes,
+    the layers a user wrote by hand) is foreign and is replaced only when the user forces it.
+
+    Example:
+        >>> foreign_file("costs.csv", csv_columns=["name", "latency_ms"]) is None  # no such file
+        True
+    """
+    path = Path(path)
+    if not path.is_file():
+        return None
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    if csv_columns is None:
+        return None if head.startswith(PNG_SIGNATURE) else "a file that is not a PNG image"
+    first = head.split(b"\n", 1)[0].rstrip(b"\r").decode("utf-8", "replace")
+    if set(csv_columns) <= {c.strip() for c in first.split(",")}:
+        return None
+    if not head:
+        return "an empty file"
+    return f"a file that is not this command's CSV (its first line: {first[:60]!r})"

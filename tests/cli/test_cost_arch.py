@@ -292,3 +292,17 @@ def test_an_arch_priced_by_a_measured_table_names_it(tmp_path, capsys, space, ta
     rc, out, err = run(capsys, path)
     assert rc == 0, err
     assert "measured table of 'pixel8'" in out and str(saved_at) in out and "not compared" in out
+
+
+def test_a_csv_output_over_a_foreign_file_needs_force(tmp_path, capsys, space):
+    arch_file = tmp_path / "arch.yaml"
+    space.random_arch(1).save(arch_file)
+    notes = tmp_path / "notes.csv"
+    notes.write_text("keep me\n")
+    one_line_error(capsys, [arch_file, "--csv", notes], "--csv", "holds a file that is not")
+    assert notes.read_text() == "keep me\n"
+    assert main(["arch", str(arch_file), "--csv", str(notes), "--force"]) == 0
+    rows = read_rows(notes)
+    assert rows[-1]["layer"] == "total"
+    assert main(["arch", str(arch_file), "--csv", str(notes)]) == 0  # now its own: replaced
+    assert read_rows(notes) == rows

@@ -225,3 +225,24 @@ def test_a_cache_that_is_a_file_is_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("DNAS_CACHE", str(tmp_path / "f"))
     with pytest.raises(TableError, match=r"DNAS_CACHE=.*/f is a file; the table cache needs a"):
         default_table_path(load_space("fmnist_mbv2"), BitFusionConfig())
+
+
+def test_a_file_dnas_cost_did_not_write_is_replaced_only_with_force(tmp_path, capsys):
+    """-o over the user's own notes (or the layers they wrote) is refused and leaves the file as it
+    was; an earlier result is replaced (re-running a command is normal); --force replaces any."""
+    src = write(tmp_path / "in.csv", HEADER + "\n" + ROW + "\n")
+    notes = write(tmp_path / "notes.csv", "my,own\n1,2\n")
+    assert main(["eval", src, "-o", notes]) == 2
+    err = capsys.readouterr().err
+    assert "notes.csv: holds a file that is not this command's CSV" in err
+    assert "'my,own'" in err and "--force" in err and len(err.strip().splitlines()) == 1
+    assert (tmp_path / "notes.csv").read_text() == "my,own\n1,2\n"
+    other_layers = write(tmp_path / "layers.csv", HEADER + "\n" + ROW + "\n")  # not costed yet
+    assert main(["eval", src, "-o", other_layers]) == 2
+    out = str(tmp_path / "out.csv")
+    assert main(["eval", src, "-o", out]) == 0
+    first = read_rows(tmp_path / "out.csv")
+    assert main(["eval", src, "-o", out]) == 0  # its own earlier output: replaced
+    assert read_rows(tmp_path / "out.csv") == first
+    assert main(["eval", src, "-o", notes, "--force"]) == 0
+    assert read_rows(tmp_path / "notes.csv") == first

@@ -337,3 +337,25 @@ def test_pareto_sweep_configs():
     independent = compose_config("search", "experiment=pareto_sweep_independent")
     assert independent.front is None and str(independent.hydra.mode) == "RunMode.MULTIRUN"
     assert independent.hydra.sweeper.params["target.latency_frac"] == "0.15,0.3,0.5"
+
+
+def test_files_dnas_pareto_did_not_write_are_replaced_only_with_force(tmp_path, space, capsys):
+    make_run(tmp_path / "m" / "1", space, 1, None, False, lat=0.1, en=0.1, acc=0.9)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "pareto.csv").write_text("my own table\n")
+    assert main([str(tmp_path / "m"), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "pareto.csv holds a file that is not this command's CSV" in err and "--force" in err
+    assert (out / "pareto.csv").read_text() == "my own table\n"
+    assert not (out / "pareto.png").exists()  # refused before anything was written
+    (out / "pareto.csv").unlink()
+    (out / "pareto.png").write_text("not an image")
+    assert main([str(tmp_path / "m"), "-o", str(out)]) == 2
+    assert "pareto.png holds a file that is not a PNG image" in capsys.readouterr().err
+    assert (out / "pareto.png").read_text() == "not an image"
+    assert main([str(tmp_path / "m"), "-o", str(out), "--force"]) == 0
+    assert (out / "pareto.png").read_bytes().startswith(b"\x89PNG")
+    first = (out / "pareto.csv").read_text()
+    assert main([str(tmp_path / "m"), "-o", str(out)]) == 0  # its own outputs: replaced
+    assert (out / "pareto.csv").read_text() == first

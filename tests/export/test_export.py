@@ -132,8 +132,9 @@ def _mixed_bits(arch):
 
 @pytest.mark.slow
 def test_onnx_agrees_with_pytorch_on_the_fashion_mnist_test_set(tmp_path, monkeypatch):
-    """A child with mixed bits (3..8) trained briefly on Fashion-MNIST, exported: onnxruntime
-    gives PyTorch's top-1 on >= 99.9 % of the 10 000 test images."""
+    """A child with mixed bits (3..8) trained briefly on Fashion-MNIST, exported: onnxruntime and
+    the integer reference give PyTorch's top-1 on >= 99.5 % of the 10 000 test images, and the
+    median image's logits to float precision."""
     ort = pytest.importorskip("onnxruntime")
     from dnas.cli.train import run
     from dnas.data import FashionMNISTDataModule
@@ -163,11 +164,20 @@ def test_onnx_agrees_with_pytorch_on_the_fashion_mnist_test_set(tmp_path, monkey
         ref = torch.cat([child(b) for b in x.split(1000)]).numpy()
     sess = ort.InferenceSession(str(out / "export" / "model.onnx"))
     got = np.concatenate([sess.run(None, {"input": b.numpy()})[0] for b in x.split(1000)])
-    agree = float((got.argmax(1) == ref.argmax(1)).mean())
-    assert agree >= 0.999, agree
+    # An activation that lands on a rounding boundary in one runtime and not in the other moves a
+    # whole level (1/7 of its range at 3 bits) and carries through the layers after it, so a few
+    # images change their top-1. The bulk must agree to float precision (the median image's logits
+    # within 1e-4 of the logit scale) and the top-1 on >= 99.5 % of the images: measured 99.84 %
+    # to 99.95 % (CI, here); a wrong scale, zero point, rounding or layout moves most images.
     model = load_safetensors(out / "export" / "model.safetensors")
     ints = torch.cat([reference_forward(model, b) for b in x.split(1000)]).float().numpy()
-    assert float((ints.argmax(1) == ref.argmax(1)).mean()) >= 0.999
+    scale = float(np.abs(ref).max())
+    for name, out_ in (("onnxruntime", got), ("reference_forward", ints)):
+        agree = float((out_.argmax(1) == ref.argmax(1)).mean())
+        median = float(np.median(np.abs(out_ - ref).max(1))) / scale
+        print(f"{name}: top-1 agreement {agree:.4f}, median image max |diff| {median:.2e}")
+        assert agree >= 0.995, (name, agree)
+        assert median <= 1e-4, (name, median)
 
 
 def test_a_second_export_replaces_the_first_and_a_failed_one_leaves_nothing(

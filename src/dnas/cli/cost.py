@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import dnas
-from dnas.atomic import atomic_path
+from dnas.atomic import atomic_path, foreign_file
 from dnas.cost.batch import COUNTER_COLUMNS, PARAM_COLUMNS
 from dnas.cost.hardware import load_hardware
 from dnas.cost.layer import LayerShape, arch_layer_shapes
@@ -130,9 +130,16 @@ def read_layers(
     return header, rows, layers
 
 
-def check_output(output: str, input_path: Path | None, flag: str = "-o") -> Path | None:
+def check_output(
+    output: str,
+    input_path: Path | None,
+    flag: str = "-o",
+    columns: list[str] | None = None,
+    force: bool = False,
+) -> Path | None:
     """Where the results go (None: standard output, ``-o -``), checked before any costing:
-    not a directory, in a directory that exists (none is created), not the input itself."""
+    not a directory, in a directory that exists (none is created), not the input itself, and not
+    a file this command did not write (a CSV without the output ``columns``) unless ``force``."""
     if output == "-":
         return None
     out = Path(output)
@@ -150,6 +157,11 @@ def check_output(output: str, input_path: Path | None, flag: str = "-o") -> Path
         and os.path.samefile(target, input_path)
     ):
         raise InputError(f"{flag} {output}: is the input file; give another name")
+    held = None if force or columns is None else foreign_file(target, csv_columns=columns)
+    if held:
+        raise InputError(
+            f"{flag} {output}: holds {held}; give another name or --force to replace it"
+        )
     return out
 
 
@@ -184,7 +196,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from dnas.cost.backend import evaluate, resolve_backend
 
     hw = load_hardware(args.hardware)
-    output = check_output(args.output, Path(args.input))
+    output = check_output(args.output, Path(args.input), columns=list(OUTPUT), force=args.force)
     header, rows, layers = read_layers(Path(args.input), hw.pmax_bits, hw.pmin_bits)
     backend = resolve_backend(args.backend)
     t0 = time.perf_counter()
@@ -500,6 +512,8 @@ def cmd_arch(args: argparse.Namespace) -> int:
     arch, arch_path = load_arch(Path(args.arch))
     if csv_out is not None and csv_out.exists() and os.path.samefile(csv_out, arch_path):
         raise InputError(f"--csv {args.csv}: is the architecture file; give another name")
+    if csv_out is not None:
+        check_output(args.csv, None, "--csv", list(ARCH_COLUMNS), args.force)
     space = resolve_arch_space(arch, arch_path, args.space)
     try:
         hw = load_hardware(args.hardware)
@@ -602,6 +616,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="built-in hardware name or YAML path (default: bitfusion)",
     )
     ev.add_argument("--backend", default="auto", choices=("auto", "torch", "triton"))
+    ev.add_argument(
+        "--force", action="store_true", help="replace OUT.csv even if dnas-cost did not write it"
+    )
     ev.set_defaults(func=cmd_eval)
     ar = sub.add_parser(
         "arch",
@@ -632,6 +649,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--csv", metavar="OUT.csv", help="also write the per-layer costs and a total row"
     )
     ar.add_argument("--backend", default="auto", choices=("auto", "torch", "triton"))
+    ar.add_argument(
+        "--force", action="store_true", help="replace OUT.csv even if dnas-cost did not write it"
+    )
     ar.set_defaults(func=cmd_arch)
     return parser
 

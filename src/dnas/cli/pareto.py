@@ -63,7 +63,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import dnas
-from dnas.atomic import atomic_path
+from dnas.atomic import atomic_path, foreign_file
 from dnas.errors import DnasError
 
 ARCH_FILE = "arch.yaml"
@@ -512,6 +512,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="OUTDIR",
         help="where pareto.csv and pareto.png go (default: the current directory)",
     )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="replace pareto.csv / pareto.png in OUTDIR even if dnas-pareto did not write them",
+    )
     return parser
 
 
@@ -522,13 +527,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dnas-pareto: warning: {message}", file=sys.stderr)
 
     try:
-        rows = collect(args.dirs, warn)
         out = Path(args.outdir)
         if out.exists() and not out.is_dir():
             raise ParetoError(f"-o {out}: not a directory")
         blocked = [p for p in out.parents if p.exists() and not p.is_dir()]
         if blocked:
             raise ParetoError(f"-o {out}: {blocked[-1]} is a file, not a directory")
+        if not args.force:  # only pareto.csv and pareto.png of an earlier run are replaced
+            for name, columns in (("pareto.csv", list(COLUMNS)), ("pareto.png", None)):
+                held = foreign_file(out / name, csv_columns=columns)
+                if held:
+                    raise ParetoError(
+                        f"-o {out}: {out / name} holds {held}; give another -o or --force to"
+                        " replace it"
+                    )
+        rows = collect(args.dirs, warn)
         csv_path = write_csv(rows, out / "pareto.csv")
         png_path = plot_pareto(rows, out / "pareto.png")
     except (ParetoError, OSError) as e:
