@@ -163,6 +163,8 @@ def test_bad_outputs_refused_before_costing(tmp_path, capsys):
     before = (tmp_path / "in.csv").read_text()
     assert main(["eval", src, "-o", src]) == 2
     assert "is the input file" in capsys.readouterr().err
+    assert main(["eval", str(tmp_path), "-o", str(tmp_path / "o.csv")]) == 2
+    assert f"{tmp_path}: is a directory; give the layers CSV" in capsys.readouterr().err
     assert (tmp_path / "in.csv").read_text() == before
 
 

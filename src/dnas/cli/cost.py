@@ -61,6 +61,8 @@ def read_layers(
 
     A UTF-8 byte-order mark and CRLF line ends (as spreadsheets write them) are accepted.
     """
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory; give the layers CSV (IN.csv)")
     if not path.is_file():
         raise InputError(f"{path}: no such file")
     try:

@@ -12,6 +12,7 @@ import hashlib
 import os
 import pickle
 import time
+import zipfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -170,7 +171,10 @@ class CostTable:
                 raise TableError(
                     f"cost table {path} is not a trusted table ({why}); {rebuild}"
                 ) from None
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+            if not zipfile.is_zipfile(path):  # torch's own text for this is a page on pickle
+                first = "not a file torch.save wrote"
+            else:
+                first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
             raise TableError(
                 f"cost table {path} is damaged or not a dnas table ({first}); {rebuild}"
             ) from None
