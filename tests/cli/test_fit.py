@@ -143,6 +143,40 @@ def test_bad_arguments_are_one_line_not_the_usage(in_tmp, capsys, args, message)
     assert err.startswith("dnas-fit: error: ") and message in err and "--help" in err
 
 
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("notes.txt", "--model.space=notes.txt: space: notes.txt must hold a mapping, got str"),
+        ("missing.yaml", "--model.space=missing.yaml: search space file not found"),
+        ("adir", "--model.space=adir: search space adir is a directory"),
+    ],
+)
+def test_a_space_file_that_is_not_a_space_is_named(in_tmp, capsys, value, message):
+    """jsonargparse put the content of notes.txt into the name ('unknown search space
+    \'notes\\n\''); the file is named instead, before any training."""
+    (in_tmp / "notes.txt").write_text("notes\n")
+    (in_tmp / "adir").mkdir()
+    with pytest.raises(SystemExit) as done:
+        main(["fit", *TINY, f"--model.space={value}"])
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("dnas-fit: error: ") and message in err, err
+    assert len(err.strip().splitlines()) == 1
+    assert not (in_tmp / "outputs").exists()
+
+
+@pytest.mark.parametrize("sub", ["test", "validate"])
+def test_testing_without_a_checkpoint_is_refused_and_writes_nothing(in_tmp, capsys, sub):
+    """It derived and wrote arch.yaml, supernet.pt, ... from the untrained supernet, exit 0."""
+    with pytest.raises(SystemExit) as done:
+        main([sub, *TINY])
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    assert f"dnas-fit: error: dnas-fit {sub} needs --ckpt_path" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not (in_tmp / "outputs").exists()
+
+
 def test_a_ckpt_path_that_is_not_a_lightning_checkpoint_is_one_line(in_tmp, capsys):
     import torch
 

@@ -57,7 +57,7 @@ def _cli_class():
         mark_incomplete,
     )
     from dnas.cli.outputs import SearchOutputs
-    from dnas.errors import NonFiniteLossError
+    from dnas.errors import DnasError, NonFiniteLossError
     from dnas.space import load_space
 
     class OneLineParser(LightningArgumentParser):
@@ -155,10 +155,22 @@ def _cli_class():
                     f"(set --model.weight_scheduler.init_args.T_max={epochs})"
                 )
 
+        def _check_trained(self) -> None:
+            """validate/test derive and write a result from the supernet's weights: without
+            ``--ckpt_path`` they are the untrained initial ones (a result no training made)."""
+            if self.config[self.subcommand].get("ckpt_path") in (None, "", "null", "None"):
+                raise DnasError(
+                    f"dnas-fit {self.subcommand} needs --ckpt_path (a checkpoint of a dnas-fit "
+                    "fit run, e.g. its checkpoints/last.ckpt): without one it would derive and "
+                    "write a network from an untrained supernet"
+                )
+
         def before_validate(self) -> None:
+            self._check_trained()
             self._announce()
 
         def before_test(self) -> None:
+            self._check_trained()
             self._announce()
 
     SearchCLI.parser_class = OneLineParser
@@ -199,15 +211,36 @@ def check_ckpt_path(args: list[str]) -> None:
     Lightning fails with a KeyError traceback. ``"last"``/``"best"`` are Lightning's to resolve."""
     from dnas.checkpoint import read_checkpoint
 
-    for i, arg in enumerate(args):
-        if arg == "--ckpt_path" and i + 1 < len(args):
-            value = args[i + 1]
-        elif arg.startswith("--ckpt_path="):
-            value = arg.partition("=")[2]
-        else:
-            continue
+    for value in _values_of("--ckpt_path", args):
         if value and value not in ("last", "best", "null", "None", "hpc", "registry"):
             read_checkpoint(value)
+
+
+def check_space_file(args: list[str]) -> None:
+    """``--model.space=FILE`` loaded as a space before jsonargparse reads it: jsonargparse puts
+    the *content* of an existing file that is not a YAML mapping into the string (a space
+    "named" ``'notes\n'``); loading it here names the file and what is wrong with it."""
+    from dnas.errors import DnasError
+    from dnas.space import load_space
+
+    for value in _values_of("--model.space", args):
+        path = Path(value).expanduser()
+        if path.suffix in (".yaml", ".yml") or path.exists():
+            try:
+                load_space(path)
+            except (DnasError, ValueError, FileNotFoundError, IsADirectoryError) as e:
+                raise DnasError(f"--model.space={value}: {e}") from None
+
+
+def _values_of(flag: str, args: list[str]) -> list[str]:
+    """Every value given to ``flag`` (``flag VALUE`` or ``flag=VALUE``) on a command line."""
+    out = []
+    for i, arg in enumerate(args):
+        if arg == flag and i + 1 < len(args):
+            out.append(args[i + 1])
+        elif arg.startswith(flag + "="):
+            out.append(arg.partition("=")[2])
+    return out
 
 
 _FIT_RESUME = "dnas-fit fit --config {config} --ckpt_path {ckpt}"
@@ -222,7 +255,9 @@ def main(args: list[str] | None = None) -> None:
     handle_version("dnas-fit", args)
     silence_lightning()
     try:
-        check_ckpt_path(sys.argv[1:] if args is None else args)
+        argv = sys.argv[1:] if args is None else args
+        check_ckpt_path(argv)
+        check_space_file(argv)
         build_cli(args)
     except Interrupted as e:
         print(f"dnas-fit: {e}", file=sys.stderr)

@@ -33,6 +33,8 @@ def load_space(name_or_path: str | Path = "fmnist_mbv2") -> SearchSpace:
     """
     p = Path(name_or_path)
     if p.suffix in (".yaml", ".yml") or p.exists():
+        if p.is_dir():
+            raise DnasError(f"search space {p} is a directory; give a YAML file of one")
         if not p.is_file():
             raise FileNotFoundError(f"search space file not found: {p}")
         text, source = p.read_text(), str(p)
