@@ -165,6 +165,31 @@ def test_a_space_file_that_is_not_a_space_is_named(in_tmp, capsys, value, messag
     assert not (in_tmp / "outputs").exists()
 
 
+def test_an_outputs_dirpath_holding_a_run_or_a_file_is_refused_before_training(in_tmp, capsys):
+    """--outputs.dirpath over a dnas-train run replaced its arch.yaml, run.json, ... (exit 0);
+    over a file it failed with a traceback after the whole search."""
+    run = in_tmp / "runs" / "train"
+    run.mkdir(parents=True)
+    (run / "arch.yaml").write_text("mine\n")
+    (run / "model.pt").write_bytes(b"weights")
+    (in_tmp / "ok.csv").write_text("a,b\n")
+    for given, message in (
+        (run, "already holds a run (arch.yaml, model.pt); it is not overwritten"),
+        (in_tmp / "ok.csv", "ok.csv is a file; give a directory"),
+    ):
+        with pytest.raises(SystemExit) as done:
+            main(["fit", *TINY, f"--outputs.dirpath={given}"])
+        assert done.value.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith("dnas-fit: error: --outputs.dirpath") and message in err, err
+        assert len(err.strip().splitlines()) == 1
+    assert (run / "arch.yaml").read_text() == "mine\n" and sorted(os.listdir(run)) == [
+        "arch.yaml",
+        "model.pt",
+    ]
+    assert not (in_tmp / "outputs").exists()  # nothing that looks like a run
+
+
 @pytest.mark.parametrize("sub", ["test", "validate"])
 def test_testing_without_a_checkpoint_is_refused_and_writes_nothing(in_tmp, capsys, sub):
     """It derived and wrote arch.yaml, supernet.pt, ... from the untrained supernet, exit 0."""

@@ -106,6 +106,19 @@ def test_a_measured_table_is_not_imported_over(measured, tmp_path):
     assert measured.read_bytes() == before
 
 
+def test_a_measured_import_never_goes_into_the_cache(measured, tmp_path, monkeypatch):
+    """Without out= it replaced the cached BitFusion table: every later default search priced
+    its budget with the device's costs, still saying BitFusion."""
+    from dnas.cost.hardware import load_hardware
+    from dnas.cost.table import default_table_path
+
+    monkeypatch.setenv("DNAS_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(DnasError, match=r"measured_csv=.*needs out=FILE.*table\.path=FILE"):
+        run(cfg_for(f"measured_csv={tmp_path / 'template.csv'}", "device_name=pixel8"))
+    slot = default_table_path(load_space("fmnist_mbv2"), load_hardware("bitfusion"), 1)
+    assert not slot.exists()
+
+
 def test_a_table_of_other_hardware_is_not_replaced(tmp_path):
     out = tmp_path / "t.pt"
     run(cfg_for(f"out={out}", "backend=torch"))

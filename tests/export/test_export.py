@@ -226,3 +226,29 @@ def test_a_run_whose_files_disagree_is_one_line_without_a_space_hint(train_run, 
     assert len(err.strip().splitlines()) == 1
     assert "does not fit the run's own" in err and "rerun dnas-train" in err
     assert "space=" not in err
+
+
+def test_an_output_directory_that_is_not_an_export_is_never_replaced_unasked(
+    train_run, tmp_path, capsys
+):
+    """-o a search run replaced its arch.yaml with the child's; -o a folder with the user's own
+    arch.yaml and model.onnx replaced one and deleted the other (exit 0 both)."""
+    search = tmp_path / "search"
+    search.mkdir()
+    (search / "arch.yaml").write_text("the search's\n")
+    (search / "run.json").write_text("{}")
+    for out, fragment in ((search, "is a run (run.json)"), (train_run, "is the run being exported")):
+        assert main([str(train_run), "-o", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"dnas-export: error: -o {out} {fragment}"), err
+    assert (search / "arch.yaml").read_text() == "the search's\n"
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "arch.yaml").write_text("my notes\n")
+    (mine / "model.onnx").write_bytes(b"my model")
+    assert main([str(train_run), "-o", str(mine), "--no-onnx"]) == 2
+    err = capsys.readouterr().err
+    assert "holds model.onnx, arch.yaml but no model.safetensors" in err and "--force" in err
+    assert (mine / "arch.yaml").read_text() == "my notes\n" and (mine / "model.onnx").exists()
+    assert main([str(train_run), "-o", str(mine), "--no-onnx", "--force"]) == 0
+    assert {p.name for p in mine.iterdir()} == {"model.safetensors", "arch.yaml"}

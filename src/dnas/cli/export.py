@@ -36,6 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", metavar="DIR", help="output directory (RUN_DIR/export)")
     p.add_argument("--no-onnx", action="store_true", help="write only the safetensors file")
     p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace arch.yaml / model.onnx in DIR even if they are not an earlier export's",
+    )
+    p.add_argument(
         "--check-batches",
         type=int,
         default=4,
@@ -60,6 +65,31 @@ def _normalization(run_dir: Path) -> dict[str, str]:
 
 EXPORT_FILES = ("model.safetensors", "model.onnx", "arch.yaml")
 """What an export writes into its directory."""
+
+
+def check_export_dir(out: Path, run_dir: Path, force: bool = False) -> None:
+    """Refuse an output directory where the export would replace what it did not write: a run
+    directory (the run's own ``arch.yaml`` would become the export's), or a directory whose
+    ``arch.yaml`` / ``model.onnx`` came without a ``model.safetensors`` (not an earlier export),
+    unless ``force``. An earlier export in ``out`` is replaced (re-exporting is normal)."""
+    from dnas.cli.common import RUN_MARKERS
+    from dnas.train.load import TrainError
+
+    if not out.is_dir():
+        return
+    found = [m for m in RUN_MARKERS if m != "arch.yaml" and (out / m).exists()]
+    if found:
+        what = "the run being exported" if out.resolve() == run_dir.resolve() else "a run"
+        raise TrainError(
+            f"-o {out} is {what} ({', '.join(found)}): the export would replace its arch.yaml;"
+            " give another -o (default: RUN_DIR/export)"
+        )
+    held = [n for n in EXPORT_FILES if (out / n).exists()]
+    if held and "model.safetensors" not in held and not force:
+        raise TrainError(
+            f"-o {out} holds {', '.join(held)} but no model.safetensors: not an earlier export;"
+            " give another -o or --force to replace them"
+        )
 
 
 def export_run(run_dir: Path, out: Path, onnx: bool = True, check_batches: int = 4) -> dict:
@@ -180,6 +210,7 @@ def _main(argv: list[str] | None) -> int:
         if any(p.exists() and not p.is_dir() for p in out.parents):
             bad = next(p for p in out.parents if p.exists() and not p.is_dir())
             raise TrainError(f"-o {out}: {bad} is a file, not a directory")
+        check_export_dir(out, run_dir, args.force)
         report = export_run(run_dir, out, onnx=not args.no_onnx, check_batches=args.check_batches)
     except (TrainError, FileNotFoundError) as e:
         print(f"dnas-export: error: {e}", file=sys.stderr)

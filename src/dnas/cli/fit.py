@@ -139,8 +139,29 @@ def _cli_class():
             fast = self.config.fit.trainer.get("fast_dev_run")
             if not fast:
                 check_epochs(max_epochs, int(self.model.warmup_epochs))
+            self._check_outputs_dir()
             self._announce()
             self._check_schedule()
+
+        def _check_outputs_dir(self) -> None:
+            """``--outputs.dirpath`` as ``hydra.run.dir=`` is for dnas-search: not a file, and
+            not a directory holding a run (a finished search, a dnas-train run) unless this fit
+            resumes (``--ckpt_path``); refused before training, not after it."""
+            from dnas.cli.common import RUN_MARKERS
+
+            given = self.config.fit.outputs.get("dirpath")
+            if not given:
+                return
+            out = Path(given).expanduser()
+            if out.exists() and not out.is_dir():
+                raise DnasError(f"--outputs.dirpath {given} is a file; give a directory")
+            found = [m for m in RUN_MARKERS if (out / m).exists()]
+            if found and not self.config.fit.get("ckpt_path"):
+                raise DnasError(
+                    f"--outputs.dirpath {given} already holds a run ({', '.join(found)}); it is"
+                    " not overwritten: give another --outputs.dirpath, or resume that run with"
+                    " --ckpt_path"
+                )
 
         def _check_schedule(self) -> None:
             """A cosine schedule shorter or longer than the run is most likely an oversight

@@ -80,6 +80,14 @@ def run(cfg: DictConfig) -> dict[str, float]:
     if int(cfg.batch) < 1:
         raise DnasError(f"batch must be a positive integer, got {cfg.batch}")
     named = bool(cfg.out)
+    if cfg.measured_csv and not named:
+        # the cache slot is the computed table of this hardware config: a measured table there
+        # would silently price every later search "on BitFusion" with the device's costs
+        raise DnasError(
+            f"measured_csv={cfg.measured_csv} needs out=FILE: a measured table goes to a file you"
+            " name (search with it by table.path=FILE), never into the cache of computed"
+            f" {hw.name} tables"
+        )
     out = Path(cfg.out) if named else default_table_path(space, hw, int(cfg.batch))
     check_outputs(cfg, out, named)
     t0 = time.perf_counter()
