@@ -237,7 +237,10 @@ def test_an_output_directory_that_is_not_an_export_is_never_replaced_unasked(
     search.mkdir()
     (search / "arch.yaml").write_text("the search's\n")
     (search / "run.json").write_text("{}")
-    for out, fragment in ((search, "is a run (run.json)"), (train_run, "is the run being exported")):
+    for out, fragment in (
+        (search, "is a run (run.json)"),
+        (train_run, "is the run being exported"),
+    ):
         assert main([str(train_run), "-o", str(out)]) == 2
         err = capsys.readouterr().err
         assert err.startswith(f"dnas-export: error: -o {out} {fragment}"), err
