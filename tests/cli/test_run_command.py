@@ -306,7 +306,10 @@ def test_composed_check_keeps_what_is_allowed_and_protects_a_run(tmp_path):
         check_composed("dnas-train", "train", [f"hydra.run.dir={run}"])
     assert sorted(p.name for p in run.iterdir()) == before  # nothing written into it
     check_composed("dnas-train", "train", [f"hydra.run.dir={run}", "overwrite=true"])
-    check_composed("dnas-search", "search", [f"hydra.run.dir={run}", f"ckpt_path={run}/x"])
+    import torch
+
+    torch.save({"state_dict": {}, "dnas_search": {}}, run / "last.ckpt")  # its own: allowed
+    check_composed("dnas-search", "search", [f"hydra.run.dir={run}", f"ckpt_path={run}/last.ckpt"])
     (tmp_path / "file").write_text("x")
     with pytest.raises(DnasError, match="is a file"):
         check_composed("dnas-search", "search", [f"hydra.run.dir={tmp_path / 'file'}"])
@@ -539,3 +542,38 @@ def test_the_early_sigterm_handler_leaves_a_fitting_run_to_lightning():
     assert noted == [signal.SIGTERM]
     with pytest.raises(Terminated):
         raise_terminated(signal.SIGTERM, None)
+
+
+def test_a_checkpoint_of_another_command_is_named_before_hydra(tmp_path):
+    """dnas-search ckpt_path= a dnas-train checkpoint was refused only after Hydra rewrote the
+    run's .hydra/ and appended to its log; dnas-train's refusal came after BN re-estimation and
+    a test pass, saying only "no 'dnas_train' state"."""
+    import torch
+    from hydra.core.global_hydra import GlobalHydra
+
+    from dnas.cli.common import CHECKPOINT_KEYS, check_composed
+    from dnas.errors import DnasError
+    from dnas.search.module import SearchModule
+    from dnas.train.module import ChildModule
+
+    assert {
+        "search": SearchModule.checkpoint_key,
+        "train": ChildModule.checkpoint_key,
+    } == CHECKPOINT_KEYS
+    GlobalHydra.instance().clear()
+    train_ckpt, search_ckpt = tmp_path / "train.ckpt", tmp_path / "search.ckpt"
+    torch.save({"state_dict": {}, "dnas_train": {"epoch": 1}}, train_ckpt)
+    torch.save({"state_dict": {}, "dnas_search": {"epoch": 1}}, search_ckpt)
+    for prog, name, ckpt, other in (
+        ("dnas-search", "search", train_ckpt, "a dnas-train checkpoint"),
+        ("dnas-train", "train", search_ckpt, "a dnas-search checkpoint"),
+    ):
+        with pytest.raises(DnasError) as e:
+            check_composed(prog, name, [f"ckpt_path={ckpt}"])
+        assert f"ckpt_path={ckpt} is {other}, not one of {prog}" in str(e.value)
+    check_composed("dnas-search", "search", [f"ckpt_path={search_ckpt}"])  # its own: fine
+    torch.save({"state_dict": {}}, tmp_path / "plain.ckpt")
+    with pytest.raises(DnasError, match="is not a dnas checkpoint, not one of dnas-train"):
+        check_composed("dnas-train", "train", [f"ckpt_path={tmp_path / 'plain.ckpt'}"])
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        check_composed("dnas-train", "train", [f"ckpt_path={tmp_path / 'missing.ckpt'}"])

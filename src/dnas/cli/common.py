@@ -389,7 +389,7 @@ def prepare_argv(prog: str) -> None:
     check_overrides(prog)
     try:
         check_composed(prog, CONFIG_NAMES[prog])
-    except DnasError as e:
+    except (DnasError, FileNotFoundError) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         sys.exit(2)
 
@@ -406,6 +406,30 @@ def _leaves(node: Any, prefix: str = ""):
         yield prefix[:-1], node
 
 
+CHECKPOINT_KEYS = {"search": "dnas_search", "train": "dnas_train"}
+"""The state each command's checkpoints carry (``SearchModule`` / ``ChildModule.checkpoint_key``)."""
+
+
+def check_resume_checkpoint(config_name: str, ckpt_path: Any) -> None:
+    """``ckpt_path=`` read before Hydra writes anything: a checkpoint of another command (a
+    dnas-train ``last.ckpt`` given to dnas-search) is named as such, and the run directory it
+    would have resumed is left as it was (Hydra rewrote its ``.hydra/`` before the refusal)."""
+    from dnas.checkpoint import CheckpointError, read_checkpoint
+
+    key = CHECKPOINT_KEYS.get(config_name)
+    if key is None or not ckpt_path or not isinstance(ckpt_path, str) or "${" in ckpt_path:
+        return
+    state = read_checkpoint(ckpt_path)
+    if key in state:
+        return
+    other = next((c for c, k in CHECKPOINT_KEYS.items() if k in state), None)
+    what = f"a dnas-{other} checkpoint" if other else "not a dnas checkpoint"
+    raise CheckpointError(
+        f"ckpt_path={ckpt_path} is {what}, not one of dnas-{config_name}: resume a dnas-"
+        f"{config_name} run with its own checkpoints/last.ckpt"
+    )
+
+
 def check_composed(prog: str, config_name: str, argv: list[str] | None = None) -> None:
     """Compose the config a command line asks for, as Hydra will, and refuse before Hydra runs:
 
@@ -414,6 +438,7 @@ def check_composed(prog: str, config_name: str, argv: list[str] | None = None) -
       count as true), or a string where it holds a number (``train.bn_batches=abc``);
     - a number that is NaN or infinite (no setting means either);
     - ``seed`` outside ``[0, 2**32 - 1]``;
+    - ``ckpt_path=`` a checkpoint another command wrote (``check_resume_checkpoint``);
     - ``hydra.run.dir=`` empty, a file, or a directory holding a run while the command neither
       resumes nor overwrites (Hydra would rewrite the run's ``.hydra/`` before the refusal).
 
@@ -476,6 +501,7 @@ def check_composed(prog: str, config_name: str, argv: list[str] | None = None) -
     seed = plain.get("seed")
     if isinstance(seed, int) and not isinstance(seed, bool) and not 0 <= seed < 2**32:
         raise DnasError(f"seed must be an integer in [0, 2**32 - 1], got {seed}")
+    check_resume_checkpoint(config_name, plain.get("ckpt_path"))
     run_dir = next((a.partition("=")[2] for a in args if a.startswith("hydra.run.dir=")), None)
     if run_dir is None:
         return
