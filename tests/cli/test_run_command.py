@@ -474,6 +474,67 @@ def test_a_space_given_as_a_yaml_file(tmp_path, capsys):
     assert args[2] == "hardware=file_my_space"
 
 
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("bin.yaml", b"\x8e\xf1\x00\x01", "space file {p} is not UTF-8 text (byte 0"),
+        ("list.yaml", b"- a\n", "space={p} must hold a YAML mapping of space settings, got list"),
+        ("noext", b"notes\n", "space={p} must hold a YAML mapping of space settings, got str"),
+        ("bad.yaml", b"a: [\n", "space={p}: not valid YAML"),
+        ("adir", None, "space={p} is a directory; give a YAML file"),
+        ("missing", False, "space={p}: no such file"),
+    ],
+)
+def test_a_space_file_of_the_wrong_kind_is_one_line(tmp_path, capsys, name, content, message):
+    """A binary file, a list, text, a path without .yaml (Hydra: "Could not find
+    'space//tmp/...'") or a directory as space=: one line, before Hydra (it was a 55-line
+    UnicodeDecodeError traceback for the binary file)."""
+    from dnas.cli.common import file_overrides
+
+    p = tmp_path / name
+    if content is None:
+        p.mkdir()
+    elif content is not False:
+        p.write_bytes(content)
+    with pytest.raises(SystemExit) as e:
+        file_overrides("dnas-lut", [f"space={p}"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("dnas-lut: error: ") and message.format(p=p) in err, err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_files_that_are_not_text_are_one_line_everywhere(tmp_path):
+    """The YAML and CSV readers of every command share dnas.errors.read_text: a binary file,
+    a directory, named with what it was given as (each was a UnicodeDecodeError traceback)."""
+    from dnas.cli.evolve import read_predictor_data
+    from dnas.cost.hardware import load_hardware
+    from dnas.cost.table import TableError, import_csv
+    from dnas.errors import DnasError
+    from dnas.space import Architecture, load_space
+
+    binary = tmp_path / "bin.yaml"
+    binary.write_bytes(b"\x8e\xf1 binary \x00")
+    space = load_space("fmnist_mbv2")
+    cases = [
+        (lambda: Architecture.load(binary), "architecture file"),
+        (lambda: load_space(binary), "search space"),
+        (lambda: load_hardware(binary), "hardware config"),
+        (lambda: import_csv(binary, space, "dev"), "measured_csv"),
+        (lambda: read_predictor_data(binary, None), "predictor.data"),
+    ]
+    for load, what in cases:
+        with pytest.raises(DnasError) as e:
+            load()
+        assert f"{what} {binary} is not UTF-8 text (byte 0: invalid start byte)" in str(e.value)
+    with pytest.raises(DnasError, match=r"hardware config .* is a directory"):
+        load_hardware(tmp_path)
+    with pytest.raises(TableError, match=r"measured_csv .* is a directory; give a CSV file"):
+        import_csv(tmp_path, space, "dev")
+    with pytest.raises(DnasError, match=r"architecture file .* is a directory"):
+        Architecture.load(tmp_path)
+
+
 def test_a_stopped_run_is_marked_incomplete_until_it_finishes(tmp_path, capsys):
     """A run stopped by a signal keeps its checkpoint and says in INCOMPLETE.txt that it is not
     a finished run; resumed into the same directory and finished, the marker goes."""

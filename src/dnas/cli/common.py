@@ -272,11 +272,37 @@ def file_overrides(prog: str, argv: list[str] | None = None) -> list[str]:
     first: int | None = None
     for i in range(start, len(args)):
         group, sep, value = args[i].partition("=")
-        if not sep or group not in FILE_GROUPS or not value.endswith((".yaml", ".yml")):
+        is_path = value.endswith((".yaml", ".yml")) or "/" in value or value.startswith("~")
+        if not sep or group not in FILE_GROUPS or not is_path:
             continue
         path = Path(value).expanduser()
+        if path.is_dir():
+            print(
+                f"{prog}: error: {group}={value} is a directory; give a YAML file", file=sys.stderr
+            )
+            sys.exit(2)
         if not path.is_file():
             print(f"{prog}: error: {group}={value}: no such file", file=sys.stderr)
+            sys.exit(2)
+        try:
+            import yaml
+
+            from dnas.errors import read_text
+
+            data = yaml.safe_load(read_text(path, f"{group} file"))
+        except DnasError as e:
+            print(f"{prog}: error: {e}", file=sys.stderr)
+            sys.exit(2)
+        except yaml.YAMLError as e:
+            reason = " ".join(str(e).split())
+            print(f"{prog}: error: {group}={value}: not valid YAML ({reason})", file=sys.stderr)
+            sys.exit(2)
+        if not isinstance(data, dict):
+            print(
+                f"{prog}: error: {group}={value} must hold a YAML mapping of {group} settings, "
+                f"got {type(data).__name__}",
+                file=sys.stderr,
+            )
             sys.exit(2)
         if conf_dir is None:
             conf_dir = Path(tempfile.mkdtemp(prefix="dnas-conf-"))

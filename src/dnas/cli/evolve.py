@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -87,20 +88,20 @@ def read_predictor_data(path: Path, genomes) -> tuple[list, list[float]]:
     import yaml
 
     from dnas.derive import ArchState
-    from dnas.errors import DnasError
+    from dnas.errors import DnasError, read_text
     from dnas.space import Architecture
 
-    if not path.is_file():
+    if not path.is_file() and not path.is_dir():
         raise FileNotFoundError(f"predictor data not found: {path}")
     states, accs = [], []
-    with open(path, newline="") as f:
-        for i, row in enumerate(csv.DictReader(f), start=2):
-            try:
-                arch = Architecture.from_dict(yaml.safe_load(row["arch"]))
-                states.append(ArchState.from_arch(genomes.space, arch))
-                accs.append(float(row["accuracy"]))
-            except Exception as e:
-                raise DnasError(f"{path}:{i}: not a predictor sample of this space ({e})") from e
+    text = read_text(path, "predictor.data", "CSV (a predictor_data.csv dnas-evolve wrote)")
+    for i, row in enumerate(csv.DictReader(io.StringIO(text, newline="")), start=2):
+        try:
+            arch = Architecture.from_dict(yaml.safe_load(row["arch"]))
+            states.append(ArchState.from_arch(genomes.space, arch))
+            accs.append(float(row["accuracy"]))
+        except Exception as e:
+            raise DnasError(f"{path}:{i}: not a predictor sample of this space ({e})") from e
     return states, accs
 
 

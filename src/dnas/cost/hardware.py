@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from dnas.errors import DnasError
+from dnas.errors import DnasError, read_text
 
 MAX_CONSTANT = 1e12
 """The largest magnitude a real-valued hardware constant may take: costs stay finite (a constant
@@ -147,9 +147,11 @@ def load_hardware(name_or_path: str | Path = "bitfusion") -> BitFusionConfig:
     """Load a hardware config by built-in name (``conf/hardware/NAME.yaml``) or YAML path."""
     p = Path(name_or_path)
     if p.suffix in (".yaml", ".yml") or p.exists():
+        if p.is_dir():
+            raise DnasError(f"hardware config {p} is a directory; give a YAML file")
         if not p.is_file():
             raise FileNotFoundError(f"hardware config file not found: {p}")
-        text = p.read_text()
+        text = read_text(p, "hardware config")
     else:
         res = resources.files("dnas") / "conf" / "hardware" / f"{name_or_path}.yaml"
         if not res.is_file():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import os
 import pickle
 import time
@@ -411,13 +412,19 @@ def import_csv(path: str | Path, space: SearchSpace, device_name: str, batch: in
     Missing grid points are reported (never guessed); rows for keys the space does not have are
     errors too.
     """
+    from dnas.errors import read_text
+
     path = Path(path)
-    if not path.is_file():
+    if not path.is_file() and not path.is_dir():
         raise TableError(f"{path}: no such file")
+    try:
+        text = read_text(path, "measured_csv", "CSV")
+    except DnasError as e:
+        raise TableError(str(e)) from None
     layers = {c.key: c for c in space.costed_layers()}
     values: dict = {}
     lines: dict = {}  # grid point -> the line it was first read on
-    with open(path, newline="") as f:
+    with io.StringIO(text, newline="") as f:
         reader = csv.DictReader(f)
         miss = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
         if miss:

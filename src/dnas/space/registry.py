@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from dnas.errors import DnasError
+from dnas.errors import DnasError, read_text
 from dnas.space.errors import SpaceError
 from dnas.space.search_space import SearchSpace
 
@@ -37,7 +37,7 @@ def load_space(name_or_path: str | Path = "fmnist_mbv2") -> SearchSpace:
             raise DnasError(f"search space {p} is a directory; give a YAML file of one")
         if not p.is_file():
             raise FileNotFoundError(f"search space file not found: {p}")
-        text, source = p.read_text(), str(p)
+        text, source = read_text(p, "search space"), str(p)
     else:
         res = resources.files("dnas") / "conf" / "space" / f"{name_or_path}.yaml"
         if not res.is_file():
