@@ -271,6 +271,9 @@ def test_check_overrides_names_the_group_and_its_configs(args, message, capsys):
         ("dnas-search", ["hydra.run.dir="], "hydra.run.dir= is empty"),
         ("dnas-train", ["train.bn_batches=abc"], "train.bn_batches must be a number, got 'abc'"),
         ("dnas-search", ["search.tau0=hot"], "search.tau0 must be a number, got 'hot'"),
+        ("dnas-lut", ["batch=[1]"], "batch takes one value (default 1), got a list: [1]"),
+        ("dnas-search", ["search.tau0={a:1}"], "search.tau0 takes one value (default 5.0), got a"),
+        ("dnas-train", ["train.label_smoothing=[0.1]"], "train.label_smoothing takes one value"),
     ],
 )
 def test_composed_config_is_checked_before_hydra(prog, args, message):

@@ -464,6 +464,7 @@ def check_composed(prog: str, config_name: str, argv: list[str] | None = None) -
       count as true), or a string where it holds a number (``train.bn_batches=abc``);
     - a number that is NaN or infinite (no setting means either);
     - ``seed`` outside ``[0, 2**32 - 1]``;
+    - a list or a mapping where the config holds one value (``batch=[1]``, ``search.tau0={a:1}``);
     - ``ckpt_path=`` a checkpoint another command wrote (``check_resume_checkpoint``);
     - ``hydra.run.dir=`` empty, a file, or a directory holding a run while the command neither
       resumes nor overwrites (Hydra would rewrite the run's ``.hydra/`` before the refusal).
@@ -512,6 +513,16 @@ def check_composed(prog: str, config_name: str, argv: list[str] | None = None) -
         defaults = dict(_leaves(OmegaConf.to_container(base, resolve=False)))
     except Exception:
         return
+    for key in sorted(given):
+        default = defaults.get(key)
+        if key.startswith(("trainer.", "hydra.")) or not isinstance(default, (int, float, str)):
+            continue  # Lightning's Trainer takes lists (devices=[0, 1]); None: anything goes
+        node: Any = plain
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, (list, dict)):
+            kind = "a list" if isinstance(node, list) else "a mapping"
+            raise DnasError(f"{key} takes one value (default {default!r}), got {kind}: {node}")
     for key, value in _leaves({k: v for k, v in plain.items() if k != "hydra"}):
         if isinstance(value, float) and not math.isfinite(value):
             raise DnasError(f"{key} must be a finite number, got {value}")
