@@ -641,3 +641,36 @@ def test_a_checkpoint_of_another_command_is_named_before_hydra(tmp_path):
         check_composed("dnas-train", "train", [f"ckpt_path={tmp_path / 'plain.ckpt'}"])
     with pytest.raises(FileNotFoundError, match="no such file"):
         check_composed("dnas-train", "train", [f"ckpt_path={tmp_path / 'missing.ckpt'}"])
+
+
+def test_every_console_script_goes_through_the_interrupt_guard():
+    import re
+    from pathlib import Path
+
+    from dnas.cli.entry import COMMANDS
+
+    text = (Path(__file__).parents[2] / "pyproject.toml").read_text()
+    section = text.split("[project.scripts]", 1)[1].split("\n[", 1)[0]
+    scripts = dict(re.findall(r'^(dnas-[a-z]+) = "([^"]+)"$', section, flags=re.M))
+    assert scripts == {prog: f"dnas.cli.entry:{name}" for prog, name in COMMANDS.items()}
+
+
+@pytest.mark.parametrize("prog, args", [("dnas-cost", ["eval"]), ("dnas-export", ["."])])
+def test_ctrl_c_while_a_command_still_imports_is_one_line(tmp_path, prog, args):
+    """Ctrl-C in the first second (torch still importing) was a 11-56-line traceback."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    code = (
+        f"import sys; sys.argv = {[prog, *args]!r}; from dnas.cli.entry import run; run({prog!r})"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=tmp_path, stderr=subprocess.PIPE, text=True
+    )
+    time.sleep(0.3)  # the interpreter is up; dnas.cli.* (torch, ...) is being imported
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert err.strip() == f"{prog}: stopped by an interrupt (Ctrl-C)"

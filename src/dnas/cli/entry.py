@@ -1,0 +1,69 @@
+"""The console scripts: each imports its command inside a guard, so that Ctrl-C at any moment,
+even while torch or Lightning is still being imported, is one line and exit status 130 rather
+than a traceback (the commands handle interrupts themselves once they run; this catches the
+rest). The module imports nothing beyond the standard library.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    "dnas-cost": "cost",
+    "dnas-lut": "lut",
+    "dnas-search": "search",
+    "dnas-train": "train",
+    "dnas-export": "export",
+    "dnas-evolve": "evolve",
+    "dnas-pareto": "pareto",
+    "dnas-fit": "fit",
+    "dnas-uniform": "uniform",
+}
+
+
+def run(prog: str) -> None:
+    """Import and run ``prog``'s ``main``; exit with its status (130 on an interrupt)."""
+    try:
+        main = importlib.import_module(f"dnas.cli.{COMMANDS[prog]}").main
+        code = main()
+    except KeyboardInterrupt:
+        print(f"{prog}: stopped by an interrupt (Ctrl-C)", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(code)
+
+
+def cost() -> None:
+    run("dnas-cost")
+
+
+def lut() -> None:
+    run("dnas-lut")
+
+
+def search() -> None:
+    run("dnas-search")
+
+
+def train() -> None:
+    run("dnas-train")
+
+
+def export() -> None:
+    run("dnas-export")
+
+
+def evolve() -> None:
+    run("dnas-evolve")
+
+
+def pareto() -> None:
+    run("dnas-pareto")
+
+
+def fit() -> None:
+    run("dnas-fit")
+
+
+def uniform() -> None:
+    run("dnas-uniform")
