@@ -306,3 +306,20 @@ def test_a_csv_output_over_a_foreign_file_needs_force(tmp_path, capsys, space):
     assert rows[-1]["layer"] == "total"
     assert main(["arch", str(arch_file), "--csv", str(notes)]) == 0  # now its own: replaced
     assert read_rows(notes) == rows
+
+
+def test_empty_output_names_are_refused(tmp_path, capsys, space):
+    """--csv "" exited 0 and wrote nothing; -o "" wrote into RUN_DIR/export or ./ unasked."""
+    from dnas.cli.export import main as export_main
+    from dnas.cli.pareto import main as pareto_main
+
+    arch_file = tmp_path / "arch.yaml"
+    space.random_arch(1).save(arch_file)
+    one_line_error(capsys, [arch_file, "--csv", ""], "--csv is empty; give a file name")
+    assert export_main([str(tmp_path), "-o", ""]) == 2
+    assert "dnas-export: error: -o is empty" in capsys.readouterr().err
+    assert pareto_main([str(tmp_path), "-o", " "]) == 2
+    assert "dnas-pareto: error: -o is empty" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["arch.yaml"]
+    assert export_main([str(arch_file)]) == 2  # a file where the run directory goes
+    assert f"{arch_file} is a file; give the dnas-train run directory" in capsys.readouterr().err

@@ -105,6 +105,7 @@ def test_fast_dev_run_from_the_command_line(tmp_path, cache_dir):
     [
         (["--model.target.latency_frac=null", "--model.target.latency_ms=0.0001"], "unreachable"),
         (["--model.space=no_such_space"], "unknown search space"),
+        (["--seed_everything=-1"], r"--seed_everything must be an integer in \[0, 2\*\*32 - 1\]"),
         (["--model.front=[{}]"], r"front\[0\] sets no budget"),
         (["--trainer.max_epochs=0"], "max_epochs must be a positive whole number"),
         (["--trainer.max_epochs=-1"], "max_epochs must be a positive whole number"),

@@ -674,3 +674,15 @@ def test_ctrl_c_while_a_command_still_imports_is_one_line(tmp_path, prog, args):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert err.strip() == f"{prog}: stopped by an interrupt (Ctrl-C)"
+
+
+def test_non_ascii_values_are_quoted_for_hydra():
+    """data.root=/tmp/ünï was Hydra's five-line LexerNoViableAltException."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from dnas.cli.common import check_composed, quote_non_ascii
+
+    args = quote_non_ascii(["prog", "data.root=/tmp/ünï", "seed=1", "x='ä'", "y=[ä]", "-m"])
+    assert args == ["prog", "data.root='/tmp/ünï'", "seed=1", "x='ä'", "y=[ä]", "-m"]
+    GlobalHydra.instance().clear()
+    check_composed("dnas-search", "search", args[1:2])  # Hydra parses the quoted form

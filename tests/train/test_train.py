@@ -97,7 +97,7 @@ def test_foreign_architecture_is_refused_before_training(tmp_path, search_run):
     with pytest.raises(TrainError, match="not found"):
         run(compose_config("train", *TRAIN, f"arch={tmp_path}/nope"), output_dir=tmp_path / "o")
     (tmp_path / "model.pt").write_bytes(bytes(range(256)))
-    with pytest.raises(TrainError, match=r"model.pt is not a dnas architecture \(binary"):
+    with pytest.raises(TrainError, match=r"model.pt is not UTF-8 text .*; give a YAML file \(an"):
         run(compose_config("train", *TRAIN, f"arch={tmp_path}/model.pt"), output_dir=tmp_path / "o")
 
 
@@ -149,3 +149,26 @@ def test_foreign_or_untrusted_checkpoint_is_refused(tmp_path, search_run):
 def test_load_child_names_what_is_missing(tmp_path):
     with pytest.raises(TrainError, match=r"model\.pt"):
         load_child(tmp_path)
+
+
+def test_init_names_what_it_was_given_instead_of_a_supernet(tmp_path):
+    """A child model.pt or a Lightning checkpoint as init= was "not a supernet of space
+    'fmnist_mbv2': 48 missing ...; pass the space the search ran on": the space was right."""
+    from dnas.cli.train import resolve_init
+
+    space = load_space("fmnist_mbv2")
+    child = ChildNet(space, space.random_arch(0))
+    torch.save(child.state_dict(), tmp_path / "model.pt")
+    with pytest.raises(TrainError, match="holds no architecture parameters: it is not a supernet"):
+        load_supernet(tmp_path / "model.pt", space)
+    torch.save({"state_dict": {}, "dnas_train": {}}, tmp_path / "last.ckpt")
+    with pytest.raises(TrainError, match="is a Lightning checkpoint, not a supernet state dict"):
+        load_supernet(tmp_path / "last.ckpt", space)
+    torch.save(SuperNet(space).state_dict(), tmp_path / "supernet.pt")
+    assert isinstance(load_supernet(tmp_path / "supernet.pt", space), SuperNet)  # still loads
+    (tmp_path / "train_run").mkdir()
+    with pytest.raises(TrainError, match=r"is a directory without a supernet\.pt"):
+        resolve_init(str(tmp_path / "train_run"), tmp_path / "arch.yaml")
+    with pytest.raises(TrainError, match="init= is empty"):
+        resolve_init("", tmp_path / "arch.yaml")
+    assert resolve_init(str(tmp_path), tmp_path / "arch.yaml") == str(tmp_path / "supernet.pt")

@@ -404,6 +404,22 @@ def hydra_entry(prog: str, hydra_main: Callable[[], Any]) -> None:
     main_exit(prog)
 
 
+def quote_non_ascii(argv: list[str] | None = None) -> list[str]:
+    """``key=value`` overrides whose value holds non-ASCII characters (``data.root=/data/ünï``)
+    quoted for Hydra's grammar, which refuses them unquoted (a five-line LexerNoViableAlt);
+    values with quotes, brackets, braces or a sweep's commas are left as the user wrote them.
+    Edits ``sys.argv`` in place when ``argv`` is None; returns the arguments."""
+    args = sys.argv if argv is None else argv
+    for i, arg in enumerate(args):
+        key, sep, value = arg.partition("=")
+        if not sep or arg.startswith("-") or value.isascii():
+            continue
+        if any(c in value for c in "'\"[]{}(),\\$"):
+            continue
+        args[i] = f"{key}='{value}'"
+    return args
+
+
 def prepare_argv(prog: str) -> None:
     """What every Hydra command does before Hydra parses ``sys.argv``: ``--version``,
     ``space=PATH.yaml`` files (``file_overrides``), unknown config names and missing sweep
@@ -411,6 +427,7 @@ def prepare_argv(prog: str) -> None:
     and exit status 2 when wrong. Hydra writes ``.hydra/`` into the run directory before a
     command's own checks run, so what would make a run refuse its directory is checked here."""
     handle_version(prog)
+    quote_non_ascii()
     file_overrides(prog)
     check_overrides(prog)
     try:

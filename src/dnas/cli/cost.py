@@ -144,6 +144,8 @@ def check_output(
     a file this command did not write (a CSV without the output ``columns``) unless ``force``."""
     if output == "-":
         return None
+    if not output.strip():
+        raise InputError(f"{flag} is empty; give a file name (or - for standard output)")
     out = Path(output)
     if out.is_dir():
         raise InputError(
@@ -510,7 +512,7 @@ def cmd_arch(args: argparse.Namespace) -> int:
 
     from dnas.cost.backend import resolve_backend
 
-    csv_out = check_output(args.csv, None, "--csv") if args.csv else None
+    csv_out = check_output(args.csv, None, "--csv") if args.csv is not None else None
     arch, arch_path = load_arch(Path(args.arch))
     if csv_out is not None and csv_out.exists() and os.path.samefile(csv_out, arch_path):
         raise InputError(f"--csv {args.csv}: is the architecture file; give another name")

@@ -198,6 +198,12 @@ def _main(argv: list[str] | None) -> int:
     run_dir = Path(given).expanduser()
     out = Path(args.output).expanduser() if args.output else run_dir / "export"
     try:
+        if args.output is not None and not args.output.strip():
+            raise TrainError("-o is empty; give a directory, or leave -o out for RUN_DIR/export")
+        if run_dir.is_file():
+            raise TrainError(
+                f"{run_dir} is a file; give the dnas-train run directory (it holds model.pt)"
+            )
         if not run_dir.is_dir():
             raise TrainError(f"{run_dir}: no such run directory")
         if not 1 <= args.check_batches <= MAX_CHECK_BATCHES:

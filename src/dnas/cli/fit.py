@@ -253,6 +253,24 @@ def check_space_file(args: list[str]) -> None:
                 raise DnasError(f"--model.space={value}: {e}") from None
 
 
+def check_seed(args: list[str]) -> None:
+    """``--seed_everything`` as ``seed=`` of the Hydra commands: an integer in [0, 2**32 - 1]
+    (or true/false, Lightning's own); Lightning's message named numpy's bounds, not the key."""
+    from dnas.errors import DnasError
+
+    for value in _values_of("--seed_everything", args):
+        if value.lower() in ("true", "false", "null", "none"):
+            continue
+        try:
+            seed = int(value)
+        except ValueError:
+            continue  # jsonargparse names the key and the type
+        if not 0 <= seed < 2**32:
+            raise DnasError(
+                f"--seed_everything must be an integer in [0, 2**32 - 1] (or true/false), got {value}"
+            )
+
+
 def _values_of(flag: str, args: list[str]) -> list[str]:
     """Every value given to ``flag`` (``flag VALUE`` or ``flag=VALUE``) on a command line."""
     out = []
@@ -279,6 +297,7 @@ def main(args: list[str] | None = None) -> None:
         argv = sys.argv[1:] if args is None else args
         check_ckpt_path(argv)
         check_space_file(argv)
+        check_seed(argv)
         build_cli(args)
     except Interrupted as e:
         print(f"dnas-fit: {e}", file=sys.stderr)

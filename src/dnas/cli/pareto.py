@@ -254,12 +254,13 @@ def read_run(arch_path: Path) -> Row:
     """
     import yaml
 
-    from dnas.space import Architecture, SpaceError
+    from dnas.errors import DnasError
+    from dnas.space import Architecture
 
     run_dir = arch_path.parent
     try:
         arch = Architecture.load(arch_path)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, SpaceError) as e:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, DnasError) as e:
         reason = " ".join(str(e).split())
         raise RunError(f"{arch_path}: not a readable architecture ({reason})") from None
     m = arch.metrics
@@ -527,6 +528,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dnas-pareto: warning: {message}", file=sys.stderr)
 
     try:
+        if not args.outdir.strip():
+            raise ParetoError("-o is empty; give a directory (default: the current one)")
         out = Path(args.outdir)
         if out.exists() and not out.is_dir():
             raise ParetoError(f"-o {out}: not a directory")

@@ -24,13 +24,20 @@ def resolve_init(init: str, arch_path: Path) -> str:
     """``auto`` → the ``supernet.pt`` beside the architecture if present, else ``scratch``."""
     from dnas.train.load import SUPERNET_FILE, TrainError
 
-    if init in (None, "", "auto"):
+    if init is not None and not str(init).strip():
+        raise TrainError("init= is empty; give auto, scratch or the supernet.pt of a search")
+    if init in (None, "auto"):
         candidate = arch_path.parent / SUPERNET_FILE
         return str(candidate) if candidate.is_file() else "scratch"
     if init == "scratch":
         return init
     path = Path(init).expanduser()
     if path.is_dir():
+        if not (path / SUPERNET_FILE).is_file():
+            raise TrainError(
+                f"init={init} is a directory without a {SUPERNET_FILE} (a dnas-search run has one;"
+                " a dnas-train run does not): give a search's run or its supernet.pt, or scratch"
+            )
         path = path / SUPERNET_FILE
     if not path.is_file():
         raise TrainError(f"init={init}: no such supernet checkpoint (or use init=scratch)")

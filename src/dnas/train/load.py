@@ -41,13 +41,10 @@ def load_arch(path: Path, space: SearchSpace) -> Architecture:
     """Read ``path`` and check that it is an architecture of ``space``."""
     try:
         arch = Architecture.load(path)
-    except UnicodeDecodeError:
-        raise TrainError(
-            f"{path} is not a dnas architecture (binary, not YAML text): give an arch.yaml or "
-            "the run directory holding it"
-        ) from None
     except (SpaceError, yaml.YAMLError) as e:
         raise TrainError(f"{path} is not a dnas architecture: {e}") from None
+    except DnasError as e:  # binary or UTF-16 (dnas.errors.read_text)
+        raise TrainError(f"{e} (an arch.yaml, or the run directory holding it)") from None
     try:
         space.validate_arch(arch)
     except SpaceError as e:
@@ -78,10 +75,22 @@ def load_supernet(path: str | Path, space: SearchSpace) -> SuperNet:
         ) from None
     if not isinstance(state, Mapping):
         raise TrainError(f"{path} does not hold a state dict")
+    if "state_dict" in state:
+        raise TrainError(
+            f"{path} is a Lightning checkpoint, not a supernet state dict: give the supernet.pt a"
+            " dnas-search run wrote (a dnas-train run resumes with ckpt_path=)"
+        )
+
     # one depthwise weight per kernel size (search.kernel_weights=separate) is stored 5-d
     separate = any(k.endswith("dw.weight") and getattr(v, "ndim", 0) == 5 for k, v in state.items())
     supernet = SuperNet(space, kernel_weights="separate" if separate else "shared")
     own = supernet.state_dict()
+    arch = ("arch_logits", "arch_index")
+    if any(k.endswith(arch) for k in own) and not any(str(k).endswith(arch) for k in state):
+        raise TrainError(
+            f"{path} holds no architecture parameters: it is not a supernet (a dnas-train "
+            "model.pt is a trained child); give the supernet.pt a dnas-search run wrote"
+        )
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     shapes = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
