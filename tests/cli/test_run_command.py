@@ -485,6 +485,7 @@ def test_a_space_given_as_a_yaml_file(tmp_path, capsys):
         ("noext", b"notes\n", "space={p} must hold a YAML mapping of space settings, got str"),
         ("bad.yaml", b"a: [\n", "space={p}: not valid YAML"),
         ("adir", None, "space={p} is a directory; give a YAML file"),
+        ("empty.yaml", b"", "space={p} must hold a YAML mapping of space settings, got an empty"),
         ("missing", False, "space={p}: no such file"),
     ],
 )

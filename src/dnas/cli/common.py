@@ -298,9 +298,10 @@ def file_overrides(prog: str, argv: list[str] | None = None) -> list[str]:
             print(f"{prog}: error: {group}={value}: not valid YAML ({reason})", file=sys.stderr)
             sys.exit(2)
         if not isinstance(data, dict):
+            got = "an empty file" if data is None else type(data).__name__
             print(
                 f"{prog}: error: {group}={value} must hold a YAML mapping of {group} settings, "
-                f"got {type(data).__name__}",
+                f"got {got}",
                 file=sys.stderr,
             )
             sys.exit(2)
