@@ -12,4 +12,8 @@ def __getattr__(name: str):
         from dnas.train.load import load_child
 
         return load_child
+    if name == "convert":  # a user's nn.Module -> its layer graph (dnas.graph.convert)
+        from dnas.graph.convert import convert
+
+        return convert
     raise AttributeError(f"module 'dnas' has no attribute {name!r}")

@@ -907,11 +907,19 @@ class _Converter:
             if len(operands) != 2:
                 continue
             for ident, branch in (operands, operands[::-1]):
-                layers = self._branch_layers(node, ident, branch)
+                layers = self._branch_layers(node, self._through_identity(ident), branch)
                 if layers:
                     found.append(SkipChoice(self._skip_name(node, layers, found), layers))
                     break
         return found
+
+    def _through_identity(self, node: fx.Node) -> fx.Node:
+        """The value an ``nn.Identity`` shortcut passes on (ResNet's ``shortcut(x)`` is ``x``)."""
+        while node.op == "call_module" and isinstance(
+            self.gm.get_submodule(str(node.target)), nn.Identity
+        ):
+            node = node.args[0]
+        return node
 
     def _branch_layers(self, add: fx.Node, ident: fx.Node, branch: fx.Node) -> tuple[str, ...]:
         if _shape(ident) != _shape(add):
