@@ -44,3 +44,16 @@ def test_a_converted_resnet20_is_costed_with_its_bitops_and_size():
     # less than the MACs: at 8-32 channels its array is mostly idle at any width
     assert low["latency_ms"] < total["latency_ms"] and low["energy_mj"] < total["energy_mj"]
     assert low["bitops"] == 16 * low["macs"] and low["macs"] < total["macs"] / 3
+
+
+def test_the_readme_example_prints_what_the_readme_says(capsys):
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme.split("Your own network's BitFusion cost", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    exec(compile(code, "README.md", "exec"), {})
+    printed = capsys.readouterr().out.strip().splitlines()
+    said = re.search(r"prints `([^`]+)` and `([^`]+)`", section)
+    assert printed == [said.group(1), said.group(2)]
