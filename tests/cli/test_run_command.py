@@ -299,6 +299,8 @@ def test_composed_check_keeps_what_is_allowed_and_protects_a_run(tmp_path):
     check_composed("dnas-search", "search", ["search.hard=false", "loss.lam=0.5", "seed=7"])
     check_composed("dnas-search", "search", ["+trainer.precision=32", "experiment=quick"])
     check_composed("dnas-search", "search", ["trainer.devices=auto", "threads=2"])
+    # a string default that stands for a list too (uniform.bits: auto or [4, 8])
+    check_composed("dnas-uniform", "uniform", ["uniform.bits=[4,8]", "uniform.kernels=[3]"])
     check_composed("dnas-search", "search", ["-m", "seed=1,2"])
     check_composed("dnas-search", "search", ["seed=1,2", "search.hard=maybe"])  # a sweep
     run = tmp_path / "run"

@@ -482,7 +482,7 @@ def check_composed(prog: str, config_name: str, argv: list[str] | None = None) -
       count as true), or a string where it holds a number (``train.bn_batches=abc``);
     - a number that is NaN or infinite (no setting means either);
     - ``seed`` outside ``[0, 2**32 - 1]``;
-    - a list or a mapping where the config holds one value (``batch=[1]``, ``search.tau0={a:1}``);
+    - a list or a mapping where the config holds one number (``batch=[1]``, ``search.tau0={a:1}``);
     - ``ckpt_path=`` a checkpoint another command wrote (``check_resume_checkpoint``);
     - ``hydra.run.dir=`` empty, a file, or a directory holding a run while the command neither
       resumes nor overwrites (Hydra would rewrite the run's ``.hydra/`` before the refusal).
@@ -533,8 +533,9 @@ def check_composed(prog: str, config_name: str, argv: list[str] | None = None) -
         return
     for key in sorted(given):
         default = defaults.get(key)
-        if key.startswith(("trainer.", "hydra.")) or not isinstance(default, (int, float, str)):
-            continue  # Lightning's Trainer takes lists (devices=[0, 1]); None: anything goes
+        if key.startswith(("trainer.", "hydra.")) or not isinstance(default, (int, float)):
+            continue  # Lightning's Trainer takes lists (devices=[0, 1]); a string default may
+            # stand for a list (uniform.bits: auto or [4, 8]); None: anything goes
         node: Any = plain
         for part in key.split("."):
             node = node.get(part) if isinstance(node, dict) else None
