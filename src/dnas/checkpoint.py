@@ -110,6 +110,16 @@ def last_checkpoint(out: Path) -> Path | None:
     return path if path.is_file() else None
 
 
+def torch_file_problem(path: str | Path) -> str:
+    """Why ``torch.load`` cannot read ``path``, in a few words: a file that does not start like a
+    ``torch.save`` archive is "not a file torch.save wrote"; one that does, truncated or damaged."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head != b"PK\x03\x04":
+        return "not a file torch.save wrote"
+    return "truncated or damaged: torch cannot read its archive"
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """A checkpoint file, loaded as plain data (``weights_only``: no code runs from it).
 
@@ -131,8 +141,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     except Exception as e:  # truncated zip, foreign pickle, payload refused by weights_only
         if "GLOBAL" in str(e):
             why = "it holds objects other than tensors and plain data, refused unread"
-        else:
-            why = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        else:  # torch's own text here is a page, cut mid-sentence
+            why = torch_file_problem(path)
         raise CheckpointError(
             f"ckpt_path={path} is not a readable dnas checkpoint ({why}); give the "
             "checkpoints/last.ckpt a run wrote"

@@ -359,3 +359,11 @@ def test_files_dnas_pareto_did_not_write_are_replaced_only_with_force(tmp_path, 
     first = (out / "pareto.csv").read_text()
     assert main([str(tmp_path / "m"), "-o", str(out)]) == 0  # its own outputs: replaced
     assert (out / "pareto.csv").read_text() == first
+
+
+def test_an_output_name_that_is_a_directory_is_refused_before_writing(tmp_path, space, capsys):
+    make_run(tmp_path / "m" / "1", space, 1, None, False, lat=0.1, en=0.1, acc=0.9)
+    (tmp_path / "o" / "pareto.png").mkdir(parents=True)
+    assert main([str(tmp_path / "m"), "-o", str(tmp_path / "o")]) == 2
+    assert "pareto.png is a directory; it writes a file there" in capsys.readouterr().err
+    assert not (tmp_path / "o" / "pareto.csv").exists()  # nothing half-written

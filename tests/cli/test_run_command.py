@@ -274,6 +274,8 @@ def test_check_overrides_names_the_group_and_its_configs(args, message, capsys):
         ("dnas-lut", ["batch=[1]"], "batch takes one value (default 1), got a list: [1]"),
         ("dnas-search", ["search.tau0={a:1}"], "search.tau0 takes one value (default 5.0), got a"),
         ("dnas-train", ["train.label_smoothing=[0.1]"], "train.label_smoothing takes one value"),
+        ("dnas-search", ["table.path=[a]"], "table.path takes one path, got ['a']"),
+        ("dnas-search", ["ckpt_path={a:1}"], "ckpt_path takes one path, got {'a': 1}"),
     ],
 )
 def test_composed_config_is_checked_before_hydra(prog, args, message):
@@ -309,6 +311,8 @@ def test_composed_check_keeps_what_is_allowed_and_protects_a_run(tmp_path):
     before = sorted(p.name for p in run.iterdir())
     with pytest.raises(DnasError, match="already holds a run"):
         check_composed("dnas-train", "train", [f"hydra.run.dir={run}"])
+    with pytest.raises(DnasError, match="resume it with resume=, or overwrite"):
+        check_composed("dnas-uniform", "uniform", [f"hydra.run.dir={run}"])
     assert sorted(p.name for p in run.iterdir()) == before  # nothing written into it
     check_composed("dnas-train", "train", [f"hydra.run.dir={run}", "overwrite=true"])
     import torch
@@ -358,7 +362,9 @@ def test_a_sweep_plugin_that_is_missing_says_pip_install(monkeypatch, capsys):
         (["optimizer.weights.lr=-1"], "optimizer.weights: Invalid learning rate: -1"),
         (["+trainer.max_epoch=1"], "trainer.max_epoch is not an argument of "),
         (["+trainer.max_epoch=1"], "did you mean trainer.max_epochs?"),
-        (["scheduler.T_max=0"], "scheduler: "),
+        (["scheduler.T_max=0"], "scheduler.T_max must be a whole number of epochs >= 1"),
+        # -1 was accepted: the cosine ran backwards, every other epoch at learning rate 0
+        (["scheduler.T_max=-1"], "scheduler.T_max must be a whole number of epochs >= 1"),
     ],
 )
 def test_check_config_before_any_work(overrides, message):
@@ -689,3 +695,36 @@ def test_non_ascii_values_are_quoted_for_hydra():
     assert args == ["prog", "data.root='/tmp/ünï'", "seed=1", "x='ä'", "y=[ä]", "-m"]
     GlobalHydra.instance().clear()
     check_composed("dnas-search", "search", args[1:2])  # Hydra parses the quoted form
+
+
+def test_an_unreadable_checkpoint_says_why_in_a_few_words(tmp_path):
+    """torch's own text (a miniz page, the weights_only page) was cut mid-sentence into it."""
+    import torch
+
+    from dnas.checkpoint import CheckpointError, read_checkpoint
+
+    torch.save({"state_dict": {"w": torch.zeros(1000)}}, tmp_path / "full.ckpt")
+    data = (tmp_path / "full.ckpt").read_bytes()
+    (tmp_path / "cut.ckpt").write_bytes(data[: len(data) // 2])
+    (tmp_path / "arch.yaml").write_text("blocks: []\n")
+    for name, why in (("cut.ckpt", "truncated or damaged"), ("arch.yaml", "not a file torch.save")):
+        with pytest.raises(CheckpointError) as e:
+            read_checkpoint(tmp_path / name)
+        text = str(e.value)
+        assert f"is not a readable dnas checkpoint ({why}" in text, text
+        assert "miniz" not in text and "weights_only" not in text
+
+
+def test_a_write_the_file_system_refuses_is_one_line(monkeypatch, capsys):
+    """A read-only folder or a dangling link where an output goes: 20-73-line tracebacks."""
+    import dnas.cli.cost
+    from dnas.cli.entry import run
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", "/ro/.o.csv.tmp")
+
+    monkeypatch.setattr(dnas.cli.cost, "main", refuse)
+    with pytest.raises(SystemExit) as e:
+        run("dnas-cost")
+    assert e.value.code == 2
+    assert capsys.readouterr().err == "dnas-cost: error: Permission denied: /ro/.o.csv.tmp\n"

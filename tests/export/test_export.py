@@ -255,3 +255,6 @@ def test_an_output_directory_that_is_not_an_export_is_never_replaced_unasked(
     assert (mine / "arch.yaml").read_text() == "my notes\n" and (mine / "model.onnx").exists()
     assert main([str(train_run), "-o", str(mine), "--no-onnx", "--force"]) == 0
     assert {p.name for p in mine.iterdir()} == {"model.safetensors", "arch.yaml"}
+    (tmp_path / "ed" / "model.onnx").mkdir(parents=True)  # refused before the export's work
+    assert main([str(train_run), "-o", str(tmp_path / "ed"), "--force"]) == 2
+    assert "model.onnx is a directory; the export writes a file there" in capsys.readouterr().err

@@ -172,3 +172,13 @@ def test_init_names_what_it_was_given_instead_of_a_supernet(tmp_path):
     with pytest.raises(TrainError, match="init= is empty"):
         resolve_init("", tmp_path / "arch.yaml")
     assert resolve_init(str(tmp_path), tmp_path / "arch.yaml") == str(tmp_path / "supernet.pt")
+
+
+def test_a_search_run_directory_loads_its_supernet(tmp_path):
+    """dnas-evolve supernet=RUN (a directory holding supernet.pt) said "not found"."""
+    space = load_space("fmnist_mbv2")
+    torch.save(SuperNet(space).state_dict(), tmp_path / "supernet.pt")
+    assert isinstance(load_supernet(tmp_path, space), SuperNet)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(TrainError, match="is a directory without a supernet"):
+        load_supernet(tmp_path / "empty", space)

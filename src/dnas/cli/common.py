@@ -70,9 +70,10 @@ def output_dir(given: str | Path | None, cfg: Any = None) -> Path:
     forced = cfg is not None and cfg.get("overwrite") is True
     found = [m for m in RUN_MARKERS if (out / m).exists()]
     if found and not (resuming or forced):
+        resume = "resume=" if cfg is not None and "resume" in cfg else "ckpt_path="
         raise DnasError(
             f"{out} already holds a run ({', '.join(found)}); it is not overwritten: give another "
-            "hydra.run.dir=, resume it with ckpt_path=, or overwrite=true to replace it"
+            f"hydra.run.dir=, resume it with {resume}, or overwrite=true to replace it"
         )
     out.mkdir(parents=True, exist_ok=True)
     return out
@@ -450,6 +451,23 @@ def _leaves(node: Any, prefix: str = ""):
         yield prefix[:-1], node
 
 
+PATH_KEYS = frozenset(
+    {
+        "arch",
+        "ckpt_path",
+        "data.root",
+        "export_csv",
+        "init",
+        "measured_csv",
+        "out",
+        "predictor.data",
+        "resume",
+        "supernet",
+        "table.path",
+    }
+)
+"""Settings that name one file or directory (their default is null or a word such as auto)."""
+
 CHECKPOINT_KEYS = {"search": "dnas_search", "train": "dnas_train"}
 """The state each command's checkpoints carry (``SearchModule`` / ``ChildModule.checkpoint_key``)."""
 
@@ -533,6 +551,11 @@ def check_composed(prog: str, config_name: str, argv: list[str] | None = None) -
         return
     for key in sorted(given):
         default = defaults.get(key)
+        value = plain
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if key in PATH_KEYS and isinstance(value, (list, dict)):
+            raise DnasError(f"{key} takes one path, got {value}")
         if key.startswith(("trainer.", "hydra.")) or not isinstance(default, (int, float)):
             continue  # Lightning's Trainer takes lists (devices=[0, 1]); a string default may
             # stand for a list (uniform.bits: auto or [4, 8]); None: anything goes
@@ -569,9 +592,10 @@ def check_composed(prog: str, config_name: str, argv: list[str] | None = None) -
     resuming = bool(plain.get("ckpt_path") or plain.get("resume"))
     found = [m for m in RUN_MARKERS if (out / m).exists()]
     if found and not (resuming or plain.get("overwrite") is True) and config_name != "lut":
+        resume = "resume=" if "resume" in plain else "ckpt_path="  # dnas-evolve, dnas-uniform
         raise DnasError(
             f"{out} already holds a run ({', '.join(found)}); it is not overwritten: give another "
-            "hydra.run.dir=, resume it with ckpt_path=, or overwrite=true to replace it"
+            f"hydra.run.dir=, resume it with {resume}, or overwrite=true to replace it"
         )
 
 
@@ -704,6 +728,13 @@ def check_config(cfg: Any) -> None:
             raise DnasError(f"{key}: {_one_line(cause)}") from None
         optimizer = built if optimizer is None else optimizer
     sched = cfg.get("scheduler")
+    t_max = sched.get("T_max") if isinstance(sched, DictConfig) else None
+    if t_max is not None and (isinstance(t_max, bool) or not isinstance(t_max, int) or t_max < 1):
+        # 0 divides by zero; -1 runs the cosine backwards, every other epoch at learning rate 0
+        raise DnasError(
+            f"scheduler.T_max must be a whole number of epochs >= 1 (trainer.max_epochs by "
+            f"default), got {t_max!r}"
+        )
     if optimizer is not None and isinstance(sched, DictConfig) and "_target_" in sched:
         # a few steps on the dummy optimizer: CosineAnnealingLR(T_max=0) divides by zero there,
         # one epoch into training otherwise

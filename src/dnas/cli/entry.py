@@ -1,7 +1,8 @@
 """The console scripts: each imports its command inside a guard, so that Ctrl-C at any moment,
 even while torch or Lightning is still being imported, is one line and exit status 130 rather
 than a traceback (the commands handle interrupts themselves once they run; this catches the
-rest). The module imports nothing beyond the standard library.
+rest), and so is a write the file system refuses (permission, a dangling link, a directory where
+a file goes): one line naming the path, exit 2. The module imports only the standard library.
 """
 
 from __future__ import annotations
@@ -30,6 +31,12 @@ def run(prog: str) -> None:
     except KeyboardInterrupt:
         print(f"{prog}: stopped by an interrupt (Ctrl-C)", file=sys.stderr)
         sys.exit(130)
+    except (PermissionError, FileExistsError, IsADirectoryError, NotADirectoryError) as e:
+        # the file system refused a write (a read-only folder, a dangling link in the way):
+        # the user's to fix, one line; the commands' outputs are atomic, so nothing half-written
+        where = f": {e.filename}" if e.filename else ""
+        print(f"{prog}: error: {e.strerror or e}{where}", file=sys.stderr)
+        sys.exit(2)
     sys.exit(code)
 
 

@@ -77,6 +77,11 @@ def check_export_dir(out: Path, run_dir: Path, force: bool = False) -> None:
 
     if not out.is_dir():
         return
+    blocked = [n for n in EXPORT_FILES if (out / n).is_dir()]
+    if blocked:
+        raise TrainError(
+            f"-o {out}: {out / blocked[0]} is a directory; the export writes a file there"
+        )
     found = [m for m in RUN_MARKERS if m != "arch.yaml" and (out / m).exists()]
     if found:
         what = "the run being exported" if out.resolve() == run_dir.resolve() else "a run"

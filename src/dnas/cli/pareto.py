@@ -536,6 +536,9 @@ def main(argv: list[str] | None = None) -> int:
         blocked = [p for p in out.parents if p.exists() and not p.is_dir()]
         if blocked:
             raise ParetoError(f"-o {out}: {blocked[-1]} is a file, not a directory")
+        for name in ("pareto.csv", "pareto.png"):
+            if (out / name).is_dir():
+                raise ParetoError(f"-o {out}: {out / name} is a directory; it writes a file there")
         if not args.force:  # only pareto.csv and pareto.png of an earlier run are replaced
             for name, columns in (("pareto.csv", list(COLUMNS)), ("pareto.png", None)):
                 held = foreign_file(out / name, csv_columns=columns)

@@ -13,7 +13,6 @@ import io
 import os
 import pickle
 import time
-import zipfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -172,10 +171,9 @@ class CostTable:
                 raise TableError(
                     f"cost table {path} is not a trusted table ({why}); {rebuild}"
                 ) from None
-            if not zipfile.is_zipfile(path):  # torch's own text for this is a page on pickle
-                first = "not a file torch.save wrote"
-            else:
-                first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+            from dnas.checkpoint import torch_file_problem
+
+            first = torch_file_problem(path)  # torch's own text for this is a page on pickle
             raise TableError(
                 f"cost table {path} is damaged or not a dnas table ({first}); {rebuild}"
             ) from None

@@ -595,6 +595,11 @@ def check_schedule(
         raise DnasError(f"weight_optimizer: {' '.join(str(e).split())}") from None
     if weight_scheduler is None:
         return
+    t_max = getattr(weight_scheduler, "keywords", {}).get("T_max")
+    if t_max is not None and (isinstance(t_max, bool) or not isinstance(t_max, int) or t_max < 1):
+        raise DnasError(
+            f"weight_scheduler: T_max must be a whole number of epochs >= 1, got {t_max!r}"
+        )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -64,6 +64,10 @@ def load_supernet(path: str | Path, space: SearchSpace) -> SuperNet:
         TrainError: the file is missing, not a trusted state dict, or of another space.
     """
     path = Path(path).expanduser()
+    if path.is_dir() and (path / SUPERNET_FILE).is_file():  # a search's run directory
+        path = path / SUPERNET_FILE
+    if path.is_dir():
+        raise TrainError(f"{path} is a directory without a {SUPERNET_FILE}; give a search's run")
     if not path.is_file():
         raise TrainError(f"supernet checkpoint not found: {path}")
     try:
