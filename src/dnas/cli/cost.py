@@ -381,28 +381,15 @@ def cost_arch(
     totals are summed in ``CostTable.arch_cost``'s order (``space.arch_indices``), so on the
     table's hardware they equal ``table.arch_cost(space, arch)`` bit for bit.
     """
-    from dnas.cost.backend import evaluate
-    from dnas.cost.table import _NJ_PER_MJ
+    from dnas.cost.backend import cost_named_layers
 
     shapes = arch_layer_shapes(space, arch)  # ordered like space.arch_indices(arch)
-    for key, s in shapes.items():
-        try:
-            s.check_bits(hw)
-        except ValueError as e:
-            raise InputError(f"layer {layer_name(key)} on hardware {hw.name!r}: {e}") from None
-    res = evaluate(list(shapes.values()), hw, backend)
-    bad = res.infeasible.nonzero().flatten().tolist()
-    if bad:
-        names = [layer_name(k) for k in shapes]
-        raise InputError(
-            f"{len(bad)} layer(s) fit no tiling of hardware {hw.name!r}'s buffers, e.g. "
-            f"{names[bad[0]]} ({list(shapes.values())[bad[0]]}); enlarge the buffers"
-        )
-    latency = res.latency_ms(hw).tolist()
-    energy = (res.energies_nj(hw)["total"] / _NJ_PER_MJ).tolist()
-    cycles = res.column("cycles").tolist()
-    compute = res.column("compute_cycles").tolist()
-    stall = res.column("mem_stall_cycles").tolist()
+    try:
+        cols = cost_named_layers([(layer_name(k), s) for k, s in shapes.items()], hw, backend)
+    except DnasError as e:
+        raise InputError(str(e)) from None
+    latency, energy, cycles = cols["latency_ms"], cols["energy_mj"], cols["cycles"]
+    compute, stall = cols["compute_cycles"], cols["mem_stall_cycles"]
     rows = []
     lat_total = en_total = 0.0
     for i, (key, s) in enumerate(shapes.items()):

@@ -90,3 +90,38 @@ def evaluate(
         return CostBatch(params, empty, torch.zeros((0, 4), dtype=torch.int64), empty[:, 0])
     counters, tiles, order = (torch.cat(x) for x in zip(*outs))
     return CostBatch(params, counters, tiles, order)
+
+
+def cost_named_layers(
+    named: Sequence[tuple[str, LayerShape]], hw: BitFusionConfig, backend: str = "auto"
+) -> dict[str, list]:
+    """Per-layer BitFusion costs of named layers, checked first: ``latency_ms``, ``energy_mj``,
+    ``cycles``, ``compute_cycles`` and ``mem_stall_cycles``, one list entry per layer in order
+    (``dnas-cost arch`` and ``dnas.cost.graph.graph_cost`` both read these).
+
+    Raises:
+        DnasError: a bit-width ``hw`` does not run, or a layer no tiling of its buffers fits
+            (naming the layer).
+    """
+    from dnas.cost.table import _NJ_PER_MJ
+
+    for name, s in named:
+        try:
+            s.check_bits(hw)
+        except ValueError as e:
+            raise DnasError(f"layer {name} on hardware {hw.name!r}: {e}") from None
+    res = evaluate([s for _, s in named], hw, backend)
+    bad = res.infeasible.nonzero().flatten().tolist()
+    if bad:
+        name, shape = named[bad[0]]
+        raise DnasError(
+            f"{len(bad)} layer(s) fit no tiling of hardware {hw.name!r}'s buffers, e.g. "
+            f"{name} ({shape}); enlarge the buffers"
+        )
+    return {
+        "latency_ms": res.latency_ms(hw).tolist(),
+        "energy_mj": (res.energies_nj(hw)["total"] / _NJ_PER_MJ).tolist(),
+        "cycles": res.column("cycles").tolist(),
+        "compute_cycles": res.column("compute_cycles").tolist(),
+        "mem_stall_cycles": res.column("mem_stall_cycles").tolist(),
+    }

@@ -71,28 +71,14 @@ def graph_cost(
         DnasError: a bit-width the hardware does not run, or a layer no tiling of its buffers
             fits.
     """
-    from dnas.cost.backend import evaluate
+    from dnas.cost.backend import cost_named_layers
     from dnas.cost.hardware import load_hardware
-    from dnas.cost.table import _NJ_PER_MJ
 
     hw = hw or load_hardware("bitfusion")
     named = graph_layer_shapes(graph, choice)
-    for name, s in named:
-        try:
-            s.check_bits(hw)
-        except ValueError as e:
-            raise DnasError(f"layer {name} on hardware {hw.name!r}: {e}") from None
-    res = evaluate([s for _, s in named], hw, backend)
-    bad = res.infeasible.nonzero().flatten().tolist()
-    if bad:
-        raise DnasError(
-            f"{len(bad)} layer(s) fit no tiling of hardware {hw.name!r}'s buffers, e.g. "
-            f"{named[bad[0]][0]}; enlarge the buffers"
-        )
-    latency = res.latency_ms(hw).tolist()
-    energy = (res.energies_nj(hw)["total"] / _NJ_PER_MJ).tolist()
-    cycles = res.column("cycles").tolist()
-    stall = res.column("mem_stall_cycles").tolist()
+    cols = cost_named_layers(named, hw, backend)
+    latency, energy = cols["latency_ms"], cols["energy_mj"]
+    cycles, stall = cols["cycles"], cols["mem_stall_cycles"]
     resolved = graph.layer_shapes(choice)
     rows = []
     for i, ((name, s), r) in enumerate(zip(named, resolved)):
