@@ -551,18 +551,16 @@ def check_composed(prog: str, config_name: str, argv: list[str] | None = None) -
         return
     for key in sorted(given):
         default = defaults.get(key)
-        value = plain
-        for part in key.split("."):
-            value = value.get(part) if isinstance(value, dict) else None
-        if key in PATH_KEYS and isinstance(value, (list, dict)):
-            raise DnasError(f"{key} takes one path, got {value}")
-        if key.startswith(("trainer.", "hydra.")) or not isinstance(default, (int, float)):
-            continue  # Lightning's Trainer takes lists (devices=[0, 1]); a string default may
-            # stand for a list (uniform.bits: auto or [4, 8]); None: anything goes
         node: Any = plain
         for part in key.split("."):
             node = node.get(part) if isinstance(node, dict) else None
-        if isinstance(node, (list, dict)):
+        if not isinstance(node, (list, dict)):
+            continue
+        if key in PATH_KEYS:
+            raise DnasError(f"{key} takes one path, got {node}")
+        # Lightning's Trainer takes lists (devices=[0, 1]); a string default may stand for a list
+        # (uniform.bits: auto or [4, 8]); None: anything goes
+        if not key.startswith(("trainer.", "hydra.")) and isinstance(default, (int, float)):
             kind = "a list" if isinstance(node, list) else "a mapping"
             raise DnasError(f"{key} takes one value (default {default!r}), got {kind}: {node}")
     for key, value in _leaves({k: v for k, v in plain.items() if k != "hydra"}):

@@ -29,31 +29,28 @@ def graph_layer_shapes(graph, choice, batch: int = 1) -> list[tuple[str, LayerSh
         DnasError: a layer the BitFusion model cannot take as it is (a non-square output; a
             grouped conv other than depthwise is refused by the graph already).
     """
-    out = []
-    for r in graph.layer_shapes(choice):
-        if r.output_h != r.output_w:
-            raise DnasError(
-                f"layer {r.name}: output {r.output_h}x{r.output_w} is not square; the BitFusion "
-                "model takes square feature maps"
-            )
-        out.append(
-            (
-                r.name,
-                LayerShape(
-                    in_channels=r.in_channels,
-                    out_channels=r.out_channels,
-                    kernel_size=r.kernel,
-                    stride=r.stride,
-                    output_h=r.output_h,
-                    batch=batch,
-                    w_bits=r.w_bits,
-                    a_bits=r.a_bits,
-                    groups=r.groups,
-                    im2col=r.im2col,
-                ),
-            )
+    return [(r.name, _layer_shape(r, batch)) for r in graph.layer_shapes(choice)]
+
+
+def _layer_shape(r, batch: int) -> LayerShape:
+    """A resolved graph layer (``dnas.graph.ResolvedLayer``) as the BitFusion model sees it."""
+    if r.output_h != r.output_w:
+        raise DnasError(
+            f"layer {r.name}: output {r.output_h}x{r.output_w} is not square; the BitFusion "
+            "model takes square feature maps"
         )
-    return out
+    return LayerShape(
+        in_channels=r.in_channels,
+        out_channels=r.out_channels,
+        kernel_size=r.kernel,
+        stride=r.stride,
+        output_h=r.output_h,
+        batch=batch,
+        w_bits=r.w_bits,
+        a_bits=r.a_bits,
+        groups=r.groups,
+        im2col=r.im2col,
+    )
 
 
 def graph_cost(
@@ -75,11 +72,11 @@ def graph_cost(
     from dnas.cost.hardware import load_hardware
 
     hw = hw or load_hardware("bitfusion")
-    named = graph_layer_shapes(graph, choice)
+    resolved = graph.layer_shapes(choice)  # validated and resolved once
+    named = [(r.name, _layer_shape(r, 1)) for r in resolved]
     cols = cost_named_layers(named, hw, backend)
     latency, energy = cols["latency_ms"], cols["energy_mj"]
     cycles, stall = cols["cycles"], cols["mem_stall_cycles"]
-    resolved = graph.layer_shapes(choice)
     rows = []
     for i, ((name, s), r) in enumerate(zip(named, resolved)):
         rows.append(
