@@ -43,3 +43,21 @@ def test_foreign_file_tells_a_commands_own_output_from_anything_else(tmp_path):
     png.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 8)
     assert foreign_file(png) is None
     assert foreign_file(ours) == "a file that is not a PNG image"
+
+
+def test_files_written_as_a_pair_replace_their_targets_together(tmp_path):
+    from dnas.atomic import atomic_paths
+
+    a, b = tmp_path / "a.csv", tmp_path / "a.png"
+    a.write_text("old a")
+    b.write_text("old b")
+    with pytest.raises(KeyboardInterrupt), atomic_paths(a, b) as (ta, tb):
+        ta.write_text("new a")
+        raise KeyboardInterrupt  # while the second is written
+    assert (a.read_text(), b.read_text()) == ("old a", "old b")
+    with atomic_paths(a, b) as (ta, tb):
+        ta.write_text("new a")
+        tb.write_text("new b")
+        assert a.read_text() == "old a"  # nothing replaced until both are written
+    assert (a.read_text(), b.read_text()) == ("new a", "new b")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.csv", "a.png"]

@@ -20,7 +20,39 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         >>> with atomic_path("out.csv") as tmp:
         ...     tmp.write_text("a,b\\n")
     """
-    path = Path(path)
+    with atomic_paths(path) as (tmp,):
+        yield tmp
+
+
+@contextmanager
+def atomic_paths(*paths: str | Path) -> Iterator[tuple[Path, ...]]:
+    """``atomic_path`` for files that belong together (a CSV and its plot): one temporary path
+    per file; only when every one is written are they renamed over their targets, one after the
+    other with SIGINT and SIGTERM held back, so a Ctrl-C leaves all the old files or all the new
+    ones, never a new CSV beside an old (or no) plot.
+
+    Example:
+        >>> with atomic_paths("pareto.csv", "pareto.png") as (csv_tmp, png_tmp):
+        ...     csv_tmp.write_text("a,b\n"); png_tmp.write_bytes(b"...")
+    """
+    targets, temps = [], []
+    try:
+        for path in paths:
+            target, tmp = _temporary_beside(Path(path))
+            targets.append(target)
+            temps.append(tmp)
+        yield tuple(temps)
+        with _signals_held():
+            for tmp, target in zip(temps, targets):
+                os.replace(tmp, target)
+    except BaseException:
+        for tmp in temps:
+            tmp.unlink(missing_ok=True)
+        raise
+
+
+def _temporary_beside(path: Path) -> tuple[Path, Path]:
+    """The file to replace (a symlink's target) and a new empty temporary file beside it."""
     if path.is_symlink():  # write through the link: it keeps pointing where the user made it
         path = Path(os.path.realpath(path))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -32,12 +64,26 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     except FileNotFoundError:
         mode = 0o666 & ~_umask()
     os.chmod(tmp, mode)
+    return path, Path(tmp)
+
+
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM held back (delivered on leaving), where the platform and thread allow."""
+    import signal
+    import threading
+
+    held = {signal.SIGINT, signal.SIGTERM}
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not (
+        threading.main_thread()
+    ):
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
     try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _umask() -> int:

@@ -367,3 +367,92 @@ def test_an_output_name_that_is_a_directory_is_refused_before_writing(tmp_path, 
     assert main([str(tmp_path / "m"), "-o", str(tmp_path / "o")]) == 2
     assert "pareto.png is a directory; it writes a file there" in capsys.readouterr().err
     assert not (tmp_path / "o" / "pareto.csv").exists()  # nothing half-written
+
+
+def _priced_run(run_dir, space, seed, hardware=None, table="a" * 64, fingerprint=None):
+    """A search run whose arch.yaml names the table that priced it and whose run.json records
+    the hardware config (as dnas-search writes them)."""
+    from dnas.cost.hardware import load_hardware
+
+    hw = {**load_hardware("bitfusion").to_dict(), **(hardware or {})}
+    make_run(run_dir, space, seed, {"method": "dnas"}, False, lat=0.1 + seed, en=0.1, acc=0.9)
+    arch = Architecture.load(run_dir / "arch.yaml").priced_by(table)
+    if fingerprint is not None:
+        from dataclasses import replace
+
+        arch = replace(arch, space_fingerprint=fingerprint)
+    arch.save(run_dir / "arch.yaml")
+    record = {"method": "dnas", "table_hash": table, "config": {"hardware": hw}}
+    (run_dir / "run.json").write_text(json.dumps(record))
+    return run_dir
+
+
+@pytest.mark.parametrize(
+    ("other", "said"),
+    [
+        (dict(hardware={"freq_mhz": 1000.0}, table="b" * 64), "freq_mhz 500.0 against 1000.0"),
+        (dict(table="b" * 64), "different cost tables (aaaaaaaaaaaa against bbbbbbbbbbbb"),
+        (dict(fingerprint="0123456789abcdef"), "different spaces (fmnist_mbv2 "),
+    ],
+    ids=["hardware", "table", "space"],
+)
+def test_runs_priced_on_different_hardware_or_tables_are_refused(
+    tmp_path, space, capsys, other, said
+):
+    _priced_run(tmp_path / "m" / "0", space, 0)
+    _priced_run(tmp_path / "m" / "1", space, 1)  # same pricing: fine together
+    _priced_run(tmp_path / "m" / "2", space, 2, **other)
+    out = tmp_path / "out"
+    assert main([str(tmp_path / "m" / "0"), str(tmp_path / "m" / "1"), "-o", str(out)]) == 0
+    assert main([str(tmp_path / "m"), "-o", str(tmp_path / "out2")]) == 2
+    err = capsys.readouterr().err
+    error = [line for line in err.splitlines() if line.startswith("dnas-pareto: error: ")]
+    assert len(error) == 1 and said in error[0], err
+    assert str(tmp_path / "m" / "0") in error[0] and str(tmp_path / "m" / "2") in error[0]
+    assert "separate dnas-pareto calls" in error[0]
+    assert not (tmp_path / "out2").exists()
+
+
+def test_dnas_fit_runs_name_their_hardware_config(tmp_path, space, capsys):
+    """dnas-fit records `model.hardware` (a name): it is compared as that config's settings."""
+    run = _priced_run(tmp_path / "m" / "0", space, 0, hardware={"freq_mhz": 250.0})
+    fit = _priced_run(tmp_path / "m" / "1", space, 1)
+    record = json.loads((fit / "run.json").read_text())
+    record["config"] = {"model": {"hardware": "bitfusion"}}
+    (fit / "run.json").write_text(json.dumps(record))
+    assert main([str(run.parent), "-o", str(tmp_path / "out")]) == 2
+    assert "freq_mhz 250.0 against 500.0" in capsys.readouterr().err
+
+
+def test_runs_behind_symbolic_links_are_followed(tmp_path, space, capsys):
+    make_run(tmp_path / "runs" / "a", space, 0, {"method": "dnas"}, False, lat=0.2, en=0.1, acc=0.8)
+    make_run(tmp_path / "runs" / "b", space, 1, {"method": "dnas"}, False, lat=0.3, en=0.1, acc=0.9)
+    picked = tmp_path / "picked"
+    picked.mkdir()
+    (picked / "a").symlink_to(tmp_path / "runs" / "a")
+    (picked / "b").symlink_to(tmp_path / "runs" / "b")
+    (picked / "loop").symlink_to(picked)  # a link back up the tree ends there
+    assert main([str(picked), "-o", str(tmp_path / "out")]) == 0
+    rows = read_rows(tmp_path / "out" / "pareto.csv")
+    assert sorted(r["run_dir"] for r in rows) == [str(picked / "a"), str(picked / "b")]
+
+
+def test_an_interrupt_while_plotting_leaves_the_old_csv_and_png_as_a_pair(
+    tmp_path, space, monkeypatch
+):
+    """Ctrl-C while the plot was saved left a new pareto.csv beside the old (or no) pareto.png."""
+    from matplotlib.figure import Figure
+
+    make_run(tmp_path / "m" / "1", space, 1, None, False, lat=0.1, en=0.1, acc=0.9)
+    out = tmp_path / "out"
+    assert main([str(tmp_path / "m"), "-o", str(out)]) == 0
+    old = {name: (out / name).read_bytes() for name in ("pareto.csv", "pareto.png")}
+    make_run(tmp_path / "m" / "2", space, 2, None, False, lat=0.2, en=0.1, acc=0.95)
+
+    def interrupted(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Figure, "savefig", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        main([str(tmp_path / "m"), "-o", str(out)])
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == old  # no temporaries either

@@ -1,9 +1,10 @@
 """``dnas-pareto``: gather the architectures of many runs into one accuracy-vs-cost Pareto picture.
 
 ``dnas-pareto DIR... [-o OUTDIR]`` reads every ``arch.yaml`` under the given run or multirun
-directories (recursively; hidden folders such as ``.hydra`` are skipped) and writes
-``OUTDIR/pareto.csv`` and ``OUTDIR/pareto.png`` (atomically; OUTDIR defaults to the current
-directory). Typical use after a sweep::
+directories (recursively, through folders that are symbolic links; hidden folders such as
+``.hydra`` are skipped) and writes ``OUTDIR/pareto.csv`` and ``OUTDIR/pareto.png`` (atomically, as
+a pair; OUTDIR defaults to the current directory). Runs priced on different hardware configs,
+spaces or cost tables are refused: their costs cannot share a front. Typical use after a sweep::
 
     dnas-search -m target.latency_frac=0.1,0.3,0.6   # or: experiment=pareto_sweep_independent
     dnas-pareto multirun/search/DATE/TIME -o results/
@@ -59,11 +60,11 @@ import os
 import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import dnas
-from dnas.atomic import atomic_path, foreign_file
+from dnas.atomic import atomic_path, atomic_paths, foreign_file
 from dnas.errors import DnasError
 
 ARCH_FILE = "arch.yaml"
@@ -126,6 +127,9 @@ class Row:
     on_front_latency: bool = False
     on_front_energy: bool = False
     scratch_acc: float | None = None
+    pricing: dict = field(default_factory=dict, compare=False)
+    """What priced ``latency_ms``/``energy_mj``, as far as the run says: ``hardware`` (its
+    settings), ``space`` (name and fingerprint) and ``table`` (the cost table's content hash)."""
 
     @property
     def finetuned(self) -> bool:
@@ -183,15 +187,24 @@ def find_arch_files(dirs: Sequence[str | Path]) -> list[Path]:
 
     The copy ``dnas-export`` writes beside ``model.safetensors`` is the same architecture as its
     run's, not another run: it is skipped.
+
+    Folders that are symbolic links are followed (a results tree of links to the runs), each
+    real folder once, so a link back up the tree ends the walk there.
     """
     found: dict[Path, Path] = {}
+    seen: set[str] = set()
     for d in dirs:
         root = Path(d)
         if not root.exists():
             raise ParetoError(f"{root}: no such directory")
         if not root.is_dir():
             raise ParetoError(f"{root} is not a directory (give run or multirun directories)")
-        for parent, subdirs, files in os.walk(root):
+        for parent, subdirs, files in os.walk(root, followlinks=True):
+            real = os.path.realpath(parent)
+            if real in seen:
+                subdirs[:] = []
+                continue
+            seen.add(real)
             subdirs[:] = [s for s in subdirs if not s.startswith(".")]
             if ARCH_FILE in files and "model.safetensors" not in files:
                 path = Path(parent) / ARCH_FILE
@@ -295,7 +308,74 @@ def read_run(arch_path: Path) -> Row:
         finetuned_acc=finetuned,
         run_dir=run_dir,
         scratch_acc=scratch,
+        pricing=pricing_of(arch, record),
     )
+
+
+def pricing_of(arch, record: dict) -> dict:
+    """What priced an architecture's cost, from its ``arch.yaml`` and ``run.json`` (each piece
+    only when the run records it): ``hardware`` (the settings of the hardware config: the Hydra
+    commands' ``config.hardware``, dnas-fit's ``config.model.hardware``), ``space`` and
+    ``table`` (``table_hash``)."""
+    out: dict = {}
+    config = record.get("config")
+    hardware = None
+    if isinstance(config, dict):
+        hardware = config.get("hardware")
+        model = config.get("model")
+        if hardware is None and isinstance(model, dict):
+            hardware = model.get("hardware")
+    if isinstance(hardware, str):  # dnas-fit: a built-in name or a YAML file of one
+        from dnas.cost.hardware import load_hardware
+
+        try:
+            hardware = load_hardware(hardware).to_dict()
+        except (OSError, ValueError):
+            hardware = {"name": hardware}
+    if isinstance(hardware, dict) and hardware:
+        out["hardware"] = hardware
+    if arch.space_fingerprint:
+        out["space"] = (arch.space, arch.space_fingerprint)
+    table = arch.table_hash or record.get("table_hash")
+    if isinstance(table, str) and table:
+        out["table"] = table
+    return out
+
+
+def _pricing_difference(kind: str, a, b) -> str:
+    """How two runs' ``pricing[kind]`` differ, in a few words."""
+    if kind == "hardware":
+        keys = sorted(set(a) | set(b), key=lambda k: (k != "name", k))
+        diff = [f"{k} {a.get(k)!r} against {b.get(k)!r}" for k in keys if a.get(k) != b.get(k)]
+        more = f" and {len(diff) - 3} more" if len(diff) > 3 else ""
+        return f"hardware configs ({', '.join(diff[:3])}{more})"
+    if kind == "space":
+        same = a[0] == b[0]
+        what = f"{a[0]} {a[1]} against {b[1]}" if same else f"{a[0]} against {b[0]}"
+        return f"spaces ({what})"
+    return (
+        f"cost tables ({a[:12]} against {b[:12]}: another table.path= or a table another dnas "
+        "version built)"
+    )
+
+
+def check_one_pricing(rows: Sequence[Row]) -> None:
+    """Refuse rows whose costs came from different hardware, spaces or cost tables: a latency
+    on one accelerator is not comparable with a latency on another, so they cannot share a front.
+
+    Raises:
+        ParetoError: naming two such runs and what differs between them.
+    """
+    for kind in ("hardware", "space", "table"):
+        known = [r for r in rows if kind in r.pricing]
+        for r in known[1:]:
+            first = known[0]
+            if r.pricing[kind] != first.pricing[kind]:
+                what = _pricing_difference(kind, first.pricing[kind], r.pricing[kind])
+                raise ParetoError(
+                    f"{first.run_dir} and {r.run_dir} were priced on different {what}: their "
+                    "costs cannot share a front; give them to separate dnas-pareto calls"
+                )
 
 
 def collect(dirs: Sequence[str | Path], warn: Callable[[str], None]) -> list[Row]:
@@ -311,6 +391,7 @@ def collect(dirs: Sequence[str | Path], warn: Callable[[str], None]) -> list[Row
             warn(f"skipping {e}")
     if not rows:
         raise ParetoError(f"none of the {len(files)} {ARCH_FILE} file(s) found could be read")
+    check_one_pricing(rows)
     mark_fronts(rows)
     return rows
 
@@ -367,10 +448,14 @@ def mark_fronts(rows: Iterable[Row]) -> None:
 # ------------------------------------------------------------------------------------- writing
 def write_csv(rows: Sequence[Row], path: Path) -> Path:
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n")
-        w.writeheader()
-        w.writerows(r.csv_row() for r in rows)
+        _write_rows(rows, f)
     return path
+
+
+def _write_rows(rows: Sequence[Row], f) -> None:
+    w = csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n")
+    w.writeheader()
+    w.writerows(r.csv_row() for r in rows)
 
 
 def _styles(methods: Iterable[str]) -> dict[str, tuple[str, str]]:
@@ -442,15 +527,34 @@ def plot_pareto(rows: Sequence[Row], path: Path) -> Path:
 
     Drawn on a bare Figure, so matplotlib's global backend (a notebook's) is left alone.
     """
+    fig = pareto_figure(rows)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    return path
+
+
+def pareto_figure(rows: Sequence[Row]):
+    """The figure ``plot_pareto`` saves."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(11, 4.2))
     draw_pareto(rows, fig.subplots(1, 2))
     fig.suptitle(f"{len(rows)} architectures; step lines: the Pareto front of each series")
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    return path
+    return fig
+
+
+def write_outputs(rows: Sequence[Row], out: Path) -> tuple[Path, Path]:
+    """``out/pareto.csv`` and ``out/pareto.png`` as a pair: both are written to temporary files
+    first and renamed together (``atomic_paths``), so an interrupt leaves both old files or both
+    new ones, never a new CSV without its plot."""
+    csv_path, png_path = out / "pareto.csv", out / "pareto.png"
+    fig = pareto_figure(rows)
+    with atomic_paths(csv_path, png_path) as (csv_tmp, png_tmp):
+        with open(csv_tmp, "w", newline="") as f:
+            _write_rows(rows, f)
+        fig.savefig(png_tmp, format="png", dpi=110)
+    return csv_path, png_path
 
 
 def print_summary(rows: Sequence[Row]) -> None:
@@ -548,8 +652,7 @@ def main(argv: list[str] | None = None) -> int:
                         " replace it"
                     )
         rows = collect(args.dirs, warn)
-        csv_path = write_csv(rows, out / "pareto.csv")
-        png_path = plot_pareto(rows, out / "pareto.png")
+        csv_path, png_path = write_outputs(rows, out)
     except (ParetoError, OSError) as e:
         print(f"dnas-pareto: error: {e}", file=sys.stderr)
         return 2
