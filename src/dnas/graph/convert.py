@@ -14,7 +14,9 @@ between decides how groups are tied:
 - ``flatten`` (and a ``view``/``reshape`` that flattens) multiplies each channel by the spatial
   size, which the next Linear records as its ``in_factor``; ``squeeze``, ``unsqueeze``,
   ``transpose`` and ``permute`` of the spatial dimensions pass the groups on;
-- a reduction over channels (``x.mean(1)``) gives a fixed group of its own.
+- a reduction or softmax over channels (``x.mean(1)``, ``softmax(x, 1)``) fixes the widths it
+  reads (its result depends on how many channels there are); a reduction's output gets a fixed
+  group of its own.
 
 Anything else between layers (an op the converter does not know, a custom leaf module, a reshape
 whose channel size is neither -1 nor the tensor's own ``size(1)``, indexing over channels) fixes
@@ -313,6 +315,18 @@ class _Layer:
     norm: str | None = None
 
 
+_SOFTMAXES: frozenset[Any] = frozenset({F.softmax, F.log_softmax, "softmax", "log_softmax"})
+
+
+def _softmax_over_channels(dim: Any, shape: tuple[int, ...] | None) -> bool:
+    """Whether a softmax over ``dim`` of a tensor of ``shape`` normalises over dimension 1."""
+    if shape is None or len(shape) < 2:
+        return False
+    if dim is None:  # torch's legacy implicit dim: 1 for 2-D and 4-D inputs, 0 for 1-D and 3-D
+        return len(shape) in (2, 4)
+    return isinstance(dim, int) and dim % len(shape) == 1
+
+
 def _meta(node: Any) -> Any:
     return node.meta.get("tensor_meta") if isinstance(node, fx.Node) else None
 
@@ -452,6 +466,8 @@ class _Converter:
         self.inputs: list[int] = []
         self.output_shape: tuple[int, ...] | None = None
         self.kernel_notes: list[str] = []
+        # skip name → (the residual add, its branch operand), filled by ``skips``.
+        self.skip_adds: dict[str, tuple[fx.Node, fx.Node]] = {}
 
     # ------------------------------------------------------------------------------- helpers
     def _fresh(self, meta: Any, origin: str, reason: str, structural: bool) -> Any:
@@ -485,6 +501,12 @@ class _Converter:
             for s in self._segments(self.values.get(inp)):
                 self.groups.fix(s, what)
         self.values[node] = self._fresh(_meta(node), node.name, what, structural=False)
+
+    def _fix_read(self, node: fx.Node, value: Any, why: str) -> None:
+        """Fix the groups of ``value``, which ``node`` mixes across its channels."""
+        what = f"{_op_name(node, self.modules)}: {why}"
+        for s in self._segments(value):
+            self.groups.fix(s, what)
 
     def _set_followed(self, node: fx.Node, value: Any, why: str) -> None:
         """Record ``value`` for ``node`` if it matches the traced shape, else treat it as opaque."""
@@ -546,6 +568,12 @@ class _Converter:
             self._linear(node, mod)
         elif isinstance(mod, nn.Flatten):
             self._flatten(node, mod.start_dim, mod.end_dim)
+        elif isinstance(mod, (nn.Softmax, nn.LogSoftmax)) and _softmax_over_channels(
+            mod.dim, _shape(node)
+        ):
+            x = node.args[0]
+            self._fix_read(node, self.values.get(x), "it normalises over the channels")
+            self._set_followed(node, self.values.get(x), "its output channels differ")
         elif isinstance(mod, _CHANNELWISE_MODULES):
             x = node.args[0]
             if isinstance(mod, (nn.BatchNorm1d, nn.BatchNorm2d)) and x in self.by_node:
@@ -705,6 +733,8 @@ class _Converter:
         elif target in _LAYOUTS:
             self._layout(node)
         elif (target in _UNARY_METHODS) if method else (target in _UNARY_FUNCTIONS):
+            if target in _SOFTMAXES and _softmax_over_channels(_arg(node, 1, "dim"), _shape(node)):
+                self._fix_read(node, self.values.get(x), "it normalises over the channels")
             self._set_followed(node, self.values.get(x), "its output channels differ")
         elif (target in _ELEMENTWISE_METHODS) if method else (target in _ELEMENTWISE_FUNCTIONS):
             self._elementwise(node, node.all_input_nodes)
@@ -871,7 +901,10 @@ class _Converter:
             else:
                 self._opaque(node, "it reduces over the batch")
             return
-        if 1 in dims:  # its output no longer depends on how many channels there were
+        if 1 in dims:
+            # Its result depends on every channel read (a narrower width would change it, and a
+            # supernet computes the channels beyond a width): the groups read keep their width.
+            self._fix_read(node, value, "it reduces over the channels")
             self.values[node] = self._fresh(
                 _meta(node), node.name, "a reduction over channels", structural=True
             )
@@ -910,6 +943,7 @@ class _Converter:
                 layers = self._branch_layers(node, self._through_identity(ident), branch)
                 if layers:
                     found.append(SkipChoice(self._skip_name(node, layers, found), layers))
+                    self.skip_adds[found[-1].name] = (node, branch)
                     break
         return found
 
@@ -962,6 +996,27 @@ class _Converter:
 
 
 # ---------------------------------------------------------------------------------- convert
+@dataclass(frozen=True)
+class Traced:
+    """A converted network: its layer graph and the traced module it was read from.
+
+    Attributes:
+        graph: the layer graph (what ``convert`` returns).
+        module: the ``torch.fx.GraphModule`` traced from the model; it shares the model's
+            submodules (copy it before changing them).
+        node_groups: fx node name → ``(segments, factor)`` for every value whose dimension 1
+            the converter followed: ``(group, channels)`` of its channels in order (group
+            ``None`` for a group no layer reads or writes, which is fixed) and the features per
+            channel (the flattened spatial size; 1 before a flatten).
+        skip_adds: skip name → ``(residual add node, branch operand node)`` names.
+    """
+
+    graph: LayerGraph
+    module: fx.GraphModule
+    node_groups: Mapping[str, tuple[tuple[tuple[str | None, int], ...], int]]
+    skip_adds: Mapping[str, tuple[str, str]]
+
+
 def convert(
     model: nn.Module,
     example_input: Tensor | tuple[Tensor, ...],
@@ -1014,6 +1069,33 @@ def convert(
         >>> g.group("0").widths, g.layer("3").in_factor, g.macs(g.largest_choice())
         ((4, 6, 8), 4, 1184)
     """
+    return trace_network(
+        model,
+        example_input,
+        w_bits=w_bits,
+        a_bits=a_bits,
+        width_fractions=width_fractions,
+        kernels=kernels,
+        skips=skips,
+        leaf_modules=leaf_modules,
+    ).graph
+
+
+def trace_network(
+    model: nn.Module,
+    example_input: Tensor | tuple[Tensor, ...],
+    *,
+    w_bits: Sequence[int] = (2, 4, 8),
+    a_bits: Sequence[int] = (2, 4, 8),
+    width_fractions: Sequence[float] = (0.5, 0.75, 1.0),
+    kernels: Mapping[int, Sequence[int]] | None = None,
+    skips: bool = False,
+    leaf_modules: Sequence[type[nn.Module]] = (),
+) -> Traced:
+    """``convert``'s result with what building a supernet on the traced module needs.
+
+    Same arguments and errors as ``convert``; see ``Traced``.
+    """
     fractions = _check_fractions(width_fractions)
     kernel_map = _check_kernel_map(kernels)
     w_bits, a_bits = check_increasing(w_bits, "w_bits"), check_increasing(a_bits, "a_bits")
@@ -1046,7 +1128,24 @@ def convert(
     conv.run()
     assert conv.output_shape is not None  # every fx graph has an output node
     skip_choices = conv.skips() if skips else []
-    return _build(conv, label, args[0], w_bits, a_bits, fractions, skip_choices)
+    graph, names = _build(conv, label, args[0], w_bits, a_bits, fractions, skip_choices)
+    node_groups = {
+        node.name: (
+            tuple(
+                (names.get(conv.groups.find(s)), conv.groups.channels[conv.groups.find(s)])
+                for s in v.segments
+            ),
+            v.factor,
+        )
+        for node, v in conv.values.items()
+        if isinstance(v, _Channels)
+    }
+    return Traced(
+        graph=graph,
+        module=gm,
+        node_groups=node_groups,
+        skip_adds={k: (add.name, branch.name) for k, (add, branch) in conv.skip_adds.items()},
+    )
 
 
 def _build(
@@ -1057,7 +1156,7 @@ def _build(
     a_bits: tuple[int, ...],
     fractions: tuple[float, ...],
     skip_choices: list[SkipChoice],
-) -> LayerGraph:
+) -> tuple[LayerGraph, dict[int, str]]:
     g = conv.groups
     if not conv.layers:
         raise GraphError("model", f"{label} has no Conv2d or Linear layer")
@@ -1127,8 +1226,8 @@ def _build(
                 f"output reaches {'; '.join(ops)}, whose effect on channels the converter "
                 "cannot follow",
                 ConvertWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
     for note in conv.kernel_notes:
-        warnings.warn(note, ConvertWarning, stacklevel=3)
-    return graph
+        warnings.warn(note, ConvertWarning, stacklevel=4)
+    return graph, names
