@@ -340,6 +340,90 @@ def test_a_bad_value_is_one_line_before_hydra_writes_anything(tmp_path):
     assert [p.name for p in run.iterdir()] == ["run.json"]  # no .hydra/ rewritten
 
 
+def _tree(root):
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def test_a_sweep_directory_holding_runs_is_refused_before_hydra_writes(tmp_path):
+    """`-m ... hydra.sweep.dir=` an earlier sweep: Hydra rewrote its multirun.yaml and every
+    job's .hydra/ before each job refused, and the refusal said hydra.run.dir=."""
+    sweep = tmp_path / "sweep"
+    for job in ("0", "1"):
+        (sweep / job / ".hydra").mkdir(parents=True)
+        (sweep / job / ".hydra" / "config.yaml").write_text(f"seed: {job}\n")
+        (sweep / job / "run.json").write_text("{}")
+    (sweep / "multirun.yaml").write_text("hydra: {}\n")
+    before = _tree(sweep)
+    out = subprocess.run(
+        [sys.executable, "-m", "dnas.cli.search", "-m", "seed=1,2", f"hydra.sweep.dir={sweep}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 2
+    assert out.stderr.count("\n") == 1, out.stderr
+    assert "already holds a sweep's runs (in 0/, 1/)" in out.stderr
+    assert "give another hydra.sweep.dir=" in out.stderr and "hydra.run.dir" not in out.stderr
+    assert _tree(sweep) == before  # multirun.yaml and the jobs' .hydra/ untouched
+
+
+def test_the_sweep_directory_check(tmp_path):
+    from hydra.core.global_hydra import GlobalHydra
+
+    from dnas.cli.common import check_composed
+
+    GlobalHydra.instance().clear()
+    sweep = tmp_path / "sweep"
+    (sweep / "3").mkdir(parents=True)
+    (sweep / "multirun.yaml").write_text("hydra: {}\n")  # a sweep whose jobs all failed: fine
+    check_composed("dnas-search", "search", ["-m", "seed=1,2", f"hydra.sweep.dir={sweep}"])
+    (sweep / "3" / "arch.yaml").write_text("x")
+    for argv in (
+        ["-m", "seed=1,2", f"hydra.sweep.dir={sweep}"],
+        ["experiment=pareto_sweep_independent", f"hydra.sweep.dir={sweep}"],  # sweeps itself
+        ["--multirun", "seed=1", f"hydra.sweep.dir={sweep}"],
+    ):
+        with pytest.raises(DnasError, match=r"sweep's runs \(in 3/\).*hydra\.sweep\.dir="):
+            check_composed("dnas-search", "search", argv)
+    check_composed(
+        "dnas-search", "search", ["-m", "seed=1,2", f"hydra.sweep.dir={sweep}", "overwrite=true"]
+    )
+    check_composed("dnas-search", "search", ["-m", "seed=1,2"])  # a new dir of its own
+    check_composed("dnas-lut", "lut", ["-m", "batch=1,2", f"hydra.sweep.dir={sweep}"])  # no runs
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DnasError, match=r"hydra\.sweep\.dir=.* is a file"):
+        check_composed(
+            "dnas-search", "search", ["-m", "seed=1,2", f"hydra.sweep.dir={tmp_path / 'file'}"]
+        )
+    with pytest.raises(DnasError, match=r"hydra\.sweep\.dir= is empty"):
+        check_composed("dnas-search", "search", ["-m", "seed=1,2", "hydra.sweep.dir="])
+
+
+def test_a_jobs_refusal_names_the_sweep_key(tmp_path):
+    """Inside a multirun job the run directory is named by hydra.sweep.dir=, not hydra.run.dir=."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf, open_dict
+
+    from dnas.cli.common import output_dir
+    from tests.runs import compose_config
+
+    job = tmp_path / "sweep" / "0"
+    job.mkdir(parents=True)
+    (job / "run.json").write_text("{}")
+    cfg = compose_config("search", f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    with open_dict(cfg):
+        cfg.hydra.mode = RunMode.MULTIRUN
+        cfg.hydra.runtime.output_dir = str(job)
+    HydraConfig.instance().set_config(cfg)
+    try:
+        with pytest.raises(DnasError, match=r"give another hydra\.sweep\.dir=, resume it"):
+            output_dir(None, OmegaConf.create({"ckpt_path": None, "overwrite": False}))
+    finally:
+        HydraConfig.instance().cfg = None
+
+
 def test_a_sweep_plugin_that_is_missing_says_pip_install(monkeypatch, capsys):
     from dnas.cli import common
 

@@ -57,26 +57,52 @@ def output_dir(given: str | Path | None, cfg: Any = None) -> Path:
     run) is refused before any work, so its results are never overwritten, unless this run
     resumes (``cfg.ckpt_path`` set) or ``cfg.overwrite`` is true.
     """
-    from dnas.errors import DnasError
-
+    key = "hydra.run.dir="
     if given is None:
         from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
 
-        given = HydraConfig.get().runtime.output_dir
+        hc = HydraConfig.get()
+        given = hc.runtime.output_dir
+        if hc.mode == RunMode.MULTIRUN:
+            key = "hydra.sweep.dir="
     out = Path(given)
     if out.exists() and not out.is_dir():
-        raise DnasError(f"the run directory {out} is a file; give hydra.run.dir= a directory")
-    resuming = cfg is not None and bool(cfg.get("ckpt_path") or cfg.get("resume"))
-    forced = cfg is not None and cfg.get("overwrite") is True
-    found = [m for m in RUN_MARKERS if (out / m).exists()]
-    if found and not (resuming or forced):
-        resume = "resume=" if cfg is not None and "resume" in cfg else "ckpt_path="
-        raise DnasError(
-            f"{out} already holds a run ({', '.join(found)}); it is not overwritten: give another "
-            f"hydra.run.dir=, resume it with {resume}, or overwrite=true to replace it"
-        )
+        raise DnasError(f"the run directory {out} is a file; give {key} a directory")
+    if cfg is not None:
+        refuse_a_run(out, [out], key, cfg)
     out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+def refuse_a_run(out: Path, dirs: list[Path], key: str, cfg: Any) -> None:
+    """Refuse to write into ``out`` when one of ``dirs`` (``out`` itself, or a sweep's job
+    folders) holds a run (``RUN_MARKERS``), unless ``cfg`` resumes (``ckpt_path``, ``resume``) or
+    overwrites (``overwrite: true``). ``key`` is the override that names ``out``
+    (``hydra.run.dir=``, ``hydra.sweep.dir=``), for the message.
+
+    Raises:
+        DnasError: naming the run's files and the ways out.
+    """
+    if cfg.get("ckpt_path") or cfg.get("resume") or cfg.get("overwrite") is True:
+        return
+    if dirs == [out]:
+        found = [m for m in RUN_MARKERS if (out / m).exists()]
+        if found:
+            resume = "resume=" if "resume" in cfg else "ckpt_path="  # dnas-evolve, -uniform
+            raise DnasError(
+                f"{out} already holds a run ({', '.join(found)}); it is not overwritten: give "
+                f"another {key}, resume it with {resume}, or overwrite=true to replace it"
+            )
+        return
+    runs = [d for d in dirs if any((d / m).exists() for m in RUN_MARKERS)]
+    if runs:
+        names = [f"{d.relative_to(out)}/" if d != out else "." for d in runs]
+        shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+        raise DnasError(
+            f"{out} already holds a sweep's runs (in {shown}); they are not overwritten: give "
+            f"another {key}, or overwrite=true to replace them"
+        )
 
 
 def available_cores() -> int:
@@ -514,6 +540,9 @@ def check_composed(prog: str, config_name: str, argv: list[str] | None = None) -
     import math
 
     args = sys.argv[1:] if argv is None else list(argv)
+    if any(a in ("-m", "--multirun") for a in args):
+        given = {a.partition("=")[0]: a.partition("=")[2] for a in args if "=" in a}
+        check_sweep_dir(config_name, given.get("hydra.sweep.dir"), given)
     if any(a.startswith("-") for a in args):
         return  # -m, --cfg, --help, -c ...: Hydra's own
     overrides = [a for a in args if "=" in a]
@@ -579,6 +608,10 @@ def check_composed(prog: str, config_name: str, argv: list[str] | None = None) -
     if isinstance(seed, int) and not isinstance(seed, bool) and not 0 <= seed < 2**32:
         raise DnasError(f"seed must be an integer in [0, 2**32 - 1], got {seed}")
     check_resume_checkpoint(config_name, plain.get("ckpt_path"))
+    if str(plain.get("hydra", {}).get("mode")).endswith("MULTIRUN"):  # an experiment sweeps
+        given = next((a.partition("=")[2] for a in args if a.startswith("hydra.sweep.dir=")), None)
+        check_sweep_dir(config_name, given, plain)
+        return
     run_dir = next((a.partition("=")[2] for a in args if a.startswith("hydra.run.dir=")), None)
     if run_dir is None:
         return
@@ -587,14 +620,33 @@ def check_composed(prog: str, config_name: str, argv: list[str] | None = None) -
     out = Path(run_dir).expanduser()
     if out.exists() and not out.is_dir():
         raise DnasError(f"hydra.run.dir={run_dir} is a file; give hydra.run.dir= a directory")
-    resuming = bool(plain.get("ckpt_path") or plain.get("resume"))
-    found = [m for m in RUN_MARKERS if (out / m).exists()]
-    if found and not (resuming or plain.get("overwrite") is True) and config_name != "lut":
-        resume = "resume=" if "resume" in plain else "ckpt_path="  # dnas-evolve, dnas-uniform
-        raise DnasError(
-            f"{out} already holds a run ({', '.join(found)}); it is not overwritten: give another "
-            f"hydra.run.dir=, resume it with {resume}, or overwrite=true to replace it"
-        )
+    if config_name != "lut":
+        refuse_a_run(out, [out], "hydra.run.dir=", plain)
+
+
+def check_sweep_dir(config_name: str, sweep_dir: str | None, cfg: Any) -> None:
+    """A multirun's ``hydra.sweep.dir=``, before Hydra writes ``multirun.yaml`` there and a
+    ``.hydra/`` into each job's folder: not empty, not a file, and no job folder of it holding a
+    run unless ``cfg`` (the overrides, or the composed config) resumes or overwrites. A sweep
+    directory left unnamed is a new one (its name holds the time and process id).
+
+    Raises:
+        DnasError: naming the key, the runs found and the ways out.
+    """
+    if sweep_dir is None or config_name == "lut" or "${" in sweep_dir:
+        return
+    if not sweep_dir.strip():
+        raise DnasError("hydra.sweep.dir= is empty; give the directory the sweep should write")
+    out = Path(sweep_dir).expanduser()
+    if out.exists() and not out.is_dir():
+        raise DnasError(f"hydra.sweep.dir={sweep_dir} is a file; give hydra.sweep.dir= a directory")
+    if not out.is_dir():
+        return
+    flags = dict(cfg)
+    if isinstance(flags.get("overwrite"), str):  # an override as typed: overwrite=true
+        flags["overwrite"] = flags["overwrite"].strip().lower() == "true"
+    jobs = [out, *sorted((d for d in out.iterdir() if d.is_dir()), key=lambda d: d.name)]
+    refuse_a_run(out, jobs, "hydra.sweep.dir=", flags)
 
 
 def _is_group_override(arg: str) -> bool:
