@@ -200,6 +200,34 @@ def test_malformed_hardware_yaml_is_one_line(tmp_path, capsys):
     assert "is not valid YAML (line" in err and "Traceback" not in err
 
 
+def test_numbers_in_a_hardware_yaml_read_as_the_hydra_commands_read_them(tmp_path, capsys):
+    """`freq_mhz: 5e2`, `e_dram_nj_per_bit: 15e-3`: dnas-lut hardware=FILE (OmegaConf) took them
+    as numbers, dnas-cost --hardware FILE (PyYAML) as strings and refused the file."""
+    from importlib import resources
+
+    from omegaconf import OmegaConf
+
+    from dnas.cost.hardware import BitFusionConfig, load_hardware
+
+    default = resources.files("dnas").joinpath("conf/hardware/bitfusion.yaml").read_text()
+    text = default.replace("freq_mhz: 500.0", "freq_mhz: 5e2").replace(
+        "e_dram_nj_per_bit: 0.015", "e_dram_nj_per_bit: 15e-3"
+    )
+    assert "5e2" in text and "15e-3" in text
+    hw = write(tmp_path / "hw.yaml", text)
+    hydra_reads = BitFusionConfig.from_dict(OmegaConf.to_container(OmegaConf.load(hw)))
+    assert load_hardware(hw) == hydra_reads == load_hardware("bitfusion")
+    src = write(tmp_path / "in.csv", HEADER + "\n" + ROW + "\n")
+    assert main(["eval", src, "-o", str(tmp_path / "a.csv"), "--hardware", hw]) == 0
+    assert main(["eval", src, "-o", str(tmp_path / "b.csv")]) == 0
+    assert read_rows(tmp_path / "a.csv") == read_rows(tmp_path / "b.csv")
+    capsys.readouterr()
+    twice = write(tmp_path / "twice.yaml", text + "freq_mhz: 1000.0\n")  # Hydra refuses it too
+    assert main(["eval", src, "-o", str(tmp_path / "c.csv"), "--hardware", twice]) == 2
+    err = capsys.readouterr().err
+    assert "duplicate key freq_mhz" in err and len(err.strip().splitlines()) == 1
+
+
 @pytest.mark.parametrize(
     "data, message",
     [

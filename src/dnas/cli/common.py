@@ -314,9 +314,9 @@ def file_overrides(prog: str, argv: list[str] | None = None) -> list[str]:
         try:
             import yaml
 
-            from dnas.errors import read_text
+            from dnas.errors import load_yaml, read_text
 
-            data = yaml.safe_load(read_text(path, f"{group} file"))
+            data = load_yaml(read_text(path, f"{group} file"))
         except DnasError as e:
             print(f"{prog}: error: {e}", file=sys.stderr)
             sys.exit(2)

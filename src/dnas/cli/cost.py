@@ -26,7 +26,7 @@ from dnas.atomic import atomic_path, foreign_file
 from dnas.cost.batch import COUNTER_COLUMNS, PARAM_COLUMNS
 from dnas.cost.hardware import load_hardware
 from dnas.cost.layer import LayerShape, arch_layer_shapes
-from dnas.errors import DnasError
+from dnas.errors import DnasError, load_yaml
 
 if TYPE_CHECKING:
     from dnas.cost.hardware import BitFusionConfig
@@ -364,7 +364,7 @@ def reference_hardware(arch_path: Path) -> tuple[BitFusionConfig, str]:
     cfg_file = arch_path.parent / ".hydra" / "config.yaml"
     if cfg_file.is_file():
         try:
-            cfg = yaml.safe_load(cfg_file.read_text())
+            cfg = load_yaml(cfg_file.read_text())
             if isinstance(cfg, dict) and isinstance(cfg.get("hardware"), dict):
                 return BitFusionConfig.from_dict(cfg["hardware"]), f"{cfg_file}'s hardware"
         except (yaml.YAMLError, ValueError, TypeError):

@@ -85,10 +85,9 @@ def _write_csv(path: Path, rows: list[dict], header: list[str]) -> None:
 
 def read_predictor_data(path: Path, genomes) -> tuple[list, list[float]]:
     """``(states, accuracies)`` from a ``predictor_data.csv`` written by ``dnas-evolve``."""
-    import yaml
 
     from dnas.derive import ArchState
-    from dnas.errors import DnasError, read_text
+    from dnas.errors import DnasError, load_yaml, read_text
     from dnas.space import Architecture
 
     if not path.is_file() and not path.is_dir():
@@ -97,7 +96,7 @@ def read_predictor_data(path: Path, genomes) -> tuple[list, list[float]]:
     text = read_text(path, "predictor.data", "CSV (a predictor_data.csv dnas-evolve wrote)")
     for i, row in enumerate(csv.DictReader(io.StringIO(text, newline="")), start=2):
         try:
-            arch = Architecture.from_dict(yaml.safe_load(row["arch"]))
+            arch = Architecture.from_dict(load_yaml(row["arch"]))
             states.append(ArchState.from_arch(genomes.space, arch))
             accs.append(float(row["accuracy"]))
         except Exception as e:

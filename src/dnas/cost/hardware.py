@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from dnas.errors import DnasError, read_text
+from dnas.errors import DnasError, load_yaml, read_text
 
 MAX_CONSTANT = 1e12
 """The largest magnitude a real-valued hardware constant may take: costs stay finite (a constant
@@ -161,7 +161,7 @@ def load_hardware(name_or_path: str | Path = "bitfusion") -> BitFusionConfig:
             )
         text = res.read_text()
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as e:
         where = getattr(e, "problem_mark", None)
         at = f" (line {where.line + 1}, column {where.column + 1})" if where else ""

@@ -12,14 +12,13 @@ import json
 from pathlib import Path
 
 import torch
-import yaml
 
 from dnas.cost.hardware import BitFusionConfig
 from dnas.cost.levels import restrict_table, search_levels
 from dnas.cost.table import load_or_build
 from dnas.cost.targets import Targets
 from dnas.derive.budget import derive_within_budget
-from dnas.errors import DnasError
+from dnas.errors import DnasError, load_yaml
 from dnas.space import Architecture, SearchSpace
 
 
@@ -55,7 +54,7 @@ def rederive(
         raise DnasError(f"{run} was written by {record.get('method')!r}, not by dnas-search")
     config = record["config"]
     search = config.get("search", {})
-    space = SearchSpace.from_dict(yaml.safe_load(files["space.yaml"].read_text()))
+    space = SearchSpace.from_dict(load_yaml(files["space.yaml"].read_text()))
     hw = BitFusionConfig.from_dict(config["hardware"])
     table, _, _ = load_or_build(space, hw, table_path, "auto")
     old = Architecture.load(files["arch.yaml"])

@@ -244,12 +244,12 @@ class Architecture:
     @classmethod
     def load(cls, path: str | Path) -> Architecture:
         """Read an architecture YAML written by ``save``."""
-        from dnas.errors import read_text
+        from dnas.errors import load_yaml, read_text
 
         path = Path(path)
         if not path.is_file() and not path.is_dir():
             raise FileNotFoundError(f"architecture file not found: {path}")
-        data = yaml.safe_load(read_text(path, "architecture file"))
+        data = load_yaml(read_text(path, "architecture file"))
         if not isinstance(data, Mapping):
             raise SpaceError("", f"{path} does not hold an architecture mapping")
         try:

@@ -6,9 +6,7 @@ from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 
-import yaml
-
-from dnas.errors import DnasError, read_text
+from dnas.errors import DnasError, load_yaml, read_text
 from dnas.space.errors import SpaceError
 from dnas.space.search_space import SearchSpace
 
@@ -46,7 +44,7 @@ def load_space(name_or_path: str | Path = "fmnist_mbv2") -> SearchSpace:
                 "(or give a path to a YAML file)"
             )
         text, source = res.read_text(), f"built-in space {name_or_path!r}"
-    data = yaml.safe_load(text)
+    data = load_yaml(text)
     if not isinstance(data, Mapping):
         raise SpaceError("space", f"{source} must hold a mapping, got {type(data).__name__}")
     return SearchSpace.from_dict(data)

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 import yaml
 
-from dnas.errors import DnasError, read_text
+from dnas.errors import DnasError, load_yaml, read_text
 from dnas.space import Architecture, SearchSpace, SpaceError
 from dnas.supernet import ChildNet, SuperNet
 
@@ -151,7 +151,7 @@ def load_child(run_dir: str | Path, map_location: str | torch.device = "cpu") ->
     missing = [str(p) for p in files.values() if not p.is_file()]
     if missing:
         raise TrainError(f"{run} is not a dnas-train run directory: missing {', '.join(missing)}")
-    space = SearchSpace.from_dict(yaml.safe_load(read_text(files[SPACE_FILE], "run file")))
+    space = SearchSpace.from_dict(load_yaml(read_text(files[SPACE_FILE], "run file")))
     try:
         arch = load_arch(files[ARCH_FILE], space)
     except TrainError as e:  # its "pass space=" hint is for dnas-train, not for a finished run
