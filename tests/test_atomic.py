@@ -61,3 +61,23 @@ def test_files_written_as_a_pair_replace_their_targets_together(tmp_path):
         assert a.read_text() == "old a"  # nothing replaced until both are written
     assert (a.read_text(), b.read_text()) == ("new a", "new b")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.csv", "a.png"]
+
+
+def test_write_problem_names_what_is_in_the_way(tmp_path, monkeypatch):
+    from dnas.atomic import write_problem
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "d").mkdir()
+    assert write_problem("new/deeper/out.csv") is None
+    assert write_problem("new/run", directory=True) is None
+    assert write_problem("d", directory=True) is None
+    assert write_problem("notes.txt") is None  # a file is replaced (its own checks say if not)
+    assert write_problem("notes.txt/sub/out.csv") == "notes.txt is a file, not a directory"
+    assert write_problem("notes.txt", directory=True) == "notes.txt is a file, not a directory"
+    assert write_problem(tmp_path / "notes.txt" / "x", directory=True) == (
+        f"{tmp_path / 'notes.txt'} is a file, not a directory"
+    )
+    assert write_problem("d") == "d is a directory"
+    monkeypatch.setattr("os.access", lambda path, mode: False)  # root writes anywhere: pretend
+    assert write_problem("d/new/out.csv") == "d is not writable"

@@ -120,3 +120,48 @@ def foreign_file(path: str | Path, *, csv_columns: list[str] | None = None) -> s
     if not head:
         return "an empty file"
     return f"a file that is not this command's CSV (its first line: {first[:60]!r})"
+
+
+def write_problem(path: str | Path, *, directory: bool = False) -> str | None:
+    """Why writing ``path`` would fail, in a few words, or None: what a command checks before its
+    work, so that a bad output path is one line at the start, not an error after hours of it.
+
+    Args:
+        path: a file to write (created with its missing folders), or with ``directory=True`` a
+            folder to write into (created if missing).
+
+    Returns:
+        ``"X is a file, not a directory"`` (``path`` itself, or the folder it would go in),
+        ``"X is a directory"`` (a directory where the file goes), ``"X is not writable"``
+        (read-only, or a read-only file system), or None.
+
+    Example:
+        >>> write_problem("/etc/passwd/out.csv")
+        '/etc/passwd is a file, not a directory'
+    """
+    path = Path(path).expanduser()
+    if path.is_dir():
+        if not directory:
+            return f"{path} is a directory"
+        folder = path
+    elif path.exists() or path.is_symlink():
+        if directory:
+            return f"{path} is a file, not a directory"
+        folder = path.parent
+    else:
+        folder = next((p for p in path.absolute().parents if p.exists()), Path("/"))
+        if not folder.is_dir():
+            return f"{_as_given(folder, path)} is a file, not a directory"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"{_as_given(folder, path)} is not writable"
+    return None
+
+
+def _as_given(folder: Path, path: Path) -> Path:
+    """``folder`` (an ancestor of ``path`` made absolute) relative as ``path`` was given."""
+    if path.is_absolute():
+        return folder
+    try:
+        return folder.relative_to(Path.cwd())
+    except ValueError:
+        return folder

@@ -191,6 +191,40 @@ def test_an_outputs_dirpath_holding_a_run_or_a_file_is_refused_before_training(i
     assert not (in_tmp / "outputs").exists()  # nothing that looks like a run
 
 
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--outputs.dirpath=notes.txt/run"], "--outputs.dirpath=notes.txt/run: notes.txt is a"),
+        (["--trainer.logger.init_args.save_dir=notes.txt"], "CSVLogger save_dir=notes.txt: notes"),
+        (["--trainer.logger.init_args.save_dir=notes.txt/logs"], "save_dir=notes.txt/logs: notes"),
+        (
+            ["--trainer.callbacks+=ModelCheckpoint", "--trainer.callbacks.dirpath=notes.txt/ck"],
+            "--trainer.callbacks ModelCheckpoint dirpath=",
+        ),
+        (
+            [
+                "--trainer.callbacks+=dnas.checkpoint.LastCheckpoint",
+                "--trainer.callbacks.path=notes.txt/last.ckpt",
+            ],
+            "--trainer.callbacks LastCheckpoint path=notes.txt/last.ckpt: notes.txt is a",
+        ),
+    ],
+    ids=["outputs", "save_dir", "save_dir_under", "model_checkpoint", "last_checkpoint"],
+)
+def test_a_folder_it_cannot_write_is_refused_before_training(in_tmp, capsys, args, message):
+    """A checkpoint dirpath, outputs.dirpath or logger save_dir under a file (or read-only):
+    the run failed where it first wrote there, after an epoch or after the whole search."""
+    (in_tmp / "notes.txt").write_text("mine\n")
+    with pytest.raises(SystemExit) as done:
+        main(["fit", *TINY, "--trainer.max_epochs=2", "--model.warmup_epochs=1", *args])
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("dnas-fit: error: ") and message in err, err
+    assert "is a file, not a directory" in err and len(err.strip().splitlines()) == 1
+    assert "Epoch" not in err and not (in_tmp / "outputs" / "version_0" / "metrics.csv").exists()
+    assert (in_tmp / "notes.txt").read_text() == "mine\n"
+
+
 @pytest.mark.parametrize("sub", ["test", "validate"])
 def test_testing_without_a_checkpoint_is_refused_and_writes_nothing(in_tmp, capsys, sub):
     """It derived and wrote arch.yaml, supernet.pt, ... from the untrained supernet, exit 0."""

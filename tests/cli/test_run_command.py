@@ -322,6 +322,8 @@ def test_composed_check_keeps_what_is_allowed_and_protects_a_run(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(DnasError, match="is a file"):
         check_composed("dnas-search", "search", [f"hydra.run.dir={tmp_path / 'file'}"])
+    with pytest.raises(DnasError, match=r"file/run: .*file is a file, not a directory"):
+        check_composed("dnas-search", "search", [f"hydra.run.dir={tmp_path / 'file' / 'run'}"])
 
 
 def test_a_bad_value_is_one_line_before_hydra_writes_anything(tmp_path):

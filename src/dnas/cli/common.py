@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from dnas import __version__
+from dnas.atomic import write_problem
 from dnas.errors import DnasError, Interrupted
 
 
@@ -618,8 +619,9 @@ def check_composed(prog: str, config_name: str, argv: list[str] | None = None) -
     if not run_dir.strip():
         raise DnasError("hydra.run.dir= is empty; give the directory the run should write")
     out = Path(run_dir).expanduser()
-    if out.exists() and not out.is_dir():
-        raise DnasError(f"hydra.run.dir={run_dir} is a file; give hydra.run.dir= a directory")
+    problem = write_problem(out, directory=True)  # a file, under a file, read-only
+    if problem:
+        raise DnasError(f"hydra.run.dir={run_dir}: {problem}; give a directory it can write")
     if config_name != "lut":
         refuse_a_run(out, [out], "hydra.run.dir=", plain)
 
@@ -638,8 +640,9 @@ def check_sweep_dir(config_name: str, sweep_dir: str | None, cfg: Any) -> None:
     if not sweep_dir.strip():
         raise DnasError("hydra.sweep.dir= is empty; give the directory the sweep should write")
     out = Path(sweep_dir).expanduser()
-    if out.exists() and not out.is_dir():
-        raise DnasError(f"hydra.sweep.dir={sweep_dir} is a file; give hydra.sweep.dir= a directory")
+    problem = write_problem(out, directory=True)
+    if problem:
+        raise DnasError(f"hydra.sweep.dir={sweep_dir}: {problem}; give a directory it can write")
     if not out.is_dir():
         return
     flags = dict(cfg)

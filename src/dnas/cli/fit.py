@@ -140,6 +140,7 @@ def _cli_class():
             if not fast:
                 check_epochs(max_epochs, int(self.model.warmup_epochs))
             self._check_outputs_dir()
+            self._check_writable()
             self._announce()
             self._check_schedule()
 
@@ -162,6 +163,36 @@ def _cli_class():
                     " not overwritten: give another --outputs.dirpath, or resume that run with"
                     " --ckpt_path"
                 )
+
+        def _check_writable(self) -> None:
+            """Every folder and file the run writes, before training (a checkpoint callback's
+            ``dirpath``, ``LastCheckpoint``'s ``path``, a logger's ``save_dir``): under a file or
+            in a read-only folder, the run failed when it first wrote there, after an epoch or
+            after the whole search (``dnas.atomic.write_problem``, as for ``hydra.run.dir=``)."""
+            from dnas.atomic import write_problem
+            from dnas.checkpoint import LastCheckpoint
+
+            paths = []  # (how the user names it, the path, a directory?)
+            for cb in self.trainer.callbacks:
+                kind = type(cb).__name__
+                if isinstance(cb, SearchOutputs):
+                    key = "--outputs.dirpath"
+                else:
+                    key = f"--trainer.callbacks {kind} dirpath"
+                if getattr(cb, "dirpath", None):
+                    paths.append((key, cb.dirpath, True))
+                if isinstance(cb, LastCheckpoint) and cb.path is not None:
+                    paths.append((f"--trainer.callbacks {kind} path", cb.path, False))
+            for logger in self.trainer.loggers:
+                save_dir = getattr(logger, "save_dir", None)
+                if save_dir:
+                    paths.append(
+                        (f"--trainer.logger {type(logger).__name__} save_dir", save_dir, True)
+                    )
+            for key, path, directory in paths:
+                problem = write_problem(path, directory=directory)
+                if problem:
+                    raise DnasError(f"{key}={path}: {problem}")
 
         def _check_schedule(self) -> None:
             """A cosine schedule shorter or longer than the run is most likely an oversight
