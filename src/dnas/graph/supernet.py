@@ -470,6 +470,19 @@ class GraphSuperNet(nn.Module):
             keep_probs={name: gate.probs()[0] for name, gate in self._gates.items()},
         )
 
+    def entropy(self) -> Tensor:
+        """Mean entropy (nats, 0-dim) of the kernel and skip distributions (0 without any)."""
+        ents = []
+        for m in self._choices():
+            if isinstance(m, GumbelKernel) and m.searchable:
+                ents.append(m.entropy())
+            elif isinstance(m, SkipGate):
+                logp = m.arch_logits.log_softmax(-1)
+                ents.append(-(logp.exp() * logp).sum())
+        if not ents:
+            return torch.zeros(())
+        return torch.stack(ents).mean()
+
     # -------------------------------------------------------------------------------- child
     def child(self, choice: GraphChoice) -> fx.GraphModule:
         """The network of ``choice`` alone: sliced weights and batch norms, fixed bits, skipped

@@ -184,28 +184,15 @@ class SearchModule(ResumableModule, pl.LightningModule):
             raise DnasError(
                 f"search.derive_depth={derive_depth!r} is not one of {list(DEPTH_RULES)}"
             )
-        if weight_paths not in WEIGHT_PATHS:
-            raise DnasError(
-                f"search.weight_paths={weight_paths!r} is not one of {list(WEIGHT_PATHS)}"
-            )
         if kernel_weights not in KERNEL_WEIGHTS:
             raise DnasError(
                 f"search.kernel_weights={kernel_weights!r} is not one of {list(KERNEL_WEIGHTS)}"
             )
         if bit_levels not in BIT_LEVELS:
             raise DnasError(f"search.bit_levels={bit_levels!r} is not one of {list(BIT_LEVELS)}")
-        if warmup_epochs < 0:
-            raise DnasError(f"warmup_epochs must be >= 0, got {warmup_epochs}")
-        if isinstance(arch_every, bool) or not isinstance(arch_every, int) or arch_every < 1:
-            raise DnasError(f"arch_every must be an integer >= 1, got {arch_every!r}")
-        if not 0 < tau_min <= tau0:
-            raise DnasError(f"need 0 < tau_min <= tau0, got tau0={tau0}, tau_min={tau_min}")
-        for name, n in (
-            ("bn_batches (dnas-search: search.bn_batches)", bn_batches),
-            ("test_bn_batches (dnas-search: final.bn_batches)", test_bn_batches),
-        ):
-            if n is not None and n < 0:
-                raise DnasError(f"{name} must be >= 0, got {n}")
+        check_search_settings(
+            weight_paths, warmup_epochs, arch_every, tau0, tau_min, bn_batches, test_bn_batches
+        )
         space = space if isinstance(space, SearchSpace) else load_space(space)
         if num_classes is not None:
             if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
@@ -244,14 +231,56 @@ class SearchModule(ResumableModule, pl.LightningModule):
                 "kernel_weights": kernel_weights,
             }
         )
-        self.automatic_optimization = False
-        self.space, self.table, self.front = space, table, front
+        self.space, self.table = space, table
         # What the supernet, the expected cost and the derivation see: ``space`` itself, or its
         # bit levels only (``bit_levels``); results are networks of ``space``.
         self.search_space, self.search_table = search_space, search_table
         self.bit_levels = bit_levels
-        self.supernet = SuperNet(search_space, tau=tau0, hard=hard, kernel_weights=kernel_weights)
-        self.expected_cost = ExpectedCost(search_table, search_space)
+        self.derive_strategy, self.derive_depth = derive, derive_depth
+        self._init_search(
+            front=front,
+            budgets=budgets,
+            supernet=SuperNet(search_space, tau=tau0, hard=hard, kernel_weights=kernel_weights),
+            expected_cost=ExpectedCost(search_table, search_space),
+            num_classes=space.num_classes,
+            weight_optimizer=weight_optimizer,
+            arch_optimizer=arch_optimizer,
+            weight_scheduler=weight_scheduler,
+            warmup_epochs=warmup_epochs,
+            tau0=tau0,
+            tau_min=tau_min,
+            weight_paths=weight_paths,
+            bn_batches=bn_batches,
+            test_bn_batches=test_bn_batches,
+            arch_every=arch_every,
+        )
+
+    def _init_search(
+        self,
+        *,
+        front: list,
+        budgets: list[BudgetLoss],
+        supernet: nn.Module,
+        expected_cost: Callable[[Any], dict[str, torch.Tensor]],
+        num_classes: int,
+        weight_optimizer: OptimizerCallable,
+        arch_optimizer: OptimizerCallable,
+        weight_scheduler: LRSchedulerCallable | None,
+        warmup_epochs: int,
+        tau0: float,
+        tau_min: float,
+        weight_paths: str,
+        bn_batches: int,
+        test_bn_batches: int | None,
+        arch_every: int,
+    ) -> None:
+        """What every search holds, whatever its network: the supernet, its expected cost (the
+        relaxed distribution → ``metric → 0-dim tensor``), one budget and one architecture
+        distribution per target, the optimisers, the schedule and the accuracy metrics."""
+        self.automatic_optimization = False
+        self.front = front
+        self.supernet = supernet
+        self.expected_cost = expected_cost
         self.budgets = nn.ModuleList(budgets)
         if len(front) > 1:  # the distributions not loaded in the supernet wait here
             self.banks = nn.ModuleList(
@@ -273,14 +302,13 @@ class SearchModule(ResumableModule, pl.LightningModule):
         self.weight_paths = weight_paths
         self.bn_batches = bn_batches
         self.test_bn_batches = bn_batches if test_bn_batches is None else test_bn_batches
-        self.derive_strategy, self.derive_depth = derive, derive_depth
         self.arch_every = arch_every
         self.val_accs = nn.ModuleList(
-            MulticlassAccuracy(space.num_classes, average="micro", ignore_index=IGNORE_LABEL)
+            MulticlassAccuracy(num_classes, average="micro", ignore_index=IGNORE_LABEL)
             for _ in front
         )
         self.test_accs = nn.ModuleList(
-            MulticlassAccuracy(space.num_classes, average="micro", ignore_index=IGNORE_LABEL)
+            MulticlassAccuracy(num_classes, average="micro", ignore_index=IGNORE_LABEL)
             for _ in front
         )
         self._eval_archs: list = []
@@ -576,6 +604,32 @@ class SearchModule(ResumableModule, pl.LightningModule):
                 f"(search.bit_levels={self.bit_levels!r}); resume with the setting it was "
                 "written with"
             )
+
+
+def check_search_settings(
+    weight_paths: str,
+    warmup_epochs: int,
+    arch_every: int,
+    tau0: float,
+    tau_min: float,
+    bn_batches: int,
+    test_bn_batches: int | None,
+) -> None:
+    """Refuse a search setting outside its range, naming it (every search module's check)."""
+    if weight_paths not in WEIGHT_PATHS:
+        raise DnasError(f"search.weight_paths={weight_paths!r} is not one of {list(WEIGHT_PATHS)}")
+    if warmup_epochs < 0:
+        raise DnasError(f"warmup_epochs must be >= 0, got {warmup_epochs}")
+    if isinstance(arch_every, bool) or not isinstance(arch_every, int) or arch_every < 1:
+        raise DnasError(f"arch_every must be an integer >= 1, got {arch_every!r}")
+    if not 0 < tau_min <= tau0:
+        raise DnasError(f"need 0 < tau_min <= tau0, got tau0={tau0}, tau_min={tau_min}")
+    for name, n in (
+        ("bn_batches (dnas-search: search.bn_batches)", bn_batches),
+        ("test_bn_batches (dnas-search: final.bn_batches)", test_bn_batches),
+    ):
+        if n is not None and n < 0:
+            raise DnasError(f"{name} must be >= 0, got {n}")
 
 
 def check_schedule(

@@ -1,0 +1,128 @@
+"""Searching a converted network with the search loop of dnas-search (Lightning, synthetic data)."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from dnas.checkpoint import CheckpointError
+from dnas.cost.graph import graph_cost
+from dnas.cost.targets import BudgetError
+from dnas.data import SyntheticDataModule
+from dnas.errors import DnasError
+from dnas.graph.search import GraphSearchModule, GraphTargetSpec
+from dnas.networks import resnet20
+from dnas.search.losses import BudgetLoss
+from tests.graph.test_convert import TinyNet
+
+
+def make(network, shape, **kwargs):
+    return GraphSearchModule(
+        network=network,
+        input_shape=shape,
+        weight_optimizer=partial(torch.optim.SGD, lr=0.05, momentum=0.9),
+        arch_optimizer=partial(torch.optim.Adam, lr=0.05),
+        budget=partial(BudgetLoss, kind="hinge", lam=2.0),
+        bn_batches=2,
+        **kwargs,
+    )
+
+
+def trainer(tmp_path, epochs=2, **kwargs):
+    return pl.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        logger=False,
+        enable_model_summary=False,
+        enable_progress_bar=False,
+        default_root_dir=tmp_path,
+        **kwargs,
+    )
+
+
+def data(shape, classes=10):
+    return SyntheticDataModule(
+        num_train=256, num_test=64, num_classes=classes, input_shape=shape, batch_size=32
+    )
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        {"bitops_frac": 0.3},
+        {"latency_frac": 0.3, "size_frac": 0.5},
+        {"energy_frac": 0.4},
+    ],
+)
+def test_resnet20_is_searched_within_budget(tmp_path, target):
+    torch.manual_seed(0)
+    module = make(resnet20(in_channels=1), (1, 16, 16), target=target, skips=True)
+    before = [p.detach().clone() for p in module.supernet.arch_parameters()]
+    trainer(tmp_path).fit(module, datamodule=data((1, 16, 16)))
+    after = module.supernet.arch_parameters()
+    assert any(not torch.equal(a, b) for a, b in zip(before, after))  # the search moved them
+    choice, cost = module.derive()
+    graph = module.graph
+    _, total = graph_cost(graph, choice)
+    assert cost["latency_ms"] == pytest.approx(total["latency_ms"], rel=1e-9)
+    assert cost["bitops"] == graph.bitops(choice)
+    for metric, limit in module.targets.active().items():
+        assert cost[metric] <= limit * (1 + 1e-12), metric
+    # the derived network runs on its own and classifies
+    child = module.supernet.child(choice)
+    out = child.eval()(torch.randn(3, 1, 16, 16))
+    assert out.shape == (3, 10) and torch.isfinite(out).all()
+    # the search's validation evaluated the derived network
+    assert "val/acc" in trainer_metrics(module)
+
+
+def trainer_metrics(module):
+    return set(module.trainer.callback_metrics)
+
+
+def test_a_front_on_a_tiny_cnn_and_its_test(tmp_path):
+    torch.manual_seed(0)
+    front = [{"bitops_frac": 0.2}, {"latency_frac": 0.6}]
+    module = make(TinyNet(), (3, 16, 16), front=front, kernels={3: (3, 5)})
+    t = trainer(tmp_path)
+    dm = data((3, 16, 16))
+    t.fit(module, datamodule=dm)
+    (result,) = t.test(module, datamodule=dm, verbose=False)
+    assert {"test/acc_t0", "test/acc_t1"} <= set(result)
+    for k in range(2):
+        _, cost = module.derive(k)
+        assert all(cost[m] <= v * (1 + 1e-12) for m, v in module.front[k].active().items())
+
+
+def test_resume_and_refusals(tmp_path):
+    torch.manual_seed(0)
+    dm = data((3, 16, 16))
+    module = make(TinyNet(), (3, 16, 16), target={"bitops_frac": 0.5})
+    ckpt = pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "ck", save_last=True)
+    trainer(tmp_path, epochs=2, callbacks=[ckpt]).fit(module, datamodule=dm)
+    last = tmp_path / "ck" / "last.ckpt"
+    resumed = make(TinyNet(), (3, 16, 16), target={"bitops_frac": 0.5})
+    trainer(tmp_path, epochs=3).fit(resumed, datamodule=dm, ckpt_path=last)
+    assert resumed.current_epoch == 3
+    other = make(TinyNet(), (3, 16, 16), target={"bitops_frac": 0.4})
+    with pytest.raises(CheckpointError, match="targets"):
+        trainer(tmp_path, epochs=3).fit(other, datamodule=dm, ckpt_path=last)
+
+
+def test_bad_input_is_refused_before_training():
+    with pytest.raises(BudgetError, match="below the smallest"):
+        make(TinyNet(), (3, 16, 16), target={"bitops": 1.0})
+    with pytest.raises(BudgetError, match=r"either target\.bitops or target\.bitops_frac"):
+        GraphTargetSpec(bitops=1e6, bitops_frac=0.5)
+    with pytest.raises(BudgetError, match="unknown target key"):
+        make(TinyNet(), (3, 16, 16), target={"flops_frac": 0.5})
+    with pytest.raises(DnasError, match="outside what hardware"):
+        make(TinyNet(), (3, 16, 16), target={"bitops_frac": 0.5}, w_bits=(4, 16))
+    with pytest.raises(DnasError, match=r"input_shape must be \(C, H, W\)"):
+        make(TinyNet(), (16, 16), target={"bitops_frac": 0.5})
+    module = make(TinyNet(), (3, 16, 16), target={"bitops_frac": 0.5})
+    with pytest.raises(DnasError, match="gives inputs"):
+        pl.Trainer(max_epochs=1, logger=False).fit(module, datamodule=data((1, 16, 16)))
