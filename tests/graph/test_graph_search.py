@@ -126,3 +126,62 @@ def test_bad_input_is_refused_before_training():
     module = make(TinyNet(), (3, 16, 16), target={"bitops_frac": 0.5})
     with pytest.raises(DnasError, match="gives inputs"):
         pl.Trainer(max_epochs=1, logger=False).fit(module, datamodule=data((1, 16, 16)))
+
+
+def test_dnas_search_network_resnet20_end_to_end(tmp_path, monkeypatch):
+    """`dnas-search network=resnet20` (Hydra): arch.yaml names every group and layer of the
+    network, its exact costs within the budget; the supernet and records beside it."""
+    import json
+
+    from hydra import compose, initialize_config_module
+
+    from dnas.cli.search import run
+    from dnas.graph.convert import convert
+    from dnas.graph.io import load_choice
+    from tests.runs import SEARCH_BASE
+
+    monkeypatch.setenv("DNAS_CACHE", str(tmp_path / "cache"))
+    with initialize_config_module("dnas.conf", version_base="1.3"):
+        cfg = compose(
+            "search",
+            overrides=[
+                *SEARCH_BASE,
+                "network=resnet20",
+                "target.latency_frac=null",
+                "target.bitops_frac=0.4",
+                "target.size_frac=0.8",
+                "data.input_shape=[1,16,16]",
+                f"hydra.runtime.output_dir={tmp_path}",
+            ],
+            return_hydra_config=True,
+        )
+    acc = run(cfg, output_dir=tmp_path)
+    graph = convert(
+        resnet20(in_channels=1),
+        torch.zeros(1, 1, 16, 16),
+        w_bits=(2, 4, 8),
+        a_bits=(2, 4, 8),
+        skips=True,
+    )
+    choice, metrics = load_choice(tmp_path / "arch.yaml", graph)
+    assert metrics["bitops"] == graph.bitops(choice) <= metrics["target_bitops"]
+    assert metrics["size_kib"] == graph.size_kib(choice) <= metrics["target_size_kib"]
+    _, total = graph_cost(graph, choice)
+    assert metrics["latency_ms"] == pytest.approx(total["latency_ms"], rel=1e-9)
+    assert metrics["test_acc"] == pytest.approx(acc)
+    record = json.loads((tmp_path / "run.json").read_text())
+    assert record["method"] == "dnas_graph" and record["network"] == "ResNetCifar"
+    assert (tmp_path / "supernet.pt").is_file() and (tmp_path / "search.png").is_file()
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert len(history) == int(cfg.trainer.max_epochs)
+
+
+def test_a_graph_budget_on_a_mobilenet_space_is_refused():
+    from hydra import compose, initialize_config_module
+
+    from dnas.cli.search import search_module
+
+    with initialize_config_module("dnas.conf", version_base="1.3"):
+        cfg = compose("search", overrides=["target.bitops_frac=0.3"])
+    with pytest.raises(BudgetError, match="network=resnet20"):
+        search_module(cfg, None, None, None)

@@ -102,6 +102,14 @@ class SearchOutputs(pl.Callback):
         out = self.run_dir(trainer)  # on every process: trainer.log_dir is a collective call
         if not trainer.is_global_zero:
             return None
+        from dnas.graph.search import GraphSearchModule
+
+        if isinstance(module, GraphSearchModule):
+            self.results = write_graph_search(
+                out, trainer, module, test_accs, {**self.record, "config": self.config}
+            )
+            _copy_metrics_csv(trainer, out)
+            return out
         record = {
             "table_hash": module.table.header.content_hash,
             **self.record,
@@ -143,6 +151,63 @@ class SearchOutputs(pl.Callback):
         _copy_metrics_csv(trainer, out)
         self.results = results
         return out
+
+
+@dataclass(frozen=True)
+class DerivedChoice:
+    """A graph search's derived choice with its exact costs, targets and accuracies."""
+
+    choice: Any  # dnas.graph.GraphChoice
+    metrics: dict[str, float]
+
+
+def write_graph_search(
+    out: Path,
+    trainer: pl.Trainer,
+    module: Any,
+    test_accs: list[float] | None,
+    record: dict[str, Any],
+) -> list[TargetResult]:
+    """What a graph search (``GraphSearchModule``) leaves: per target ``arch.yaml`` (the choice,
+    keyed by layer and group names, with its exact costs, the target and accuracies),
+    ``supernet.pt``, ``run.json``, ``history.json`` and ``search.png``; a front in
+    ``front/<k>_<target>/`` with ``front.csv`` at the top."""
+    from dnas.graph.io import graph_fingerprint, save_choice
+
+    graph = module.graph
+    record = {"network": graph.name, "graph_fingerprint": graph_fingerprint(graph), **record}
+    front, history = module.front, history_of(trainer)
+    results, rows = [], []
+    for k, targets in enumerate(front):
+        sub = out if len(front) == 1 else out / "front" / front_label(k, targets)
+        own = history.for_target(k, len(front))
+        choice, cost = module.derive(k)
+        metrics = dict(cost)
+        metrics.update({f"target_{m}": t for m, t in targets.active().items()})
+        metrics["val_acc"] = own[-1].get("val_acc", math.nan) if own else math.nan
+        if test_accs is not None:
+            metrics["test_acc"] = test_accs[k]
+        sub.mkdir(parents=True, exist_ok=True)
+        save_choice(sub / "arch.yaml", graph, choice, metrics)
+        with atomic_path(sub / "supernet.pt") as tmp:
+            torch.save(module.distribution_state(k), tmp)
+        rec = record if len(front) == 1 else {**record, "front_index": k, "front_size": len(front)}
+        write_run_record(sub, "dnas_graph", **rec)
+        (sub / "history.json").write_text(json.dumps(own, indent=1))
+        plot_search(own, targets, sub / "search.png")
+        results.append(TargetResult(DerivedChoice(choice, metrics), targets, sub))
+        row = {"index": k, "dir": str(sub.relative_to(out)), "target": targets.describe()}
+        row.update({m: cost[m] for m in ("latency_ms", "energy_mj", "bitops", "size_kib")})
+        if test_accs is not None:
+            row["test_acc"] = test_accs[k]
+        rows.append(row)
+    if len(front) > 1:
+        with atomic_path(out / "supernet.pt") as tmp:
+            torch.save(module.distribution_state(0), tmp)
+        write_run_record(out, "dnas_graph", front=rows, **record)
+        write_front_csv(out / "front.csv", rows)
+        (out / "history.json").write_text(json.dumps(history.rows, indent=1))
+    return results
 
 
 def _search_module(module: pl.LightningModule) -> SearchModule:

@@ -19,7 +19,7 @@ More callbacks: ``+callbacks.NAME._target_=package.Class +callbacks.NAME.arg=val
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -29,7 +29,6 @@ from dnas.cli.common import hydra_entry, run_command
 OBJECTIVES = ("test_acc", "val_acc")  # what run() may return: metrics of the derived network
 
 if TYPE_CHECKING:
-    from dnas.cost.targets import TargetSpec
     from dnas.search.module import SearchModule
 
 
@@ -86,20 +85,31 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     check_epochs(cfg.trainer.get("max_epochs"), int(cfg.search.warmup_epochs))
     hw = BitFusionConfig.from_dict(OmegaConf.to_container(cfg.hardware, resolve=True))
     data = instantiate(cfg.data)
-    fit_classes_to_data(cfg, data, console.print)
-    space = SearchSpace.from_dict(OmegaConf.to_container(cfg.space, resolve=True))
-    space.validate_bits(hw.pmax_bits)
-    check_data(space, data)
-    table, table_path, built = load_or_build(space, hw, cfg.table.path, cfg.table.backend)
-    console.print(describe_table(table, table_path, built))
-    module = search_module(cfg, space, hw, table)
-    console.print(describe_budget(module))
     ckpt_path = cfg.get("ckpt_path")
-    if ckpt_path:
-        state = read_checkpoint(ckpt_path).get(CHECKPOINT_KEY)
-        if state is None:
-            raise CheckpointError(f"ckpt_path={ckpt_path} was not written by dnas-search")
-        check_checkpoint_state(state, space, module.front)
+    if cfg.get("network") is not None:
+        module = graph_search_module(cfg, hw, data)
+        console.print(describe_graph_budget(module))
+        if ckpt_path:
+            state = read_checkpoint(ckpt_path).get(module.checkpoint_key)
+            if state is None:
+                raise CheckpointError(
+                    f"ckpt_path={ckpt_path} was not written by dnas-search network=..."
+                )
+            module.check_checkpoint_identity(state)
+    else:
+        fit_classes_to_data(cfg, data, console.print)
+        space = SearchSpace.from_dict(OmegaConf.to_container(cfg.space, resolve=True))
+        space.validate_bits(hw.pmax_bits)
+        check_data(space, data)
+        table, table_path, built = load_or_build(space, hw, cfg.table.path, cfg.table.backend)
+        console.print(describe_table(table, table_path, built))
+        module = search_module(cfg, space, hw, table)
+        console.print(describe_budget(module))
+        if ckpt_path:
+            state = read_checkpoint(ckpt_path).get(CHECKPOINT_KEY)
+            if state is None:
+                raise CheckpointError(f"ckpt_path={ckpt_path} was not written by dnas-search")
+            check_checkpoint_state(state, space, module.front)
 
     logger = instantiate(cfg.logger, save_dir=str(out)) if cfg.get("logger") else False
     outputs = SearchOutputs(str(out))
@@ -126,8 +136,13 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
 
     for result in outputs.results:  # written by the callback, with the test accuracies
         cost = result.arch.metrics
+        more = (
+            f", {cost['bitops'] / 1e6:.4g} M BitOps, {cost['size_kib']:.4g} KiB"
+            if "bitops" in cost
+            else ""
+        )
         console.print(
-            f"derived: {cost['latency_ms']:.4f} ms, {cost['energy_mj']:.4f} mJ "
+            f"derived: {cost['latency_ms']:.4f} ms, {cost['energy_mj']:.4f} mJ{more} "
             f"(budget {result.targets.describe()}); test accuracy {100 * result.test_acc:.2f}% "
             f"-> {result.dir}"
         )
@@ -161,11 +176,35 @@ def search_module(cfg: DictConfig, space, hardware, table) -> SearchModule:
     )
 
 
-def _target_specs(cfg: DictConfig) -> tuple[TargetSpec, list[TargetSpec] | None]:
-    """``target`` and ``front`` (a list of target mappings, or null) as typed specs."""
+GRAPH_ONLY_TARGETS = ("bitops", "bitops_frac", "size_kib", "size_frac")
+
+
+def _target_specs(cfg: DictConfig, spec_type: type | None = None) -> tuple[Any, list | None]:
+    """``target`` and ``front`` (a list of target mappings, or null) as typed specs
+    (``TargetSpec``, or ``spec_type``: ``GraphTargetSpec`` for network=)."""
     from dnas.cost.targets import BudgetError, TargetSpec
 
-    target = TargetSpec.from_dict(OmegaConf.to_container(cfg.target, resolve=True))
+    if spec_type is None:
+        spec_type = TargetSpec
+        given = dict(OmegaConf.to_container(cfg.target, resolve=True))
+        fronts = cfg.get("front")
+        if fronts is not None and OmegaConf.is_config(fronts):
+            for t in OmegaConf.to_container(fronts, resolve=True):
+                given.update(t if isinstance(t, dict) else {})
+        graph_only = [k for k in GRAPH_ONLY_TARGETS if given.get(k) is not None]
+        if graph_only:
+            raise BudgetError(
+                f"target.{graph_only[0]} bounds a network you bring (network=resnet20, or "
+                "network._target_=your.Net); the MobileNetV2 spaces take latency and energy "
+                "budgets"
+            )
+    target = spec_type.from_dict(
+        {
+            k: v
+            for k, v in OmegaConf.to_container(cfg.target, resolve=True).items()
+            if spec_type is not TargetSpec or k not in GRAPH_ONLY_TARGETS
+        }
+    )
     spec = cfg.get("front")
     if spec is None:
         return target, None
@@ -175,7 +214,72 @@ def _target_specs(cfg: DictConfig) -> tuple[TargetSpec, list[TargetSpec] | None]
             "front must be a non-empty list of targets, e.g. "
             "'front=[{latency_frac:0.15},{latency_frac:0.3},{energy_frac:0.3}]'"
         )
-    return target, [TargetSpec.from_dict(t) for t in spec]
+    return target, [spec_type.from_dict(t) for t in spec]
+
+
+def graph_search_module(cfg: DictConfig, hardware, data) -> Any:
+    """The ``GraphSearchModule`` of ``network=``: the network built from ``cfg.network`` (its
+    null ``in_channels`` and ``num_classes`` taken from the data), choices from ``cfg.graph``."""
+    from functools import partial
+
+    from hydra.utils import instantiate
+
+    from dnas.errors import DnasError
+    from dnas.graph.search import GraphSearchModule, GraphTargetSpec
+    from dnas.search.losses import BudgetLoss
+
+    shape = tuple(getattr(data, "input_shape", ()))
+    if len(shape) != 3:
+        raise DnasError(f"data {type(data).__name__} gives no (C, H, W) input shape for network=")
+    spec = OmegaConf.to_container(cfg.network, resolve=True)
+    if spec.get("in_channels", 0) is None:
+        spec["in_channels"] = shape[0]
+    if spec.get("num_classes", 0) is None:
+        spec["num_classes"] = int(data.num_classes)
+    try:
+        network = instantiate(spec)
+    except Exception as e:
+        cause = e.__cause__ if e.__cause__ is not None else e
+        raise DnasError(f"network: {' '.join(str(cause).split())}") from None
+    graph = OmegaConf.to_container(cfg.graph, resolve=True)
+    kernels = graph.get("kernels")
+    if kernels is not None:
+        if not isinstance(kernels, dict):
+            raise DnasError(
+                f"graph.kernels must be a mapping like '{{3: [3, 5]}}', got {kernels!r}"
+            )
+        graph["kernels"] = {int(k): tuple(v) for k, v in kernels.items()}
+    target, front = _target_specs(cfg, GraphTargetSpec)
+    search = OmegaConf.to_container(cfg.search, resolve=True)
+    common = ("warmup_epochs", "tau0", "tau_min", "hard", "bn_batches", "arch_every")
+    return GraphSearchModule(
+        network=network,
+        input_shape=shape,
+        hardware=hardware,
+        table_backend=cfg.table.backend,
+        target=target,
+        front=front,
+        budget=partial(BudgetLoss, **OmegaConf.to_container(cfg.loss, resolve=True)),
+        weight_optimizer=instantiate(cfg.optimizer.weights),
+        arch_optimizer=instantiate(cfg.optimizer.arch),
+        weight_scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+        test_bn_batches=int(cfg.final.bn_batches),
+        weight_paths=search.get("weight_paths", "sampled"),
+        **{k: search[k] for k in common if k in search},
+        **graph,
+    )
+
+
+def describe_graph_budget(module) -> str:
+    """``network ResNetCifar: 22 layers, ...; budget: bitops <= ...  (spans ...)``."""
+    graph = module.graph
+    searchable = sum(not g.is_fixed for g in graph.groups)
+    spans = ", ".join(f"{m} {lo:.4g}-{hi:.4g}" for m, (lo, hi) in module.extremes.items())
+    return (
+        f"network {graph.name}: {len(graph.layers)} layers, {searchable} channel groups with "
+        f"width choices, {len(graph.skips)} skippable branches\n"
+        f"budget: {'; '.join(t.describe() for t in module.front)}  (spans {spans})"
+    )
 
 
 @hydra.main(config_path="../conf", config_name="search", version_base="1.3")

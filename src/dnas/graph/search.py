@@ -33,7 +33,6 @@ Example (a notebook; ``dnas.data.SyntheticDataModule`` stands in for real data):
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
@@ -49,6 +48,7 @@ from dnas.errors import DnasError
 from dnas.graph.derive import GRAPH_METRICS, derive_graph, graph_metrics
 from dnas.graph.expected import expected_bitops, expected_size_bits
 from dnas.graph.graph import GraphChoice, LayerGraph
+from dnas.graph.io import graph_fingerprint
 from dnas.graph.supernet import GraphRelaxed, searchable
 from dnas.search.module import (
     BudgetLossCallable,
@@ -142,11 +142,6 @@ class GraphTargetSpec:
                 )
             out[m] = float(value)
         return GraphTargets(**out)
-
-
-def graph_fingerprint(graph: LayerGraph) -> str:
-    """A short hash of everything the graph says (layers, groups, choices, shapes)."""
-    return hashlib.sha256(repr(graph).encode()).hexdigest()[:16]
 
 
 class GraphExpectedCost(nn.Module):
