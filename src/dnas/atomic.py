@@ -133,7 +133,8 @@ def write_problem(path: str | Path, *, directory: bool = False) -> str | None:
     Returns:
         ``"X is a file, not a directory"`` (``path`` itself, or the folder it would go in),
         ``"X is a directory"`` (a directory where the file goes), ``"X is not writable"``
-        (read-only, or a read-only file system), or None.
+        (read-only, or a read-only file system: a temporary file is made and removed there to
+        know), or None.
 
     Example:
         >>> write_problem("/etc/passwd/out.csv")
@@ -154,6 +155,11 @@ def write_problem(path: str | Path, *, directory: bool = False) -> str | None:
             return f"{_as_given(folder, path)} is a file, not a directory"
     if not os.access(folder, os.W_OK | os.X_OK):
         return f"{_as_given(folder, path)} is not writable"
+    try:  # root passes os.access everywhere: a read-only mount, sysfs, ... say so only here
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        return f"{_as_given(folder, path)} is not writable ({e.strerror or e})"
     return None
 
 

@@ -164,3 +164,69 @@ def test_a_path_under_a_file_is_refused_before_building(tmp_path, key):
     with pytest.raises(DnasError, match=f"{key}=.*: .*notes.txt is a file, not a directory"):
         run(cfg_for(f"{key}={tmp_path / 'notes.txt' / 't.pt'}", "backend=torch"))
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+@pytest.fixture
+def no_build(monkeypatch):
+    """Fail the test if a table is built (the checks must come first)."""
+    import dnas.cost.table
+
+    def build(*args, **kwargs):
+        raise AssertionError("the table was built before the refusal")
+
+    monkeypatch.setattr(dnas.cost.table, "build_table", build)
+
+
+def _read_only(monkeypatch, folder):
+    """``folder`` read-only as a non-root user sees it (tests run as root, who writes anywhere)."""
+    import os
+
+    access = os.access
+    monkeypatch.setattr(
+        os,
+        "access",
+        lambda path, mode: False if str(path).startswith(str(folder)) else access(path, mode),
+    )
+
+
+def test_a_cache_it_cannot_write_is_refused_before_building(tmp_path, monkeypatch, no_build):
+    """DNAS_CACHE under a file or read-only: dnas-lut (named it out=) and the training commands
+    (a traceback) failed writing the table they had just built."""
+    from dnas.cost.table import TableError, load_or_build
+
+    (tmp_path / "notes.txt").write_text("mine")
+    monkeypatch.setenv("DNAS_CACHE", str(tmp_path / "notes.txt" / "cache"))
+    message = r"DNAS_CACHE=.*notes.txt/cache: .*notes.txt is a file, not a directory; .*set DNAS_"
+    with pytest.raises(DnasError, match=message):
+        run(cfg_for("backend=torch"))
+    with pytest.raises(TableError, match=message):
+        load_or_build(load_space("fmnist_mbv2"), BitFusionConfig())
+    (tmp_path / "ro").mkdir()
+    monkeypatch.setenv("DNAS_CACHE", str(tmp_path / "ro"))
+    _read_only(monkeypatch, tmp_path / "ro")
+    with pytest.raises(DnasError, match=r"DNAS_CACHE=.*/ro: .*/ro is not writable"):
+        run(cfg_for("backend=torch"))
+    with pytest.raises(TableError, match=r"DNAS_CACHE=.*/ro: .*/ro is not writable"):
+        load_or_build(load_space("fmnist_mbv2"), BitFusionConfig())
+    assert (tmp_path / "notes.txt").read_text() == "mine" and not any((tmp_path / "ro").iterdir())
+
+
+def test_a_read_only_cache_of_built_tables_is_read(tmp_path, monkeypatch):
+    from dnas.cost.table import load_or_build
+
+    monkeypatch.setenv("DNAS_CACHE", str(tmp_path / "cache"))
+    space = load_space("fmnist_mbv2")
+    cfg = cfg_for("space.bits=[8]", "backend=torch")
+    assert run(cfg)["entries"] > 0
+    _read_only(monkeypatch, tmp_path / "cache")
+    assert run(cfg)["entries"] > 0  # loaded, nothing to write
+    with pytest.raises(DnasError, match="is not writable"):  # built: refused before the work
+        load_or_build(space, BitFusionConfig(), backend="torch")
+
+
+def test_an_out_it_cannot_write_is_refused_before_building(tmp_path, monkeypatch, no_build):
+    (tmp_path / "ro").mkdir()
+    _read_only(monkeypatch, tmp_path / "ro")
+    for key in ("out", "export_csv"):
+        with pytest.raises(DnasError, match=rf"{key}=.*/ro/t\.\w+: .*/ro is not writable"):
+            run(cfg_for(f"{key}={tmp_path / 'ro' / ('t.pt' if key == 'out' else 't.csv')}"))

@@ -92,6 +92,26 @@ def test_run_command_outside_multirun(capsys):
     assert run_command("dnas-x", lambda cfg: 0.5, None) == 0.5
 
 
+@pytest.mark.parametrize(
+    "error",
+    [
+        NotADirectoryError(20, "Not a directory", "/data/notes.txt/cache"),
+        PermissionError(1, "Operation not permitted", "/sys/cache"),
+    ],
+)
+def test_a_write_the_file_system_refuses_in_a_hydra_command_is_one_line(capsys, error):
+    """dnas.cli.entry made these one line, but inside a Hydra app Hydra caught them first and
+    printed its traceback (a read-only DNAS_CACHE after the table was built, in dnas-search)."""
+
+    def run(cfg):
+        raise error
+
+    with pytest.raises(SystemExit) as e:
+        run_command("dnas-x", run, None)
+    assert e.value.code == 2
+    assert capsys.readouterr().err == f"dnas-x: error: {error.strerror}: {error.filename}\n"
+
+
 def test_a_bad_job_does_not_stop_a_multirun(tmp_path, capsys, monkeypatch):
     """``-m target.latency_frac=1.5,0.2``: job 0 is reported, job 1 still runs, exit status 2."""
     from hydra import compose, initialize_config_module

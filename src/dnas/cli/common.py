@@ -690,13 +690,16 @@ def user_error(e: BaseException) -> BaseException | None:
 
     A ``TypeError`` or ``ValueError`` raised while Hydra instantiates a configured object (the
     data module, the trainer, an optimiser) is the config's fault: it comes back as a
-    ``DnasError`` naming the config key, in one line.
+    ``DnasError`` naming the config key, in one line. A write the file system refused (read-only,
+    a file in the way: ``dnas.cli.entry.FS_REFUSALS``) is the user's to fix too.
     """
     from hydra.errors import InstantiationException
 
+    from dnas.cli.entry import FS_REFUSALS
+
     seen = 0
     while e is not None and seen < 5:
-        if isinstance(e, (DnasError, FileNotFoundError)):
+        if isinstance(e, (DnasError, FileNotFoundError, *FS_REFUSALS)):
             return e
         cause = e.__cause__
         if (
@@ -716,7 +719,12 @@ def user_error(e: BaseException) -> BaseException | None:
 def error_message(e: BaseException) -> str:
     """What a user error says, in one line: an error a DataLoader worker raised comes back with
     the worker's whole traceback in its message ("Caught DatasetError in DataLoader worker
-    process 0. Original Traceback ..."); its last line is the message."""
+    process 0. Original Traceback ..."); its last line is the message. A write the file system
+    refused says what and where (``Not a directory: /path``)."""
+    from dnas.cli.entry import FS_REFUSALS, fs_refusal
+
+    if isinstance(e, FS_REFUSALS):
+        return fs_refusal(e)
     text = str(e)
     if "Original Traceback" in text:
         last = [line for line in text.splitlines() if line.strip()][-1].strip()

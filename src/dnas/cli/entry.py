@@ -31,13 +31,23 @@ def run(prog: str) -> None:
     except KeyboardInterrupt:
         print(f"{prog}: stopped by an interrupt (Ctrl-C)", file=sys.stderr)
         sys.exit(130)
-    except (PermissionError, FileExistsError, IsADirectoryError, NotADirectoryError) as e:
+    except FS_REFUSALS as e:
         # the file system refused a write (a read-only folder, a dangling link in the way):
         # the user's to fix, one line; the commands' outputs are atomic, so nothing half-written
-        where = f": {e.filename}" if e.filename else ""
-        print(f"{prog}: error: {e.strerror or e}{where}", file=sys.stderr)
+        print(f"{prog}: error: {fs_refusal(e)}", file=sys.stderr)
         sys.exit(2)
     sys.exit(code)
+
+
+FS_REFUSALS = (PermissionError, FileExistsError, IsADirectoryError, NotADirectoryError)
+"""The errors of a write the file system refused: the user's to fix (the Hydra commands report
+them the same way, through ``dnas.cli.common.user_error``; Hydra would print a traceback)."""
+
+
+def fs_refusal(e: OSError) -> str:
+    """``Not a directory: /path``: what the file system said and where, without the errno."""
+    where = f": {e.filename}" if e.filename else ""
+    return f"{e.strerror or e}{where}"
 
 
 def cost() -> None:

@@ -38,12 +38,18 @@ def _refuse_replacing(path: Path, name: str, why: str = "") -> DnasError:
 def check_outputs(cfg: DictConfig, out: Path, named: bool) -> None:
     """Refuse, before any work, to write where it would lose data: a directory, the CSV over the
     table, or a file the user named that is not this very table (unless ``force=true``)."""
-    for name, path in (("out", out), ("export_csv", cfg.export_csv)):
+    from dnas.atomic import write_problem
+    from dnas.cost.table import check_table_writable
+
+    for name, path in (("out", out if named else None), ("export_csv", cfg.export_csv)):
         if path and Path(path).is_dir():
             raise DnasError(f"{name}={path} is a directory; give a file path")
-        blocked = [p for p in Path(path or ".").parents if p.exists() and not p.is_dir()]
-        if path and blocked:
-            raise DnasError(f"{name}={path}: {blocked[-1]} is a file, not a directory")
+    if cfg.export_csv:  # always written
+        problem = write_problem(cfg.export_csv)
+        if problem:
+            raise DnasError(f"export_csv={cfg.export_csv}: {problem}")
+    if cfg.force or cfg.measured_csv or not out.is_file():  # out is written (a table is kept)
+        check_table_writable(out, "out" if named else None)
     if cfg.export_csv and Path(cfg.export_csv).resolve() == out.resolve():
         raise DnasError(
             f"export_csv={cfg.export_csv} is the table's own file (out): give the CSV another path"
@@ -68,6 +74,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         CostTable,
         TableError,
         build_table,
+        check_table_writable,
         default_table_path,
         import_csv,
     )
@@ -112,6 +119,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
                     raise _refuse_replacing(out, "out", f" ({_first_clause(e)})") from None
                 console.print(f"[yellow]{e}[/] - rebuilding")
         if table is None:
+            check_table_writable(out, "out" if named else None)  # a stale cache, rebuilt
             with Progress(
                 TextColumn("[bold]costing layers"),
                 BarColumn(),
@@ -163,12 +171,14 @@ def _first_clause(e: Exception) -> str:
 
 @hydra.main(config_path="../conf", config_name="lut", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> None:
+    from dnas.cli.common import error_message
+    from dnas.cli.entry import FS_REFUSALS
     from dnas.cost.table import TableError
 
     try:
         run(cfg)
-    except (TableError, ValueError, FileNotFoundError) as e:
-        print(f"dnas-lut: error: {e}", file=sys.stderr)
+    except (TableError, ValueError, FileNotFoundError, *FS_REFUSALS) as e:
+        print(f"dnas-lut: error: {error_message(e)}", file=sys.stderr)
         sys.exit(2)
 
 

@@ -515,6 +515,34 @@ def default_table_path(space: SearchSpace, hw: BitFusionConfig, batch: int = 1) 
     )
 
 
+def check_table_writable(path: Path, key: str | None) -> None:
+    """Before a table is built or imported: ``path`` can be written (not under a file, not in a
+    read-only folder), so that the build is not thrown away at the end. A table that is only
+    loaded needs no write: a read-only cache of built tables is fine.
+
+    Args:
+        path: the table's file.
+        key: the setting that named it (``table.path``, ``out``), or None for the cache
+            (``DNAS_CACHE``).
+
+    Raises:
+        TableError: naming the setting (or ``DNAS_CACHE``) and what is in the way.
+    """
+    from dnas.atomic import write_problem
+
+    problem = write_problem(path)
+    if problem is None:
+        return
+    if key is not None:
+        raise TableError(f"{key}={path}: {problem}")
+    given = os.environ.get("DNAS_CACHE")
+    what = f"DNAS_CACHE={given}" if given else f"the table cache {path.parent}"
+    raise TableError(
+        f"{what}: {problem}; the table is built there: set DNAS_CACHE= to a directory it can "
+        "write (or give table.path=)"
+    )
+
+
 def load_or_build(
     space: SearchSpace,
     hw: BitFusionConfig,
@@ -533,9 +561,6 @@ def load_or_build(
     path = Path(path) if path else default_table_path(space, hw, batch)
     if named and path.exists() and not path.is_file():
         raise TableError(f"table.path={path} is a directory; give the table's file (.pt)")
-    if named and any(p.exists() and not p.is_dir() for p in path.parents):
-        bad = next(p for p in path.parents if p.exists() and not p.is_dir())
-        raise TableError(f"table.path={path}: {bad} is a file, not a directory")
     if path.is_file():
         try:
             return CostTable.load(path, space, hw), path, False
@@ -543,6 +568,7 @@ def load_or_build(
             if named:
                 raise
             # the cache is stale or damaged: rebuilt below (an atomic write replaces it)
+    check_table_writable(path, "table.path" if named else None)
     t0 = time.perf_counter()
     table = build_table(space, hw, backend, batch, progress)
     table.header.extra["build_seconds"] = round(time.perf_counter() - t0, 3)
