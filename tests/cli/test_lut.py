@@ -230,3 +230,43 @@ def test_an_out_it_cannot_write_is_refused_before_building(tmp_path, monkeypatch
     for key in ("out", "export_csv"):
         with pytest.raises(DnasError, match=rf"{key}=.*/ro/t\.\w+: .*/ro is not writable"):
             run(cfg_for(f"{key}={tmp_path / 'ro' / ('t.pt' if key == 'out' else 't.csv')}"))
+
+
+def test_a_backend_that_cannot_run_is_refused_even_when_the_table_is_cached(tmp_path, monkeypatch):
+    """backend=cuda (no such backend) was accepted whenever the table was cached, and so was
+    triton on a machine that cannot run it."""
+    import dnas.cost.backend
+    from dnas.cost.table import load_or_build
+
+    out = tmp_path / "t.pt"
+    run(cfg_for(f"out={out}", "space.bits=[8]", "backend=torch"))
+    space = SearchSpace.from_dict(
+        OmegaConf.to_container(cfg_for("space.bits=[8]").space, resolve=True)
+    )
+    with pytest.raises(DnasError, match="unknown cost backend 'cuda'; allowed: auto, torch"):
+        run(cfg_for(f"out={out}", "space.bits=[8]", "backend=cuda"))
+    with pytest.raises(DnasError, match="unknown cost backend 'cuda'"):
+        load_or_build(space, BitFusionConfig(), out, backend="cuda")  # the training commands
+    monkeypatch.setattr(dnas.cost.backend, "triton_available", lambda: False)
+    with pytest.raises(DnasError, match=r"the triton cost backend cannot run.*backend=torch"):
+        run(cfg_for(f"out={out}", "space.bits=[8]", "backend=triton"))
+    with pytest.raises(DnasError, match="the triton cost backend cannot run"):
+        load_or_build(space, BitFusionConfig(), out, backend="triton")
+    assert run(cfg_for(f"out={out}", "space.bits=[8]", "backend=auto"))["entries"] > 0
+
+
+@pytest.mark.parametrize("name", ["", "  ", "null"])
+def test_a_measured_table_needs_a_device_name(tmp_path, name):
+    """device_name= (empty) made a table of hardware '' (`cost table: fmnist_mbv2 on `)."""
+    csv_path = tmp_path / "template.csv"
+    run(cfg_for(f"out={tmp_path / 't.pt'}", "space.bits=[8]", f"export_csv={csv_path}"))
+    with pytest.raises(DnasError, match=r"device_name=.* must name the device"):
+        run(
+            cfg_for(
+                "space.bits=[8]",
+                f"measured_csv={csv_path}",
+                f"device_name='{name}'" if name.strip() != "null" else "device_name=null",
+                f"out={tmp_path / 'm.pt'}",
+            )
+        )
+    assert not (tmp_path / "m.pt").exists()

@@ -69,11 +69,13 @@ def run(cfg: DictConfig) -> dict[str, float]:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
+    from dnas.cost.backend import resolve_backend
     from dnas.cost.hardware import BitFusionConfig
     from dnas.cost.table import (
         CostTable,
         TableError,
         build_table,
+        check_device_name,
         check_table_writable,
         default_table_path,
         import_csv,
@@ -81,6 +83,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
     from dnas.space import SearchSpace
 
     console = Console(stderr=True)
+    resolve_backend(cfg.backend)  # before the cache: a cached table would hide it
+    device = check_device_name(None if cfg.device_name is None else str(cfg.device_name))
     hw = BitFusionConfig.from_dict(OmegaConf.to_container(cfg.hardware, resolve=True))
     space = SearchSpace.from_dict(OmegaConf.to_container(cfg.space, resolve=True))
     space.validate_bits(hw.pmax_bits)
@@ -102,7 +106,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     if cfg.force and out.is_file() and describe_file(out).startswith("a measured"):
         console.print(f"[yellow]replacing {describe_file(out)} at {out} (force=true)[/]")
     if cfg.measured_csv:
-        table = import_csv(cfg.measured_csv, space, str(cfg.device_name), int(cfg.batch))
+        table = import_csv(cfg.measured_csv, space, device, int(cfg.batch))
         table.save(out)
         status = f"imported from {cfg.measured_csv}"
     else:

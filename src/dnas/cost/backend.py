@@ -25,8 +25,20 @@ def triton_available() -> bool:
     return dnas_kernels.available()
 
 
+class BackendUnavailable(DnasError, RuntimeError):
+    """A cost backend this machine cannot run (``triton`` without Triton or a GPU): the user's
+    setting to change, one line (a ``RuntimeError`` too, as it was)."""
+
+
 def resolve_backend(name: str) -> str:
-    """``auto`` → ``triton`` on a CUDA machine with Triton, else ``torch``."""
+    """``auto`` → ``triton`` on a CUDA machine with Triton, else ``torch``.
+
+    Every command calls it on its backend setting before a table is looked up, so a backend
+    that is not one of ``BACKENDS`` or cannot run here is refused even when the table is cached.
+
+    Raises:
+        DnasError: an unknown name; ``BackendUnavailable``: ``triton`` cannot run here.
+    """
     if name not in BACKENDS:
         raise DnasError(f"unknown cost backend {name!r}; allowed: {', '.join(BACKENDS)}")
     if name == "auto":
@@ -37,9 +49,10 @@ def resolve_backend(name: str) -> str:
             import dnas_kernels
 
             reason = dnas_kernels.unavailable_reason()
-        raise RuntimeError(
+        raise BackendUnavailable(
             f"the triton cost backend cannot run: {reason}. It needs triton (>=3.2) and a CUDA "
-            "GPU, or TRITON_INTERPRET=1 on the CPU; use --backend torch otherwise"
+            "GPU, or TRITON_INTERPRET=1 on the CPU; use --backend torch otherwise (dnas-lut "
+            "backend=torch, table.backend=torch in the training commands)"
         )
     return name
 

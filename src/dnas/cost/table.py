@@ -404,6 +404,16 @@ MAX_MEASURED = 1e9
 network's sum stays finite (``inf`` and ``1e300`` made tables whose totals were not)."""
 
 
+def check_device_name(device_name: Any) -> str:
+    """The name a measured table gives its device (its ``hardware_name``): a non-empty string."""
+    if not isinstance(device_name, str) or not device_name.strip():
+        raise TableError(
+            f"device_name={device_name!r} must name the device the costs were measured on "
+            "(e.g. device_name=pixel8): the table and every search on it are labelled with it"
+        )
+    return device_name
+
+
 def import_csv(path: str | Path, space: SearchSpace, device_name: str, batch: int = 1) -> CostTable:
     """A table from measured costs: a CSV with CSV_COLUMNS, one row per grid point.
 
@@ -412,6 +422,7 @@ def import_csv(path: str | Path, space: SearchSpace, device_name: str, batch: in
     """
     from dnas.errors import read_text
 
+    check_device_name(device_name)
     path = Path(path)
     if not path.is_file() and not path.is_dir():
         raise TableError(f"{path}: no such file")
@@ -557,6 +568,9 @@ def load_or_build(
     the user named is never replaced: if it exists it must load (else ``TableError`` says how to
     rebuild it); if it does not, the table is built and saved there.
     """
+    from dnas.cost.backend import resolve_backend
+
+    resolve_backend(backend)  # an unknown or unavailable backend, even when the table is cached
     named = bool(path)
     path = Path(path) if path else default_table_path(space, hw, batch)
     if named and path.exists() and not path.is_file():
