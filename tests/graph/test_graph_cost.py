@@ -51,7 +51,7 @@ def test_the_readme_example_prints_what_the_readme_says(capsys):
     from pathlib import Path
 
     readme = (Path(__file__).parents[2] / "README.md").read_text()
-    section = readme.split("Your own network's BitFusion cost", 1)[1]
+    section = readme.split("Its BitFusion cost, from Python", 1)[1]
     code = section.split("```python\n", 1)[1].split("```", 1)[0]
     exec(compile(code, "README.md", "exec"), {})
     printed = capsys.readouterr().out.strip().splitlines()

@@ -185,3 +185,50 @@ def test_a_graph_budget_on_a_mobilenet_space_is_refused():
         cfg = compose("search", overrides=["target.bitops_frac=0.3"])
     with pytest.raises(BudgetError, match="network=resnet20"):
         search_module(cfg, None, None, None)
+
+
+def test_dnas_train_finetunes_and_retrains_a_searched_network(tmp_path, monkeypatch):
+    """search (network=resnet20) → dnas-train inheriting its supernet → dnas-train init=scratch
+    on that training's directory: each writes the choice with its exact costs, and the trained
+    model.pt loads into the child of the choice and gives the accuracy recorded."""
+    import json
+
+    from hydra import compose, initialize_config_module
+
+    from dnas.cli.search import run as search
+    from dnas.cli.train import evaluate
+    from dnas.cli.train import run as train
+    from dnas.graph.io import load_choice
+    from dnas.graph.search import graph_supernet
+    from tests.runs import SEARCH_BASE, TRAIN
+
+    monkeypatch.setenv("DNAS_CACHE", str(tmp_path / "cache"))
+    small = ["data.input_shape=[1,16,16]"]
+    with initialize_config_module("dnas.conf", version_base="1.3"):
+        cfg = compose(
+            "search",
+            overrides=[*SEARCH_BASE, *small, "network=resnet20", "target.bitops_frac=0.5"],
+        )
+        search(cfg, output_dir=tmp_path / "s")
+        tcfg = compose("train", overrides=[*TRAIN, *small, f"arch={tmp_path / 's'}"])
+        acc = train(tcfg, output_dir=tmp_path / "t")
+        scfg = compose(
+            "train", overrides=[*TRAIN, *small, f"arch={tmp_path / 't'}", "init=scratch"]
+        )
+        train(scfg, output_dir=tmp_path / "u")
+    record = json.loads((tmp_path / "t" / "run.json").read_text())
+    assert record["source_method"] == "dnas_graph" and record["init"].endswith("supernet.pt")
+    assert json.loads((tmp_path / "u" / "run.json").read_text())["init"] == "scratch"
+    supernet = graph_supernet(resnet20(in_channels=1), (1, 16, 16), skips=True)
+    choice, metrics = load_choice(tmp_path / "t" / "arch.yaml", supernet.graph)
+    searched, _ = load_choice(tmp_path / "s" / "arch.yaml", supernet.graph)
+    assert choice == searched and metrics["test_acc"] == pytest.approx(acc)
+    assert metrics["bitops"] == supernet.graph.bitops(choice) and "inherited_acc" in metrics
+    child = supernet.child(choice)
+    child.load_state_dict(torch.load(tmp_path / "t" / "model.pt", weights_only=True))
+    from hydra.utils import instantiate
+
+    dm = instantiate(tcfg.data)  # the training's own data, test split and all
+    dm.setup("fit")
+    n_test = sum(len(y) for _, y in dm.test_dataloader())
+    assert evaluate(child, dm.test_dataloader()) == pytest.approx(acc, abs=1.01 / n_test)

@@ -80,6 +80,11 @@ def test_a_one_hot_supernet_computes_what_its_child_computes(built, seed):
             want = supernet(x)
             got = child(x)
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    # and it trains: no in-place op of the network overwrites a value autograd still needs
+    # (a skipped block's ReLU(inplace=True) acts on the identity the add used to copy)
+    child.train()
+    child(x).square().mean().backward()
+    assert all(p.grad is not None for p in child.parameters() if p.requires_grad)
     supernet.set_mode("gumbel")
     supernet.train()
 

@@ -224,31 +224,11 @@ def graph_search_module(cfg: DictConfig, hardware, data) -> Any:
 
     from hydra.utils import instantiate
 
-    from dnas.errors import DnasError
     from dnas.graph.search import GraphSearchModule, GraphTargetSpec
     from dnas.search.losses import BudgetLoss
 
-    shape = tuple(getattr(data, "input_shape", ()))
-    if len(shape) != 3:
-        raise DnasError(f"data {type(data).__name__} gives no (C, H, W) input shape for network=")
-    spec = OmegaConf.to_container(cfg.network, resolve=True)
-    if spec.get("in_channels", 0) is None:
-        spec["in_channels"] = shape[0]
-    if spec.get("num_classes", 0) is None:
-        spec["num_classes"] = int(data.num_classes)
-    try:
-        network = instantiate(spec)
-    except Exception as e:
-        cause = e.__cause__ if e.__cause__ is not None else e
-        raise DnasError(f"network: {' '.join(str(cause).split())}") from None
-    graph = OmegaConf.to_container(cfg.graph, resolve=True)
-    kernels = graph.get("kernels")
-    if kernels is not None:
-        if not isinstance(kernels, dict):
-            raise DnasError(
-                f"graph.kernels must be a mapping like '{{3: [3, 5]}}', got {kernels!r}"
-            )
-        graph["kernels"] = {int(k): tuple(v) for k, v in kernels.items()}
+    shape, network = instantiate_network(OmegaConf.to_container(cfg.network, resolve=True), data)
+    graph = graph_options(OmegaConf.to_container(cfg.graph, resolve=True))
     target, front = _target_specs(cfg, GraphTargetSpec)
     search = OmegaConf.to_container(cfg.search, resolve=True)
     common = ("warmup_epochs", "tau0", "tau_min", "hard", "bn_batches", "arch_every")
@@ -268,6 +248,48 @@ def graph_search_module(cfg: DictConfig, hardware, data) -> Any:
         **{k: search[k] for k in common if k in search},
         **graph,
     )
+
+
+def instantiate_network(spec: dict[str, Any], data) -> tuple[tuple[int, ...], Any]:
+    """``(input shape, network)``: the data's ``(C, H, W)`` and the network a ``network:``
+    config describes, its null ``in_channels`` and ``num_classes`` taken from the data.
+
+    Raises:
+        DnasError: data without an image shape, or a network that cannot be built (one line).
+    """
+    from hydra.utils import instantiate
+
+    from dnas.errors import DnasError
+
+    shape = tuple(getattr(data, "input_shape", ()))
+    if len(shape) != 3:
+        raise DnasError(f"data {type(data).__name__} gives no (C, H, W) input shape for network=")
+    spec = dict(spec)
+    if spec.get("in_channels", 0) is None:
+        spec["in_channels"] = shape[0]
+    if spec.get("num_classes", 0) is None:
+        spec["num_classes"] = int(data.num_classes)
+    try:
+        network = instantiate(spec)
+    except Exception as e:
+        cause = e.__cause__ if e.__cause__ is not None else e
+        raise DnasError(f"network: {' '.join(str(cause).split())}") from None
+    return shape, network
+
+
+def graph_options(graph: dict[str, Any]) -> dict[str, Any]:
+    """The ``graph:`` config as ``dnas.convert`` options (kernel keys as integers)."""
+    from dnas.errors import DnasError
+
+    graph = dict(graph)
+    kernels = graph.get("kernels")
+    if kernels is not None:
+        if not isinstance(kernels, dict):
+            raise DnasError(
+                f"graph.kernels must be a mapping like '{{3: [3, 5]}}', got {kernels!r}"
+            )
+        graph["kernels"] = {int(k): tuple(v) for k, v in kernels.items()}
+    return graph
 
 
 def describe_graph_budget(module) -> str:

@@ -49,7 +49,7 @@ from dnas.graph.derive import GRAPH_METRICS, derive_graph, graph_metrics
 from dnas.graph.expected import expected_bitops, expected_size_bits
 from dnas.graph.graph import GraphChoice, LayerGraph
 from dnas.graph.io import graph_fingerprint
-from dnas.graph.supernet import GraphRelaxed, searchable
+from dnas.graph.supernet import GraphRelaxed, GraphSuperNet, searchable
 from dnas.search.module import (
     BudgetLossCallable,
     LRSchedulerCallable,
@@ -144,6 +144,14 @@ class GraphTargetSpec:
         return GraphTargets(**out)
 
 
+def graph_supernet(network: nn.Module, input_shape: Sequence[int], **options: Any) -> GraphSuperNet:
+    """The supernet a graph search builds over ``network`` (``searchable``'s options): traced
+    on a fixed random batch, so that signed and unsigned quantizers follow the network's own
+    signs, and the same supernet is rebuilt for training the result (``dnas-train``)."""
+    example = torch.randn(2, *input_shape, generator=torch.Generator().manual_seed(0))
+    return searchable(network, example, **options)
+
+
 class GraphExpectedCost(nn.Module):
     """Expected latency and energy (the graph's cost table) and BitOps and size (KiB) of a
     relaxed distribution, 0-dim tensors differentiable in it."""
@@ -222,11 +230,9 @@ class GraphSearchModule(SearchModule):
                     f"{what} {list(bits)}: {bad} outside what hardware {hw.name!r} runs "
                     f"({hw.pmin_bits}..{hw.pmax_bits})"
                 )
-        # A fixed random batch: signed or unsigned quantizers follow the network's own signs.
-        example = torch.randn(2, *shape, generator=torch.Generator().manual_seed(0))
-        supernet = searchable(
+        supernet = graph_supernet(
             network,
-            example,
+            shape,
             tau=tau0,
             hard=hard,
             w_bits=w_bits,

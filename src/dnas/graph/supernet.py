@@ -498,7 +498,11 @@ class GraphSuperNet(nn.Module):
             if name in choice.skipped:
                 (add,) = gate.users
                 (ident,) = (a for a in add.all_input_nodes if a is not gate)
-                add.replace_all_uses_with(ident)
+                # A fresh tensor, as the add made: an in-place op after it (a ReLU(inplace=True))
+                # must not change the identity's value, which others may read.
+                with net.graph.inserting_before(add):
+                    fresh = net.graph.call_method("clone", (ident,))
+                add.replace_all_uses_with(fresh)
                 net.graph.erase_node(add)
             else:
                 gate.replace_all_uses_with(branch)

@@ -52,6 +52,10 @@ class ChildModule(ResumableModule, pl.LightningModule):
         optimizer: ``params -> Optimizer`` (e.g. a partial SGD).
         warmup_epochs: linear LR warm-up (fraction of an epoch allowed); then cosine to 0.
         label_smoothing: cross-entropy label smoothing.
+        num_classes: the network's outputs, for a child that is not a ``ChildNet`` (the derived
+            network of a converted one); None: ``child.space.num_classes``.
+        identity: what a checkpoint of this training must match, for such a child (e.g. its
+            graph fingerprint and choice); None: the ``ChildNet``'s space and architecture.
     """
 
     def __init__(
@@ -60,13 +64,17 @@ class ChildModule(ResumableModule, pl.LightningModule):
         optimizer: Callable[..., torch.optim.Optimizer],
         warmup_epochs: float = 0.0,
         label_smoothing: float = 0.0,
+        *,
+        num_classes: int | None = None,
+        identity: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         check_train_settings(warmup_epochs, label_smoothing)
         self.child = child
         self._optimizer = optimizer
         self.warmup_epochs, self.label_smoothing = float(warmup_epochs), float(label_smoothing)
-        n = child.space.num_classes
+        self._identity = None if identity is None else dict(identity)
+        n = child.space.num_classes if num_classes is None else int(num_classes)
         self.val_acc = MulticlassAccuracy(n, average="micro", ignore_index=IGNORE_LABEL)
         self.test_acc = MulticlassAccuracy(n, average="micro", ignore_index=IGNORE_LABEL)
         self._history: History | None = None
@@ -74,12 +82,21 @@ class ChildModule(ResumableModule, pl.LightningModule):
     checkpoint_key = "dnas_train"
 
     def checkpoint_identity(self) -> dict[str, Any]:
+        if self._identity is not None:
+            return dict(self._identity)
         return {
             "space_fingerprint": self.child.space.fingerprint(),
             "arch": json.dumps(self.child.arch.to_dict()["blocks"], sort_keys=True),
         }
 
     def check_checkpoint_identity(self, state: dict[str, Any]) -> None:
+        if self._identity is not None:
+            if any(state.get(k) != v for k, v in self._identity.items()):
+                raise CheckpointError(
+                    "the checkpoint trained another network or choice; resume with the arch= "
+                    "it was started with"
+                )
+            return
         if state.get("space_fingerprint") != self.child.space.fingerprint():
             raise CheckpointError("the checkpoint trained a network of another space")
         if state.get("arch") != self.checkpoint_identity()["arch"]:
