@@ -116,6 +116,8 @@ def test_fast_dev_run_from_the_command_line(tmp_path, cache_dir):
         (["--model.kernel_weights=split"], "kernel_weights='split' is not one of"),
         (["--model.test_bn_batches=-5"], r"test_bn_batches \(dnas-search: final.bn_batches\)"),
         (["--model.weight_scheduler.init_args.T_max=0"], "weight_scheduler: "),
+        (["--model.weight_optimizer.init_args.lr=0"], r"weight_optimizer\.init_args\.lr must be"),
+        (["--model.arch_optimizer.init_args.lr=0"], r"arch_optimizer\.init_args\.lr must be a l"),
     ],
 )
 def test_bad_input_fails_before_training(in_tmp, capsys, args, message):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import subprocess
 import sys
 import warnings
@@ -490,6 +491,28 @@ def test_check_config_of_each_command():
         check_config(compose_config(name, "arch=x") if name == "train" else compose_config(name))
     with pytest.raises(DnasError, match="optimizer: Invalid learning rate: -1"):
         check_config(compose_config("train", "optimizer.lr=-1"))
+
+
+@pytest.mark.parametrize(
+    "name, override",
+    [
+        ("search", "optimizer.weights.lr=0"),
+        ("search", "optimizer.arch.lr=0.0"),
+        ("train", "optimizer.lr=0"),
+        ("evolve", "optimizer.weights.lr=0"),
+        ("uniform", "optimizer.lr=0"),
+    ],
+)
+def test_a_learning_rate_of_zero_is_refused(name, override):
+    """torch takes lr=0: the run trained for its whole length and changed nothing."""
+    from dnas.cli.common import check_config
+    from tests.runs import compose_config
+
+    key = override.partition("=")[0]
+    extra = ["arch=x"] if name == "train" else []
+    with pytest.raises(DnasError, match=rf"^{re.escape(key)} must be a learning rate > 0, got 0"):
+        check_config(compose_config(name, *extra, override))
+    check_config(compose_config(name, *extra, f"{key}=1e-6"))  # small is fine
 
 
 def test_an_instantiation_type_error_is_the_configs_fault():

@@ -741,11 +741,33 @@ def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split()) or type(e).__name__
 
 
+def check_learning_rate(key: str, optimizer: Any) -> None:
+    """Every parameter group of a built ``optimizer`` has a learning rate above 0: torch refuses a
+    negative one but takes 0, with which a run trains for hours and changes nothing.
+
+    Args:
+        key: how the user sets it (``optimizer.weights.lr``, ``--model.weight_optimizer...``).
+        optimizer: a ``torch.optim.Optimizer`` (built on a dummy parameter).
+
+    Raises:
+        DnasError: naming ``key`` and the value.
+    """
+    for group in getattr(optimizer, "param_groups", []):
+        lr = group.get("lr")
+        if hasattr(lr, "item"):  # a tensor learning rate
+            lr = lr.item()
+        if isinstance(lr, (int, float)) and not isinstance(lr, bool) and not lr > 0:
+            raise DnasError(
+                f"{key} must be a learning rate > 0, got {lr}: at 0 training changes nothing"
+            )
+
+
 def check_config(cfg: Any) -> None:
     """What every command checks before any work: ``seed`` an integer, every ``trainer.*`` key
     one ``pytorch_lightning.Trainer`` takes (``+trainer.max_epoch=1`` names ``max_epochs``),
     every optimiser of ``optimizer`` built on a dummy parameter (``lr=-1`` is refused here, not
-    after the data and table are loaded), and ``scheduler`` stepped on it (``T_max=0``).
+    after the data and table are loaded; ``lr=0`` too: ``check_learning_rate``), and
+    ``scheduler`` stepped on it (``T_max=0``).
 
     Raises:
         DnasError: naming the key and what is allowed.
@@ -787,6 +809,7 @@ def check_config(cfg: Any) -> None:
         except Exception as e:
             cause = e.__cause__ if e.__cause__ is not None else e
             raise DnasError(f"{key}: {_one_line(cause)}") from None
+        check_learning_rate(f"{key}.lr", built)
         optimizer = built if optimizer is None else optimizer
     sched = cfg.get("scheduler")
     t_max = sched.get("T_max") if isinstance(sched, DictConfig) else None

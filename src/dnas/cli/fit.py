@@ -141,6 +141,7 @@ def _cli_class():
                 check_epochs(max_epochs, int(self.model.warmup_epochs))
             self._check_outputs_dir()
             self._check_writable()
+            self._check_learning_rates()
             self._announce()
             self._check_schedule()
 
@@ -193,6 +194,29 @@ def _cli_class():
                 problem = write_problem(path, directory=directory)
                 if problem:
                     raise DnasError(f"{key}={path}: {problem}")
+
+        def _check_learning_rates(self) -> None:
+            """``--model.weight_optimizer`` / ``arch_optimizer`` built on a dummy parameter: a
+            learning rate of 0 is refused (``check_learning_rate``, as in dnas-search)."""
+            import torch
+            from jsonargparse import Namespace
+            from jsonargparse.typing import import_object
+
+            from dnas.cli.common import check_learning_rate
+
+            for name in ("weight_optimizer", "arch_optimizer"):
+                spec = self.config.fit.model.get(name)
+                if not isinstance(spec, Namespace) or not spec.get("class_path"):
+                    continue
+                args = spec.get("init_args")
+                kwargs = args.as_dict() if isinstance(args, Namespace) else {}
+                try:
+                    built = import_object(spec.class_path)(
+                        [torch.nn.Parameter(torch.zeros(1))], **kwargs
+                    )
+                except Exception as e:  # torch's own refusal (lr=-1)
+                    raise DnasError(f"--model.{name}: {' '.join(str(e).split())}") from None
+                check_learning_rate(f"--model.{name}.init_args.lr", built)
 
         def _check_schedule(self) -> None:
             """A cosine schedule shorter or longer than the run is most likely an oversight
