@@ -270,3 +270,23 @@ def test_a_measured_table_needs_a_device_name(tmp_path, name):
             )
         )
     assert not (tmp_path / "m.pt").exists()
+
+
+def test_a_cache_under_the_home_directory_is_expanded(tmp_path, monkeypatch):
+    """DNAS_CACHE='~/tables' (quoted, so the shell left the ~) made a folder named ~ here."""
+    from dnas.cost.table import default_table_path, load_or_build
+
+    home, here = tmp_path / "home", tmp_path / "here"
+    home.mkdir()
+    here.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("DNAS_CACHE", "~/dnas-cache")
+    monkeypatch.chdir(here)
+    space = SearchSpace.from_dict(
+        OmegaConf.to_container(cfg_for("space.bits=[8]").space, resolve=True)
+    )
+    path = default_table_path(space, BitFusionConfig())
+    assert path.parent == home / "dnas-cache" / "tables"
+    run(cfg_for("space.bits=[8]", "backend=torch"))
+    assert path.is_file() and not any(here.iterdir())
+    assert load_or_build(space, BitFusionConfig())[1:] == (path, False)  # the training commands

@@ -512,10 +512,20 @@ def import_csv(path: str | Path, space: SearchSpace, device_name: str, batch: in
     return table
 
 
+def cache_base() -> tuple[Path, str | None]:
+    """The folder the table cache lives in (tables go to its ``tables/``), and ``$DNAS_CACHE`` as
+    given (None when unset: ``~/.cache/dnas``). The one place the variable is read: a leading
+    ``~`` is the home directory (``DNAS_CACHE='~/x'``, quoted so the shell left it, made a
+    folder named ``~`` in the working directory)."""
+    given = os.environ.get("DNAS_CACHE")
+    if not given:
+        return Path.home() / ".cache" / "dnas", None
+    return Path(given).expanduser(), given
+
+
 def default_table_path(space: SearchSpace, hw: BitFusionConfig, batch: int = 1) -> Path:
     """Where a table is cached: keyed by space, hardware and batch fingerprints."""
-    given = os.environ.get("DNAS_CACHE")
-    base = Path(given) if given else Path.home() / ".cache" / "dnas"
+    base, given = cache_base()
     if base.exists() and not base.is_dir():
         what = f"DNAS_CACHE={given}" if given else str(base)
         raise TableError(f"{what} is a file; the table cache needs a directory there")
@@ -546,7 +556,7 @@ def check_table_writable(path: Path, key: str | None) -> None:
         return
     if key is not None:
         raise TableError(f"{key}={path}: {problem}")
-    given = os.environ.get("DNAS_CACHE")
+    _, given = cache_base()
     what = f"DNAS_CACHE={given}" if given else f"the table cache {path.parent}"
     raise TableError(
         f"{what}: {problem}; the table is built there: set DNAS_CACHE= to a directory it can "
