@@ -624,3 +624,23 @@ def test_graph_imports_stay_lean():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "True [] ['atomic', 'errors', 'graph', 'space']", out.stdout
+
+
+def test_layer_bits_give_a_layer_its_own_bit_choices():
+    model = TinyResNet()
+    graph = convert(
+        model,
+        torch.randn(1, 3, 16, 16),
+        layer_bits={"conv1": ((8,), (8,)), "linear": ([4, 8], [8])},
+    )
+    assert (graph.layer("conv1").w_bits, graph.layer("conv1").a_bits) == ((8,), (8,))
+    assert (graph.layer("linear").w_bits, graph.layer("linear").a_bits) == ((4, 8), (8,))
+    assert graph.layer("layer1.0.conv1").w_bits == (2, 4, 8)
+    smallest = graph.smallest_choice()
+    assert smallest.bits["conv1"] == (8, 8) and smallest.bits["linear"] == (4, 8)
+    with pytest.raises(GraphError, match=r"layer_bits\.conv: no such .* did you mean conv1"):
+        convert(model, torch.randn(1, 3, 16, 16), layer_bits={"conv": ((8,), (8,))})
+    with pytest.raises(GraphError, match=r"layer_bits\.conv1: must be \(w_bits, a_bits\)"):
+        convert(model, torch.randn(1, 3, 16, 16), layer_bits={"conv1": (8, 8, 8)})
+    with pytest.raises(GraphError, match=r"layer_bits\.conv1\.w_bits: must be strictly increasing"):
+        convert(model, torch.randn(1, 3, 16, 16), layer_bits={"conv1": ((8, 4), (8,))})

@@ -232,3 +232,20 @@ def test_dnas_train_finetunes_and_retrains_a_searched_network(tmp_path, monkeypa
     dm.setup("fit")
     n_test = sum(len(y) for _, y in dm.test_dataloader())
     assert evaluate(child, dm.test_dataloader()) == pytest.approx(acc, abs=1.01 / n_test)
+
+
+def test_first_and_last_layers_kept_at_8_bits(tmp_path):
+    torch.manual_seed(0)
+    module = make(
+        resnet20(in_channels=1),
+        (1, 16, 16),
+        target={"bitops_frac": 0.2},
+        layer_bits={"stem.0": ((8,), (8,)), "fc": ((8,), (8,))},
+    )
+    trainer(tmp_path, epochs=2).fit(module, datamodule=data((1, 16, 16)))
+    choice, cost = module.derive()
+    assert choice.bits["stem.0"] == (8, 8) and choice.bits["fc"] == (8, 8)
+    assert cost["bitops"] <= module.targets.bitops
+    assert module.graph.layer("layers.0.conv1").w_bits == (2, 4, 8)  # the others choose
+    with pytest.raises(DnasError, match=r"layer_bits\.fc w_bits \[16\]"):
+        make(resnet20(in_channels=1), (1, 16, 16), layer_bits={"fc": ((16,), (8,))})

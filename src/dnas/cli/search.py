@@ -289,6 +289,12 @@ def graph_options(graph: dict[str, Any]) -> dict[str, Any]:
                 f"graph.kernels must be a mapping like '{{3: [3, 5]}}', got {kernels!r}"
             )
         graph["kernels"] = {int(k): tuple(v) for k, v in kernels.items()}
+    layer_bits = graph.get("layer_bits")
+    if layer_bits is not None and not isinstance(layer_bits, dict):
+        raise DnasError(
+            f"graph.layer_bits must map layer names to [w_bits, a_bits], e.g. "
+            f"'{{stem.0: [[8], [8]]}}', got {layer_bits!r}"
+        )
     return graph
 
 

@@ -32,6 +32,7 @@ missing), unknown modules with weight matrices, and a model whose output is not 
 
 from __future__ import annotations
 
+import difflib
 import math
 import operator
 import warnings
@@ -428,6 +429,38 @@ def _check_kernel_map(kernels: Mapping[int, Sequence[int]] | None) -> dict[int, 
                 f"the layers' own kernel {k} must stay a choice, got {list(values)}",
             )
         out[k] = values
+    return out
+
+
+def _check_layer_bits(
+    layer_bits: Mapping[str, Any] | None, names: Sequence[str]
+) -> dict[str, tuple[tuple[int, ...], tuple[int, ...]]]:
+    """``layer_bits`` as increasing tuples; an unknown layer or a malformed entry is named."""
+    out: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}
+    if not layer_bits:
+        return out
+    if not isinstance(layer_bits, Mapping):
+        raise GraphError(
+            "layer_bits", f"must map layer names to (w_bits, a_bits), got {layer_bits!r}"
+        )
+    for name, bits in layer_bits.items():
+        if name not in names:
+            near = difflib.get_close_matches(str(name), list(names), n=3)
+            raise GraphError(
+                f"layer_bits.{name}",
+                "no such Conv2d or Linear layer"
+                + (
+                    f"; did you mean {', '.join(near)}?" if near else f"; the layers: {list(names)}"
+                ),
+            )
+        if isinstance(bits, (str, bytes)) or not isinstance(bits, Sequence) or len(bits) != 2:
+            raise GraphError(
+                f"layer_bits.{name}", f"must be (w_bits, a_bits), two lists, got {bits!r}"
+            )
+        out[str(name)] = (
+            check_increasing(bits[0], f"layer_bits.{name}.w_bits"),
+            check_increasing(bits[1], f"layer_bits.{name}.a_bits"),
+        )
     return out
 
 
@@ -1027,6 +1060,7 @@ def convert(
     kernels: Mapping[int, Sequence[int]] | None = None,
     skips: bool = False,
     leaf_modules: Sequence[type[nn.Module]] = (),
+    layer_bits: Mapping[str, tuple[Sequence[int], Sequence[int]]] | None = None,
 ) -> LayerGraph:
     """The layer graph of ``model``: its Conv2d and Linear layers and their channel groups.
 
@@ -1049,6 +1083,9 @@ def convert(
             reads nothing but ``x`` and keeps its shape (removing the branch leaves ``x``).
         leaf_modules: module classes to keep as one opaque call instead of tracing into them
             (for a part torch.fx cannot trace); their widths are fixed, with a warning.
+        layer_bits: per layer (qualified name) its own ``(w_bits, a_bits)`` choices in place
+            of ``w_bits``/``a_bits``, e.g. ``{"stem.0": ((8,), (8,)), "fc": ((8,), (8,))}``
+            keeps the first and last layers at 8 bits, as is common practice.
 
     Returns:
         The graph; layer names are the modules' qualified names, each group is named after the
@@ -1078,6 +1115,7 @@ def convert(
         kernels=kernels,
         skips=skips,
         leaf_modules=leaf_modules,
+        layer_bits=layer_bits,
     ).graph
 
 
@@ -1091,6 +1129,7 @@ def trace_network(
     kernels: Mapping[int, Sequence[int]] | None = None,
     skips: bool = False,
     leaf_modules: Sequence[type[nn.Module]] = (),
+    layer_bits: Mapping[str, tuple[Sequence[int], Sequence[int]]] | None = None,
 ) -> Traced:
     """``convert``'s result with what building a supernet on the traced module needs.
 
@@ -1128,7 +1167,8 @@ def trace_network(
     conv.run()
     assert conv.output_shape is not None  # every fx graph has an output node
     skip_choices = conv.skips() if skips else []
-    graph, names = _build(conv, label, args[0], w_bits, a_bits, fractions, skip_choices)
+    own_bits = _check_layer_bits(layer_bits, [layer.name for layer in conv.layers])
+    graph, names = _build(conv, label, args[0], w_bits, a_bits, fractions, skip_choices, own_bits)
     node_groups = {
         node.name: (
             tuple(
@@ -1156,6 +1196,7 @@ def _build(
     a_bits: tuple[int, ...],
     fractions: tuple[float, ...],
     skip_choices: list[SkipChoice],
+    own_bits: dict[str, tuple[tuple[int, ...], tuple[int, ...]]],
 ) -> tuple[LayerGraph, dict[int, str]]:
     g = conv.groups
     if not conv.layers:
@@ -1196,8 +1237,8 @@ def _build(
                 depthwise=layer.depthwise,
                 output_h=layer.output_h,
                 output_w=layer.output_w,
-                w_bits=w_bits,
-                a_bits=a_bits,
+                w_bits=own_bits.get(layer.name, (w_bits, a_bits))[0],
+                a_bits=own_bits.get(layer.name, (w_bits, a_bits))[1],
                 # The network's first layer, if it is a dense conv reading the input.
                 im2col=layer is conv.layers[0]
                 and layer.kind == "conv"

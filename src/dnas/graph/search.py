@@ -179,8 +179,8 @@ class GraphSearchModule(SearchModule):
             ``SearchModule``.
         target: the budget (``GraphTargetSpec`` or a mapping of its keys); None: none.
         front: several budgets searched together (``target`` is then ignored).
-        w_bits, a_bits, width_fractions, kernels, skips, leaf_modules: the choices, as for
-            ``dnas.convert``.
+        w_bits, a_bits, width_fractions, kernels, skips, leaf_modules, layer_bits: the choices,
+            as for ``dnas.convert``.
         hardware: a built-in hardware name, a YAML file of one, or a ``BitFusionConfig``.
         table_backend: backend that prices the layer options (``auto``, ``torch``, ``triton``).
     """
@@ -201,6 +201,7 @@ class GraphSearchModule(SearchModule):
         kernels: Mapping[int, Sequence[int]] | None = None,
         skips: bool = True,
         leaf_modules: Sequence[type[nn.Module]] = (),
+        layer_bits: Mapping[str, tuple[Sequence[int], Sequence[int]]] | None = None,
         weight_scheduler: LRSchedulerCallable | None = None,
         hardware: str | BitFusionConfig = "bitfusion",
         table_backend: str = "auto",
@@ -223,7 +224,10 @@ class GraphSearchModule(SearchModule):
         if len(shape) != 3 or min(shape) < 1:
             raise DnasError(f"input_shape must be (C, H, W) of positive sizes, got {shape}")
         hw = hardware if isinstance(hardware, BitFusionConfig) else load_hardware(hardware)
-        for what, bits in (("w_bits", w_bits), ("a_bits", a_bits)):
+        lists = [("w_bits", w_bits), ("a_bits", a_bits)]
+        for name, (wb, ab) in (layer_bits or {}).items():
+            lists += [(f"layer_bits.{name} w_bits", wb), (f"layer_bits.{name} a_bits", ab)]
+        for what, bits in lists:
             bad = [b for b in bits if not hw.pmin_bits <= b <= hw.pmax_bits]
             if bad:
                 raise DnasError(
@@ -241,6 +245,7 @@ class GraphSearchModule(SearchModule):
             kernels=kernels,
             skips=skips,
             leaf_modules=leaf_modules,
+            layer_bits=layer_bits,
         )
         graph = supernet.graph
         table = GraphCostTable(graph, hw, table_backend)
