@@ -154,3 +154,32 @@ def test_expected_bitops_of_a_supernet_matches_at_its_start(resnet):
     )
     value = float(expected_bitops(graph, supernet.relaxed()))
     assert value == pytest.approx(graph.bitops(largest) - branch / 2, rel=1e-6)
+
+
+def test_uniform_baselines_of_resnet20(resnet):
+    from dnas.graph.uniform import uniform_candidates, uniform_choice, width_positions
+
+    supernet, table = resnet
+    graph = supernet.graph
+    cost = graph_metrics(graph, table)
+    assert width_positions(graph) == [0.0, 0.5, 1.0]  # widths 0.5, 0.75, 1.0 of each group
+    full8 = uniform_choice(graph, 8, 1.0)
+    assert full8 == graph.largest_choice()
+    hi = cost(full8)["latency_ms"]
+    targets = {"latency_ms": 0.8 * hi}
+    found, unfit = uniform_candidates(graph, cost, targets)
+    assert not unfit and [c.name for c in found] == ["b2", "b4", "b8"]
+    for c in found:
+        assert c.cost == cost(c.choice) and c.cost["latency_ms"] <= targets["latency_ms"]
+        assert {b for b in c.choice.bits.values()} == {(c.bits, c.bits)}
+        assert not c.choice.skipped
+        # the widest that fits: one position wider is over the budget (or there is none)
+        wider = [r for r in width_positions(graph) if r > c.position]
+        if wider:
+            over = cost(uniform_choice(graph, c.bits, wider[0]))
+            assert over["latency_ms"] > targets["latency_ms"]
+    b8 = next(c for c in found if c.bits == 8)
+    assert b8.position < 1.0  # 8 bits everywhere does not fit at full width
+    tight = {"bitops": cost(uniform_choice(graph, 2, 0.0))["bitops"] * 0.99}
+    _, unfit = uniform_candidates(graph, cost, tight, levels=[2, 8])
+    assert unfit == ["b2", "b8"]
