@@ -56,36 +56,78 @@ def output_dir(given: str | Path | None, cfg: Any = None) -> Path:
 
     A directory that already holds a run (``RUN_MARKERS``, e.g. ``hydra.run.dir=`` a finished
     run) is refused before any work, so its results are never overwritten, unless this run
-    resumes (``cfg.ckpt_path`` set) or ``cfg.overwrite`` is true.
+    resumes (``cfg.ckpt_path`` set) or ``cfg.overwrite`` is true, and then only over a run of
+    the same command (``refuse_a_run``).
     """
-    key = "hydra.run.dir="
-    if given is None:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
+    key, command = "hydra.run.dir=", None
+    if HydraConfig.initialized():
         hc = HydraConfig.get()
-        given = hc.runtime.output_dir
+        if given is None:  # the command's own run directory (not one it trains a child into)
+            given, command = hc.runtime.output_dir, hc.job.get("config_name")
         if hc.mode == RunMode.MULTIRUN:
             key = "hydra.sweep.dir="
     out = Path(given)
     if out.exists() and not out.is_dir():
         raise DnasError(f"the run directory {out} is a file; give {key} a directory")
     if cfg is not None:
-        refuse_a_run(out, [out], key, cfg)
+        refuse_a_run(out, [out], key, cfg, command)
     out.mkdir(parents=True, exist_ok=True)
     return out
 
 
-def refuse_a_run(out: Path, dirs: list[Path], key: str, cfg: Any) -> None:
+COMMAND_OF_METHOD = {
+    "train": "train",
+    "uniform": "uniform",
+    "evolution_predictor": "evolve",
+    "evolution_direct": "evolve",
+    "random_predictor": "evolve",
+    "random": "evolve",
+}
+"""The command behind each ``run.json`` method that is not a search's (``dnas``, ...)."""
+
+
+def command_of_run(run_dir: Path) -> str | None:
+    """The config name of the command that wrote the run in ``run_dir`` (``search``, ``train``,
+    ``evolve``, ``uniform``), from its ``run.json`` (or, for older runs, ``model.pt`` or
+    ``supernet.pt``); None when it cannot tell (no run, or one stopped before its record)."""
+    method = read_run_record(run_dir).get("method")
+    if isinstance(method, str) and method:
+        return COMMAND_OF_METHOD.get(method, "search")
+    if (run_dir / "model.pt").exists():
+        return "train"
+    if (run_dir / "supernet.pt").exists():
+        return "search"
+    return None
+
+
+def refuse_a_run(
+    out: Path, dirs: list[Path], key: str, cfg: Any, command: str | None = None
+) -> None:
     """Refuse to write into ``out`` when one of ``dirs`` (``out`` itself, or a sweep's job
     folders) holds a run (``RUN_MARKERS``), unless ``cfg`` resumes (``ckpt_path``, ``resume``) or
     overwrites (``overwrite: true``). ``key`` is the override that names ``out``
     (``hydra.run.dir=``, ``hydra.sweep.dir=``), for the message.
 
+    ``overwrite=true`` replaces a run of the same ``command`` (a config name) only: over another
+    command's run (dnas-train into a search's directory) the two runs' files would mix, the
+    search's ``arch.yaml``, ``run.json`` and checkpoint replaced beside its ``supernet.pt``.
+
     Raises:
         DnasError: naming the run's files and the ways out.
     """
-    if cfg.get("ckpt_path") or cfg.get("resume") or cfg.get("overwrite") is True:
+    if cfg.get("ckpt_path") or cfg.get("resume"):
+        return
+    if cfg.get("overwrite") is True:
+        for d in dirs if command is not None else []:
+            other = command_of_run(d)
+            if other is not None and other != command:
+                raise DnasError(
+                    f"{d} holds a dnas-{other} run; overwrite=true replaces a dnas-{command} run "
+                    f"only (the two runs' files would mix in one directory): give a new {key}"
+                )
         return
     if dirs == [out]:
         found = [m for m in RUN_MARKERS if (out / m).exists()]
@@ -623,7 +665,7 @@ def check_composed(prog: str, config_name: str, argv: list[str] | None = None) -
     if problem:
         raise DnasError(f"hydra.run.dir={run_dir}: {problem}; give a directory it can write")
     if config_name != "lut":
-        refuse_a_run(out, [out], "hydra.run.dir=", plain)
+        refuse_a_run(out, [out], "hydra.run.dir=", plain, config_name)
 
 
 def check_sweep_dir(config_name: str, sweep_dir: str | None, cfg: Any) -> None:
@@ -649,7 +691,7 @@ def check_sweep_dir(config_name: str, sweep_dir: str | None, cfg: Any) -> None:
     if isinstance(flags.get("overwrite"), str):  # an override as typed: overwrite=true
         flags["overwrite"] = flags["overwrite"].strip().lower() == "true"
     jobs = [out, *sorted((d for d in out.iterdir() if d.is_dir()), key=lambda d: d.name)]
-    refuse_a_run(out, jobs, "hydra.sweep.dir=", flags)
+    refuse_a_run(out, jobs, "hydra.sweep.dir=", flags, config_name)
 
 
 def _is_group_override(arg: str) -> bool:
