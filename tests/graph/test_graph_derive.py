@@ -183,3 +183,32 @@ def test_uniform_baselines_of_resnet20(resnet):
     tight = {"bitops": cost(uniform_choice(graph, 2, 0.0))["bitops"] * 0.99}
     _, unfit = uniform_candidates(graph, cost, tight, levels=[2, 8])
     assert unfit == ["b2", "b8"]
+
+
+@pytest.mark.parametrize("metric", ["latency_ms", "bitops"])
+def test_fill_spends_what_the_repair_leaves_and_stays_within(resnet, metric):
+    """A distribution between options: the repair (argmax) stops at the first choice that fits,
+    fill then rounds up toward the distribution while the budget holds: never over, never less
+    spent, and never above the ceiling of a continuous index."""
+    import math
+
+    supernet, table = resnet
+    graph = supernet.graph
+    cost = graph_metrics(graph, table)
+    relaxed = one_hot_relaxed(graph, graph.largest_choice())
+    gen = torch.Generator().manual_seed(0)
+    for g in relaxed.width_index:
+        relaxed.width_index[g] = torch.rand((), generator=gen) * (len(graph.group(g).widths) - 1)
+    for name, (_, ba) in relaxed.bit_index.items():
+        relaxed.bit_index[name] = (torch.rand((), generator=gen) * 2, ba)
+    lo, hi = cost(graph.smallest_choice())[metric], cost(graph.largest_choice())[metric]
+    target = {metric: lo + 0.35 * (hi - lo)}
+    _, ca, _ = derive_graph(graph, relaxed, cost, target, strategy="argmax")
+    f, cf, _ = derive_graph(graph, relaxed, cost, target, strategy="fill")
+    assert ca[metric] <= target[metric] and cf[metric] <= target[metric]
+    assert cf[metric] > ca[metric]  # it spent more
+    for g, x in relaxed.width_index.items():
+        widths = graph.group(g).widths
+        assert widths.index(f.widths[g]) <= math.ceil(float(x) - 1e-9)
+    with pytest.raises(BudgetError, match="derive strategy"):
+        derive_graph(graph, relaxed, cost, target, strategy="budget")

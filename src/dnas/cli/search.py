@@ -245,6 +245,8 @@ def graph_search_module(cfg: DictConfig, hardware, data) -> Any:
         weight_scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
         test_bn_batches=int(cfg.final.bn_batches),
         weight_paths=search.get("weight_paths", "sampled"),
+        # the space search's default 'budget' (spend the budget) is the graph's 'fill'
+        derive={"budget": "fill"}.get(search.get("derive", "fill"), search.get("derive")),
         **{k: search[k] for k in common if k in search},
         **graph,
     )

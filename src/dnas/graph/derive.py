@@ -26,6 +26,7 @@ from dnas.space import nearest_index
 
 CostFn = Callable[[GraphChoice], Mapping[str, float]]
 GRAPH_METRICS = ("latency_ms", "energy_mj", "bitops", "size_kib")
+GRAPH_STRATEGIES = ("fill", "argmax")
 
 
 def graph_metrics(graph: LayerGraph, table=None) -> CostFn:
@@ -160,6 +161,68 @@ def _loss(scores: _Scores, s: _State, move: tuple[str, str, object]) -> float:
     )
 
 
+def _upgrades(graph: LayerGraph, s: _State, best: _State, scores: _Scores):
+    """Steps back toward the most likely choice ``best`` (undoing downgrades, or rounding an
+    ordered index up to the ceiling of its continuous index): what a fill may spend on."""
+    for g in graph.groups:
+        x = scores.width.get(g.name)
+        top = best.widths[g.name] if x is None else max(best.widths[g.name], math.ceil(x - 1e-9))
+        if s.widths[g.name] < min(top, len(g.widths) - 1):
+            yield ("widths", g.name, s.widths[g.name] + 1)
+    removed = {n for b in s.skipped for n in graph.skip(b).layers}
+    for layer in graph.layers:
+        if layer.name in removed:
+            continue
+        w, a = s.bits[layer.name]
+        xw, xa = scores.bits.get(layer.name, (None, None))
+        bw, ba = best.bits[layer.name]
+        top_w = bw if xw is None else max(bw, math.ceil(xw - 1e-9))
+        top_a = ba if xa is None else max(ba, math.ceil(xa - 1e-9))
+        if w < min(top_w, len(layer.w_bits) - 1):
+            yield ("bits", layer.name, (w + 1, a))
+        if a < min(top_a, len(layer.a_bits) - 1):
+            yield ("bits", layer.name, (w, a + 1))
+        if s.kernels[layer.name] != best.kernels[layer.name]:
+            yield ("kernels", layer.name, best.kernels[layer.name])
+    for name in sorted(s.skipped - best.skipped):
+        yield ("kept", name, True)
+
+
+def _fill(
+    graph: LayerGraph,
+    state: _State,
+    current: dict[str, float],
+    best: _State,
+    scores: _Scores,
+    cost: CostFn,
+    targets: Mapping[str, float],
+) -> tuple[_State, dict[str, float]]:
+    """Spend what the budget leaves: repeatedly take the upgrade toward ``best`` that gains the
+    most log-preference per unit of (target-normalised) cost and still fits."""
+    while True:
+        pick = None
+        for move in _upgrades(graph, state, best, scores):
+            kind, where, _ = move
+            if kind == "kept":
+                cand = state.copy()
+                cand.skipped.discard(where)
+                keep, skip = scores.keep[where]
+                gain = keep - skip
+            else:
+                cand = _apply(state, move)
+                gain = -_loss(scores, state, move)
+            c = dict(cost(cand.choice(graph)))
+            if not _fits(c, targets):
+                continue
+            spent = sum(max(c[m] - current[m], 0.0) / t for m, t in targets.items())
+            rank = (gain / spent) if spent > 0 else math.inf
+            if pick is None or rank > pick[0]:
+                pick = (rank, cand, c)
+        if pick is None:
+            return state, current
+        _, state, current = pick
+
+
 def _fits(cost: Mapping[str, float], targets: Mapping[str, float]) -> bool:
     return all(cost[m] <= t * (1 + 1e-12) for m, t in targets.items())
 
@@ -170,6 +233,7 @@ def derive_graph(
     cost: CostFn,
     targets: Mapping[str, float],
     max_steps: int = 10_000,
+    strategy: str = "fill",
 ) -> tuple[GraphChoice, dict[str, float], int]:
     """The derived choice, its exact cost and the number of downgrade steps taken.
 
@@ -181,14 +245,22 @@ def derive_graph(
         targets: ``metric → upper bound`` (``latency_ms``, ``energy_mj``, ``bitops``,
             ``size_kib``); empty: the most likely choice.
         max_steps: at most this many downgrades before falling back to the smallest choice.
+        strategy: ``"argmax"``: stop at the first choice that fits; ``"fill"``: then spend what
+            the budget leaves on steps back toward the most likely choice (undoing downgrades,
+            rounding a width or bit index up to the ceiling of its continuous index), most
+            preferred per unit of cost first, as long as every target holds.
 
     Raises:
-        BudgetError: an unknown metric, or not even the smallest choice meets the targets.
+        BudgetError: an unknown metric or strategy, or not even the smallest choice meets the
+            targets.
     """
     unknown = sorted(set(targets) - set(GRAPH_METRICS))
     if unknown:
         raise BudgetError(f"unknown budget metric(s) {unknown}; allowed: {list(GRAPH_METRICS)}")
+    if strategy not in GRAPH_STRATEGIES:
+        raise BudgetError(f"derive strategy {strategy!r} is not one of {list(GRAPH_STRATEGIES)}")
     state = argmax_state(graph, relaxed)
+    likely = state.copy()
     current = dict(cost(state.choice(graph)))
     steps = 0
     if targets and not _fits(current, targets):
@@ -222,4 +294,8 @@ def derive_graph(
                     + ", ".join(f"{m} {low[m]:.6g}" for m in targets)
                 )
             return smallest, low, steps
+    if targets and strategy == "fill":
+        state, current = _fill(
+            graph, state, current, likely, _Scores(graph, relaxed), cost, targets
+        )
     return state.choice(graph), current, steps

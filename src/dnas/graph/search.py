@@ -45,7 +45,7 @@ from dnas.cost.graph import GraphCostTable
 from dnas.cost.hardware import BitFusionConfig, load_hardware
 from dnas.cost.targets import BudgetError
 from dnas.errors import DnasError
-from dnas.graph.derive import GRAPH_METRICS, derive_graph, graph_metrics
+from dnas.graph.derive import GRAPH_METRICS, GRAPH_STRATEGIES, derive_graph, graph_metrics
 from dnas.graph.expected import expected_bitops, expected_size_bits
 from dnas.graph.graph import GraphChoice, LayerGraph
 from dnas.graph.io import graph_fingerprint
@@ -183,6 +183,9 @@ class GraphSearchModule(SearchModule):
             as for ``dnas.convert``.
         hardware: a built-in hardware name, a YAML file of one, or a ``BitFusionConfig``.
         table_backend: backend that prices the layer options (``auto``, ``torch``, ``triton``).
+        derive: ``"fill"`` (the default: the most likely choice, lowered until it fits, then
+            raised toward the distribution while the budget allows) or ``"argmax"`` (no raising);
+            ``dnas.graph.derive.derive_graph``.
     """
 
     def __init__(
@@ -213,8 +216,12 @@ class GraphSearchModule(SearchModule):
         test_bn_batches: int | None = None,
         arch_every: int = 2,
         weight_paths: str = "sampled",
+        derive: str = "fill",
     ) -> None:
         super(SearchModule, self).__init__()
+        if derive not in GRAPH_STRATEGIES:
+            raise DnasError(f"derive={derive!r} is not one of {list(GRAPH_STRATEGIES)}")
+        self.derive_strategy = derive
         check_search_settings(
             weight_paths, warmup_epochs, arch_every, tau0, tau_min, bn_batches, test_bn_batches
         )
@@ -326,7 +333,11 @@ class GraphSearchModule(SearchModule):
         self.use_distribution(k)
         with torch.no_grad():
             choice, cost, _ = derive_graph(
-                self.graph, self.supernet.relaxed(), self._cost, self.front[k].active()
+                self.graph,
+                self.supernet.relaxed(),
+                self._cost,
+                self.front[k].active(),
+                strategy=self.derive_strategy,
             )
         return choice, cost
 
