@@ -175,7 +175,13 @@ def write_graph_search(
     from dnas.graph.io import graph_fingerprint, save_choice
 
     graph = module.graph
-    record = {"network": graph.name, "graph_fingerprint": graph_fingerprint(graph), **record}
+    record = {
+        "network": graph.name,
+        "graph_fingerprint": graph_fingerprint(graph),
+        "input_shape": list(graph.input_shape),
+        "num_classes": graph.num_classes,
+        **record,
+    }
     front, history = module.front, history_of(trainer)
     results, rows = [], []
     for k, targets in enumerate(front):

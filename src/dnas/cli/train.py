@@ -273,18 +273,11 @@ def copy_metrics_csv(logger, out: Path) -> None:
             (out / "metrics.csv").write_bytes(csv_file.read_bytes())
 
 
-GRAPH_METHOD = "dnas_graph"
-
-
 def graph_source(record: dict) -> tuple[dict, dict] | None:
-    """``(network config, graph config)`` of a run directory's ``run.json`` when it holds a
-    searched (or trained) converted network; None for a space's run."""
-    if record.get("method") == GRAPH_METHOD:
-        config = record.get("config") or {}
-        return config.get("network") or {}, config.get("graph") or {}
-    if record.get("source_method") == GRAPH_METHOD and "network_config" in record:
-        return record["network_config"], record.get("graph_config") or {}
-    return None
+    """See ``dnas.graph.load.graph_record``."""
+    from dnas.graph.load import graph_record
+
+    return graph_record(record)
 
 
 def run_graph(cfg: DictConfig, arch_path: Path, source: dict, console, output_dir) -> float:
@@ -397,10 +390,12 @@ def run_graph(cfg: DictConfig, arch_path: Path, source: dict, console, output_di
         write_run_record(
             out,
             "train",
-            source_method=GRAPH_METHOD,
+            source_method="dnas_graph",
             source=str(arch_path.parent.resolve()),
             network=graph.name,
             graph_fingerprint=fingerprint,
+            input_shape=list(graph.input_shape),
+            num_classes=graph.num_classes,
             network_config=network_config,
             graph_config=graph_config,
             init="scratch" if init == "scratch" else str(Path(init).resolve()),

@@ -31,6 +31,8 @@ from dnas.ops import QuantConv2d, QuantDepthwiseConv2d, QuantLayer, QuantLinear
 from dnas.quant.functions import MIN_CLIP, act_levels, weight_levels
 
 FORMAT = "dnas-integer-v1"
+GRAPH_FORMAT = "dnas-integer-graph-v1"
+"""A converted network's export (``dnas.export.graph``): the same tensors, a node list as graph."""
 
 
 @dataclass
@@ -174,8 +176,8 @@ def load_safetensors(path: str | Path) -> IntegerModel:
     with safe_open(str(path), framework="pt") as f:
         meta = dict(f.metadata() or {})
         tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no iterator)
-    if meta.get("format") != FORMAT or "graph" not in meta:
-        raise ValueError(f"{path} is not a dnas integer export ({FORMAT})")
+    if meta.get("format") not in (FORMAT, GRAPH_FORMAT) or "graph" not in meta:
+        raise ValueError(f"{path} is not a dnas integer export ({FORMAT} or {GRAPH_FORMAT})")
     graph = json.loads(meta.pop("graph"))
     return IntegerModel(tensors, graph, meta)
 
