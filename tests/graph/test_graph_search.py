@@ -232,6 +232,22 @@ def test_dnas_train_finetunes_and_retrains_a_searched_network(tmp_path, monkeypa
     dm.setup("fit")
     n_test = sum(len(y) for _, y in dm.test_dataloader())
     assert evaluate(child, dm.test_dataloader()) == pytest.approx(acc, abs=1.01 / n_test)
+    # dnas-export: the integer export of the trained network, checked against it
+    from dnas.cli.export import main as export
+    from dnas.export.graph import reference_forward_graph
+    from dnas.export.integer import load_safetensors
+
+    assert export([str(tmp_path / "t")]) == 2  # ONNX of a converted network: not yet, one line
+    assert export([str(tmp_path / "t"), "--no-onnx", "--check-batches", "2"]) == 0
+    exported = load_safetensors(tmp_path / "t" / "export" / "model.safetensors")
+    x = torch.randn(32, 1, 16, 16)
+    with torch.no_grad():
+        want = child.eval()(x)
+    got = reference_forward_graph(exported, x)
+    assert float((got.argmax(1) == want.argmax(1)).float().mean()) >= 0.95
+    assert (tmp_path / "t" / "export" / "arch.yaml").read_text() == (
+        tmp_path / "t" / "arch.yaml"
+    ).read_text()
 
 
 def test_first_and_last_layers_kept_at_8_bits(tmp_path):

@@ -127,12 +127,51 @@ def export_run(run_dir: Path, out: Path, onnx: bool = True, check_batches: int =
             out.rmdir()
 
 
+def _export_graph(run_dir: Path, out: Path, onnx: bool, check_batches: int) -> dict:
+    """The export of a converted network's training (``dnas.export.graph``): safetensors with the
+    integer reference check; ONNX is not written for these yet."""
+    import torch
+
+    from dnas.export.graph import export_graph_integer, reference_forward_graph
+    from dnas.export.integer import load_safetensors, save_safetensors
+    from dnas.graph.load import load_graph_child
+    from dnas.train.load import ARCH_FILE
+
+    if onnx:
+        raise DnasError(
+            f"{run_dir} trained a network you brought (dnas-search network=...): its ONNX export "
+            "is not there yet; pass --no-onnx for the integer export (model.safetensors)"
+        )
+    child, graph, _, _ = load_graph_child(run_dir)
+    arch_text = (run_dir / ARCH_FILE).read_text()
+    model = export_graph_integer(
+        child, meta={"arch_yaml": arch_text, "network": graph.name, **_normalization(run_dir)}
+    )
+    gen = torch.Generator().manual_seed(0)
+    xs = [torch.randn(64, *graph.input_shape, generator=gen) for _ in range(max(1, check_batches))]
+    with torch.no_grad():
+        ref = torch.cat([child(x) for x in xs])
+    written = {"safetensors": save_safetensors(model, out / "model.safetensors")}
+    (out / ARCH_FILE).write_text(arch_text)
+    back = load_safetensors(written["safetensors"])
+    got = torch.cat([reference_forward_graph(back, x) for x in xs]).float()
+    return {
+        "integer_top1_agreement": float((got.argmax(1) == ref.argmax(1)).float().mean()),
+        "integer_max_abs_diff": float((got - ref).abs().max()),
+        "written": {k: str(v) for k, v in written.items()},
+    }
+
+
 def _export(run_dir: Path, out: Path, onnx: bool, check_batches: int) -> dict:
     import torch
 
+    from dnas.cli.common import read_run_record
     from dnas.export import export_integer, load_safetensors, reference_forward, save_safetensors
+    from dnas.graph.load import graph_record
     from dnas.train.load import ARCH_FILE, load_child
 
+    if graph_record(read_run_record(run_dir)) is not None:
+        return _export_graph(run_dir, out, onnx, check_batches)
     child = load_child(run_dir)
     arch_text = (run_dir / ARCH_FILE).read_text()
     space = child.space
@@ -223,7 +262,7 @@ def _main(argv: list[str] | None) -> int:
             raise TrainError(f"-o {out}: {bad} is a file, not a directory")
         check_export_dir(out, run_dir, args.force)
         report = export_run(run_dir, out, onnx=not args.no_onnx, check_batches=args.check_batches)
-    except (TrainError, FileNotFoundError) as e:
+    except (DnasError, FileNotFoundError) as e:
         print(f"dnas-export: error: {e}", file=sys.stderr)
         return 2
     except ValueError as e:  # e.g. NaN weights: "cannot convert float NaN to integer"
