@@ -232,6 +232,19 @@ def test_dnas_train_finetunes_and_retrains_a_searched_network(tmp_path, monkeypa
     dm.setup("fit")
     n_test = sum(len(y) for _, y in dm.test_dataloader())
     assert evaluate(child, dm.test_dataloader()) == pytest.approx(acc, abs=1.01 / n_test)
+    # dnas-cost arch: each run's choice costed layer by layer, equal to what it recorded
+    from dnas.cli.cost import main as cost
+
+    for run_dir in ("s", "t"):
+        assert (
+            cost(["arch", str(tmp_path / run_dir), "--csv", str(tmp_path / f"{run_dir}.csv")]) == 0
+        )
+    with open(tmp_path / "t.csv") as f:
+        layers = [line.split(",")[0] for line in f.read().splitlines()[1:]]
+    ran = [
+        n.name for n in supernet.graph.layers if n.name not in supernet.graph.skipped_layers(choice)
+    ]
+    assert layers == [*ran, "total"]
     # dnas-export: the integer export of the trained network, checked against it
     from dnas.cli.export import main as export
     from dnas.export.graph import reference_forward_graph

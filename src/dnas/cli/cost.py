@@ -494,11 +494,138 @@ def _print_arch_table(rows: list[dict], total: dict, title: str) -> None:
     console.print(t)
 
 
+def cost_graph_choice(graph, choice, hw: BitFusionConfig, backend: str = "auto"):
+    """``cost_arch`` for a converted network's choice: the same rows (``role`` is the layer's
+    kind, ``block`` empty) and totals, summed in execution order as ``graph_cost`` sums them."""
+    from dnas.cost.backend import cost_named_layers
+    from dnas.cost.graph import graph_layer_shapes
+
+    named = graph_layer_shapes(graph, choice)
+    try:
+        cols = cost_named_layers(named, hw, backend)
+    except DnasError as e:
+        raise InputError(str(e)) from None
+    rows = []
+    for i, (name, s) in enumerate(named):
+        cycles, compute, stall = (
+            cols[c][i] for c in ("cycles", "compute_cycles", "mem_stall_cycles")
+        )
+        rows.append(
+            {
+                "layer": name,
+                "role": graph.layer(name).kind,
+                "block": "",
+                "in_channels": s.in_channels,
+                "out_channels": s.out_channels,
+                "kernel_size": s.kernel_size,
+                "stride": s.stride,
+                "output_h": s.output_h,
+                "groups": s.groups,
+                "depthwise": int(s.depthwise),
+                "im2col": int(s.im2col),
+                "w_bits": s.w_bits,
+                "a_bits": s.a_bits,
+                "macs": s.macs,
+                "cycles": cycles,
+                "compute_cycles": compute,
+                "mem_stall_cycles": stall,
+                "mem_stall_share": stall / cycles if cycles else 0.0,
+                "memory_bound": int(stall > compute),
+                "latency_ms": cols["latency_ms"][i],
+                "energy_mj": cols["energy_mj"][i],
+            }
+        )
+    lat = en = 0.0
+    for r in rows:
+        lat += r["latency_ms"]
+        en += r["energy_mj"]
+    tc, ts = sum(r["cycles"] for r in rows), sum(r["mem_stall_cycles"] for r in rows)
+    total = {
+        "layer": "total",
+        "macs": sum(r["macs"] for r in rows),
+        "cycles": tc,
+        "compute_cycles": sum(r["compute_cycles"] for r in rows),
+        "mem_stall_cycles": ts,
+        "mem_stall_share": ts / tc if tc else 0.0,
+        "memory_bound": "",
+        "latency_ms": lat,
+        "energy_mj": en,
+    }
+    return rows, total
+
+
+def _graph_run(path: Path):
+    """``(record, arch.yaml path)`` when ``path`` (a run directory or its arch.yaml) is a run of
+    a converted network, else None."""
+    from dnas.cli.common import read_run_record
+    from dnas.graph.load import graph_record
+
+    arch_path = path / "arch.yaml" if path.is_dir() else path
+    record = read_run_record(arch_path.parent)
+    return (record, arch_path) if graph_record(record) is not None else None
+
+
+def cmd_arch_graph(args: argparse.Namespace, record: dict, arch_path: Path) -> int:
+    """``dnas-cost arch`` on a converted network's run: its choice costed layer by layer and the
+    totals compared with what its ``arch.yaml`` recorded."""
+    import yaml
+
+    from dnas.cost.backend import resolve_backend
+    from dnas.graph.io import load_choice
+    from dnas.graph.load import rebuild_supernet
+
+    csv_out = (
+        check_output(args.csv, None, "--csv", list(ARCH_COLUMNS), args.force) if args.csv else None
+    )
+    if args.space is not None:
+        raise InputError(f"--space: {arch_path} is a network's choice, not a space's architecture")
+    graph = rebuild_supernet(record).graph
+    choice, metrics = load_choice(arch_path, graph)
+    try:
+        hw = load_hardware(args.hardware)
+    except yaml.YAMLError as e:
+        raise InputError(
+            f"--hardware {args.hardware}: not valid YAML ({' '.join(str(e).split())})"
+        ) from None
+    rows, total = cost_graph_choice(graph, choice, hw, resolve_backend(args.backend))
+    if csv_out is not None:
+        write_atomic(csv_out, list(ARCH_COLUMNS), [_csv_row(r) for r in rows] + [_csv_row(total)])
+    _print_arch_table(rows, total, f"{arch_path} on {hw.name} (network {graph.name})")
+    lat, en = total["latency_ms"], total["energy_mj"]
+    print(
+        f"total: latency_ms={lat!r} energy_mj={en!r} bitops={graph.bitops(choice)} "
+        f"size_kib={graph.size_kib(choice)!r} ({len(rows)} layers, {hw.name})"
+    )
+    recorded = {m: metrics[m] for m in ("latency_ms", "energy_mj") if m in metrics}
+    if not recorded:
+        print(f"{arch_path} records no latency_ms/energy_mj: nothing to compare")
+        return 0
+    ref, ref_name = reference_hardware(arch_path)
+    if hw.fingerprint() != ref.fingerprint():
+        print(f"{arch_path}'s costs are for {ref.name} ({ref_name}): not compared")
+        return 0
+    got = {"latency_ms": lat, "energy_mj": en}
+    differ = [m for m, v in recorded.items() if got[m] != v]
+    if differ:
+        detail = ", ".join(f"{m} {got[m]!r} != {recorded[m]!r} recorded" for m in differ)
+        print(
+            f"dnas-cost: error: the totals do not match {arch_path}'s metrics on {hw.name}: "
+            f"{detail}",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"matches {arch_path}'s " + " and ".join(recorded) + " exactly")
+    return 0
+
+
 def cmd_arch(args: argparse.Namespace) -> int:
     import yaml
 
     from dnas.cost.backend import resolve_backend
 
+    graph_run = _graph_run(Path(args.arch))
+    if graph_run is not None:
+        return cmd_arch_graph(args, *graph_run)
     csv_out = check_output(args.csv, None, "--csv") if args.csv is not None else None
     arch, arch_path = load_arch(Path(args.arch))
     if csv_out is not None and csv_out.exists() and os.path.samefile(csv_out, arch_path):
