@@ -195,7 +195,7 @@ def _target_specs(cfg: DictConfig, spec_type: type | None = None) -> tuple[Any, 
         if graph_only:
             raise BudgetError(
                 f"target.{graph_only[0]} bounds a network you bring (network=resnet20, or "
-                "network._target_=your.Net); the MobileNetV2 spaces take latency and energy "
+                "+network._target_=your.Net); the MobileNetV2 spaces take latency and energy "
                 "budgets"
             )
     target = spec_type.from_dict(
