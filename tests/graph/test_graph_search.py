@@ -245,6 +245,18 @@ def test_dnas_train_finetunes_and_retrains_a_searched_network(tmp_path, monkeypa
         n.name for n in supernet.graph.layers if n.name not in supernet.graph.skipped_layers(choice)
     ]
     assert layers == [*ran, "total"]
+    # dnas-pareto: both runs on one front (the search's accuracy inside its supernet, the
+    # training's finetuned one), priced on one network
+    from dnas.cli.pareto import collect
+
+    rows = collect([tmp_path / "s", tmp_path / "t"], warn=pytest.fail)
+    assert sorted(
+        (r.method, r.supernet_acc is not None, r.finetuned_acc is not None) for r in rows
+    ) == [
+        ("dnas_graph", False, True),
+        ("dnas_graph", True, False),
+    ]
+    assert {r.pricing["space"][0] for r in rows} == {"network ResNetCifar"}
     # dnas-export: the integer export of the trained network, checked against it
     from dnas.cli.export import main as export
     from dnas.export.graph import reference_forward_graph

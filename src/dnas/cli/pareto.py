@@ -272,7 +272,7 @@ def read_run(arch_path: Path) -> Row:
 
     run_dir = arch_path.parent
     try:
-        arch = Architecture.load(arch_path)
+        arch = _network_choice(arch_path) or Architecture.load(arch_path)
     except (OSError, UnicodeDecodeError, yaml.YAMLError, DnasError) as e:
         reason = " ".join(str(e).split())
         raise RunError(f"{arch_path}: not a readable architecture ({reason})") from None
@@ -309,6 +309,34 @@ def read_run(arch_path: Path) -> Row:
         run_dir=run_dir,
         scratch_acc=scratch,
         pricing=pricing_of(arch, record),
+    )
+
+
+@dataclass(frozen=True)
+class _NetworkChoice:
+    """What a front reads of a converted network's ``arch.yaml`` (``dnas.graph.io``): its
+    metrics, and the network it is a choice of in place of a space."""
+
+    metrics: dict
+    space: str
+    space_fingerprint: str
+    table_hash: str | None = None
+
+
+def _network_choice(arch_path: Path) -> _NetworkChoice | None:
+    """A converted network's choice file as a front row's source, or None for another file."""
+    from dnas.errors import load_yaml, read_text
+
+    data = load_yaml(read_text(arch_path, "architecture"))
+    if not isinstance(data, dict) or "graph_fingerprint" not in data:
+        return None
+    metrics = data.get("metrics") or {}
+    if not isinstance(metrics, dict):
+        raise RunError(f"{arch_path}: metrics is not a mapping")
+    return _NetworkChoice(
+        metrics={str(k): v for k, v in metrics.items()},
+        space=f"network {data.get('network')}",
+        space_fingerprint=str(data["graph_fingerprint"]),
     )
 
 
