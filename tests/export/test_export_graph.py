@@ -109,3 +109,38 @@ def test_an_op_outside_the_list_is_refused_naming_it():
     child = supernet.child(supernet.graph.largest_choice())
     with pytest.raises(DnasError, match="logsumexp is not in the integer export's op list"):
         export_graph_integer(child)
+
+
+@pytest.mark.parametrize("net", [*sorted(NETWORKS), "preact"])
+def test_the_onnx_of_a_converted_network_runs_as_its_integers(net, tmp_path):
+    """onnxruntime on the ONNX (QuantizeLinear/DequantizeLinear layers, the network's own ops)
+    gives the integer reference's outputs, batch size free."""
+    np = pytest.importorskip("numpy")
+    ort = pytest.importorskip("onnxruntime")
+    from dnas.export.onnx import graph_to_onnx, save_onnx
+
+    if net == "preact":
+        make, shape, kwargs = PreActBlock, (3, 8, 8), {}
+    else:
+        make, shape, kwargs = NETWORKS[net]
+    torch.manual_seed(0)
+    model = make()
+    randomise_batch_norms(model, 0)
+    supernet = searchable(model, torch.randn(2, *shape), w_bits=(4, 8), a_bits=(4, 8), **kwargs)
+    child = supernet.child(random_choice(supernet.graph, random.Random(1))).eval()
+    exported = export_graph_integer(child)
+    path = save_onnx(
+        graph_to_onnx(exported, shape, supernet.graph.num_classes), tmp_path / "m.onnx"
+    )
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for batch in (1, 128):
+        x = torch.randn(batch, *shape, generator=torch.Generator().manual_seed(batch))
+        got = sess.run(None, {"input": x.numpy()})[0]
+        want = reference_forward_graph(exported, x).numpy()
+        assert got.shape == want.shape
+        # the same integers: an activation exactly on a rounding boundary may land one level
+        # apart in float32, so most logits agree to rounding and nearly every class agrees
+        diff = np.abs(got - want)
+        assert float(np.median(diff)) < 1e-4 * float(np.abs(want).max()) + 1e-6
+        if batch > 1:
+            assert float((got.argmax(1) == want.argmax(1)).mean()) >= 0.97

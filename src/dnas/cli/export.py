@@ -128,8 +128,8 @@ def export_run(run_dir: Path, out: Path, onnx: bool = True, check_batches: int =
 
 
 def _export_graph(run_dir: Path, out: Path, onnx: bool, check_batches: int) -> dict:
-    """The export of a converted network's training (``dnas.export.graph``): safetensors with the
-    integer reference check; ONNX is not written for these yet."""
+    """The export of a converted network's training (``dnas.export.graph``): safetensors and
+    ONNX, each checked against the trained network as for a space's export."""
     import torch
 
     from dnas.export.graph import export_graph_integer, reference_forward_graph
@@ -138,10 +138,7 @@ def _export_graph(run_dir: Path, out: Path, onnx: bool, check_batches: int) -> d
     from dnas.train.load import ARCH_FILE
 
     if onnx:
-        raise DnasError(
-            f"{run_dir} trained a network you brought (dnas-search network=...): its ONNX export "
-            "is not there yet; pass --no-onnx for the integer export (model.safetensors)"
-        )
+        _check_onnx_installed()
     child, graph, _, _ = load_graph_child(run_dir)
     arch_text = (run_dir / ARCH_FILE).read_text()
     model = export_graph_integer(
@@ -155,10 +152,40 @@ def _export_graph(run_dir: Path, out: Path, onnx: bool, check_batches: int) -> d
     (out / ARCH_FILE).write_text(arch_text)
     back = load_safetensors(written["safetensors"])
     got = torch.cat([reference_forward_graph(back, x) for x in xs]).float()
-    return {
+    report = {
         "integer_top1_agreement": float((got.argmax(1) == ref.argmax(1)).float().mean()),
         "integer_max_abs_diff": float((got - ref).abs().max()),
-        "written": {k: str(v) for k, v in written.items()},
+    }
+    if onnx:
+        from dnas.export.onnx import graph_to_onnx, save_onnx
+
+        proto = graph_to_onnx(back, tuple(graph.input_shape), graph.num_classes)
+        written["onnx"] = save_onnx(proto, out / "model.onnx")
+        report.update(_onnx_agreement(written["onnx"], xs, ref))
+    report["written"] = {k: str(v) for k, v in written.items()}
+    return report
+
+
+def _check_onnx_installed() -> None:
+    try:
+        import onnx as _onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        raise DnasError(
+            'ONNX export needs onnx and onnxruntime: pip install "dnas[export]" (or pass --no-onnx)'
+        ) from None
+
+
+def _onnx_agreement(path, xs, ref) -> dict:
+    """onnxruntime's top-1 agreement and largest logit difference with the trained network."""
+    import numpy as np
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    o = np.concatenate([sess.run(None, {"input": x.numpy()})[0] for x in xs])
+    return {
+        "onnx_top1_agreement": float((o.argmax(1) == ref.argmax(1).numpy()).mean()),
+        "onnx_max_abs_diff": float(np.abs(o - ref.numpy()).max()),
     }
 
 

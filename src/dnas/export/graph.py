@@ -300,6 +300,12 @@ def _fold(tensors: dict[str, Tensor], name: str, bn: nn.modules.batchnorm._Batch
 
 @torch.no_grad()
 def reference_forward_graph(model: IntegerModel, x: Tensor) -> Tensor:
+    """See ``run_graph``: the network's output for ``x`` (float32)."""
+    return run_graph(model, x)[0]
+
+
+@torch.no_grad()
+def run_graph(model: IntegerModel, x: Tensor) -> tuple[Tensor, dict[str, Any]]:
     """Run an exported converted network from its integers and op list alone.
 
     Each layer quantizes its input at its activation bits, accumulates ``Σ q_a q_w`` exactly in
@@ -307,7 +313,7 @@ def reference_forward_graph(model: IntegerModel, x: Tensor) -> Tensor:
     function its ``call`` names (``FUNCTIONS``).
 
     Returns:
-        The network's output (float32).
+        The network's output (float32), and every op's value by name.
     """
     t = model.tensors
     env: dict[str, Any] = {}
@@ -351,4 +357,4 @@ def reference_forward_graph(model: IntegerModel, x: Tensor) -> Tensor:
             raise DnasError(f"op {op.get('name')}: unknown kind {kind!r} in the export")
     if out is None:
         raise DnasError("the export has no output op")
-    return out.float()
+    return out.float(), env

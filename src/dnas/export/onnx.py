@@ -144,3 +144,241 @@ def save_onnx(proto, path: str | Path) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_bytes(proto.SerializeToString())
     return path
+
+
+def graph_to_onnx(model: IntegerModel, input_shape: tuple[int, ...], num_classes: int):
+    """The ``onnx.ModelProto`` of a converted network's export (``dnas.export.graph``).
+
+    Each ``layer`` op is the QuantizeLinear/DequantizeLinear pattern of ``to_onnx``; an
+    ``affine`` op a Mul and an Add; every ``call`` op its ONNX counterpart. Sizes the network
+    computes from its input (``x.size(3)``, ``view(x.size(0), -1)``) are taken from a run of the
+    export on a batch of two, the batch dimension left free (``N``).
+
+    Raises:
+        DnasError: an op with no ONNX counterpart here (named).
+    """
+    import onnx
+    import torch
+    from onnx import TensorProto, helper, numpy_helper
+
+    from dnas.errors import DnasError
+    from dnas.export.graph import run_graph
+
+    _, env = run_graph(model, torch.zeros(2, *input_shape))
+    t = {k: v.detach().cpu().numpy() for k, v in model.tensors.items()}
+    nodes, inits = [], []
+    names: dict[str, str] = {}  # op name → ONNX value name (tensors only)
+
+    def const(name: str, value) -> str:
+        inits.append(numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    def static(value):
+        """An argument's value: tensors stay references, the rest are the run's numbers."""
+        if isinstance(value, dict) and set(value) == {"node"}:
+            v = env[value["node"]]
+            return ("tensor", names[value["node"]]) if torch.is_tensor(v) else v
+        if isinstance(value, list):
+            return [static(v) for v in value]
+        return value
+
+    def operand(value, i: int, where: str) -> str:
+        v = static(value)
+        if isinstance(v, tuple) and v and v[0] == "tensor":
+            return v[1]
+        if isinstance(v, (int, float)):
+            return const(f"{where}.c{i}", np.array(v, dtype=np.float32))
+        raise DnasError(f"op {where}: operand {v!r} has no ONNX form here")
+
+    def pair(v) -> list[int]:
+        return list(v) if isinstance(v, (list, tuple)) else [int(v), int(v)]
+
+    for op in model.graph:
+        kind, n = op["op"], op["name"]
+        if kind == "input":
+            names[n] = "input"
+            continue
+        args = op.get("args", [])
+        if kind == "output":
+            nodes.append(helper.make_node("Identity", [operand(args[0], 0, n)], ["logits"]))
+            break
+        if kind == "affine":
+            x = operand(args[0], 0, n)
+            shape = (1, -1) + (1,) * (env[n].dim() - 2)
+            scale = t[f"{op['tensor']}.scale"].astype(np.float32).reshape(shape)
+            shift = t[f"{op['tensor']}.shift"].astype(np.float32).reshape(shape)
+            nodes.append(helper.make_node("Mul", [x, const(f"{n}.scale", scale)], [f"{n}.mul"]))
+            nodes.append(helper.make_node("Add", [f"{n}.mul", const(f"{n}.shift", shift)], [n]))
+            names[n] = n
+            continue
+        if kind == "layer":
+            x, L = operand(args[0], 0, n), op["tensor"]
+            clip = np.float32(t[f"{L}.act_clip"])
+            signed = bool(op["a_signed"])
+            scale = np.float32(clip / act_levels(op["a_bits"], signed))
+            zero = np.array(0, dtype=np.int8 if signed else np.uint8)
+            lo = np.float32(-clip if signed else 0.0)
+            nodes += [
+                helper.make_node(
+                    "Clip", [x, const(f"{L}.lo", lo), const(f"{L}.hi", clip)], [f"{L}.clipped"]
+                ),
+                helper.make_node(
+                    "QuantizeLinear",
+                    [f"{L}.clipped", const(f"{L}.a_scale", scale), const(f"{L}.a_zero", zero)],
+                    [f"{L}.a_int"],
+                ),
+                helper.make_node(
+                    "DequantizeLinear",
+                    [f"{L}.a_int", f"{L}.a_scale", f"{L}.a_zero"],
+                    [f"{L}.a_deq"],
+                ),
+            ]
+            w_int = t[f"{L}.weight_int"]
+            nodes.append(
+                helper.make_node(
+                    "DequantizeLinear",
+                    [
+                        const(f"{L}.weight_int", w_int),
+                        const(f"{L}.weight_scale", t[f"{L}.weight_scale"].astype(np.float32)),
+                        const(f"{L}.weight_zero", np.zeros(w_int.shape[0], dtype=np.int8)),
+                    ],
+                    [f"{L}.w"],
+                    axis=0,
+                )
+            )
+            if op["kind"] == "conv":
+                k = int(w_int.shape[-1])
+                ph, pw = pair(op["padding"])
+                nodes.append(
+                    helper.make_node(
+                        "Conv",
+                        [f"{L}.a_deq", f"{L}.w"],
+                        [f"{L}.acc"],
+                        kernel_shape=[k, k],
+                        strides=[op["stride"]] * 2,
+                        pads=[ph, pw, ph, pw],
+                        group=int(op["groups"]),
+                    )
+                )
+                shape = (1, -1, 1, 1)
+            else:
+                nodes.append(
+                    helper.make_node("Gemm", [f"{L}.a_deq", f"{L}.w"], [f"{L}.acc"], transB=1)
+                )
+                shape = (1, -1)
+            bn_scale = t[f"{L}.bn_scale"].astype(np.float32).reshape(shape)
+            bn_shift = t[f"{L}.bn_shift"].astype(np.float32).reshape(shape)
+            nodes += [
+                helper.make_node(
+                    "Mul", [f"{L}.acc", const(f"{L}.bn_scale", bn_scale)], [f"{L}.mul"]
+                ),
+                helper.make_node("Add", [f"{L}.mul", const(f"{L}.bn_shift", bn_shift)], [n]),
+            ]
+            names[n] = n
+            continue
+        # a call: only ops on tensors get ONNX nodes; sizes were read off the run
+        if not torch.is_tensor(env[n]):
+            continue
+        fn, kw = op["fn"], {k: static(v) for k, v in (op.get("kwargs") or {}).items()}
+        vals = [static(a) for a in args]
+        x = operand(args[0], 0, n) if args and not isinstance(args[0], list) else None
+        out = env[n]
+        if fn == "identity":
+            nodes.append(helper.make_node("Identity", [x], [n]))
+        elif fn in ("relu", "sigmoid", "tanh"):
+            nodes.append(helper.make_node(fn.capitalize(), [x], [n]))
+        elif fn in ("relu6", "hardtanh"):
+            lo_v = float(
+                kw.get("min_val", vals[1] if len(vals) > 1 else (0.0 if fn == "relu6" else -1.0))
+            )
+            hi_v = float(
+                kw.get("max_val", vals[2] if len(vals) > 2 else (6.0 if fn == "relu6" else 1.0))
+            )
+            nodes.append(
+                helper.make_node(
+                    "Clip",
+                    [x, const(f"{n}.lo", np.float32(lo_v)), const(f"{n}.hi", np.float32(hi_v))],
+                    [n],
+                )
+            )
+        elif fn == "leaky_relu":
+            alpha = float(kw.get("negative_slope", vals[1] if len(vals) > 1 else 0.01))
+            nodes.append(helper.make_node("LeakyRelu", [x], [n], alpha=alpha))
+        elif fn in ("hardsigmoid", "hardswish"):
+            hs = f"{n}.hs" if fn == "hardswish" else n
+            nodes.append(helper.make_node("HardSigmoid", [x], [hs], alpha=1.0 / 6, beta=0.5))
+            if fn == "hardswish":
+                nodes.append(helper.make_node("Mul", [x, hs], [n]))
+        elif fn == "silu":
+            nodes.append(helper.make_node("Sigmoid", [x], [f"{n}.sig"]))
+            nodes.append(helper.make_node("Mul", [x, f"{n}.sig"], [n]))
+        elif fn in ("add", "sub", "mul", "truediv"):
+            onnx_op = {"add": "Add", "sub": "Sub", "mul": "Mul", "truediv": "Div"}[fn]
+            nodes.append(
+                helper.make_node(onnx_op, [operand(args[0], 0, n), operand(args[1], 1, n)], [n])
+            )
+        elif fn == "cat":
+            dim = kw.get("dim", vals[1] if len(vals) > 1 else 0)
+            parts = [operand(a, i, n) for i, a in enumerate(args[0])]
+            nodes.append(helper.make_node("Concat", parts, [n], axis=int(dim)))
+        elif fn in ("flatten", "view"):
+            target = [0, *out.shape[1:]]  # 0: the batch dimension as it comes
+            nodes.append(
+                helper.make_node(
+                    "Reshape", [x, const(f"{n}.shape", np.array(target, dtype=np.int64))], [n]
+                )
+            )
+        elif fn == "mean":
+            dims = kw.get("dim", vals[1] if len(vals) > 1 else None)
+            keep = bool(kw.get("keepdim", vals[2] if len(vals) > 2 else False))
+            axes = [dims] if isinstance(dims, int) else list(dims or [])
+            nodes.append(helper.make_node("ReduceMean", [x], [n], axes=axes, keepdims=int(keep)))
+        elif fn in ("max_pool2d", "avg_pool2d"):
+            ks = pair(kw.get("kernel_size", vals[1] if len(vals) > 1 else None))
+            st = kw.get("stride", vals[2] if len(vals) > 2 else None)
+            st = ks if st in (None, []) else pair(st)
+            pd = pair(kw.get("padding", vals[3] if len(vals) > 3 else 0))
+            attrs = {
+                "kernel_shape": ks,
+                "strides": st,
+                "pads": [pd[0], pd[1], pd[0], pd[1]],
+                "ceil_mode": int(bool(kw.get("ceil_mode", False))),
+            }
+            if fn == "avg_pool2d":
+                attrs["count_include_pad"] = int(bool(kw.get("count_include_pad", True)))
+            onnx_op = "MaxPool" if fn == "max_pool2d" else "AveragePool"
+            nodes.append(helper.make_node(onnx_op, [x], [n], **attrs))
+        elif fn in ("adaptive_avg_pool2d", "adaptive_max_pool2d"):
+            src = env[args[0]["node"]]
+            h_in, w_in = src.shape[2:]
+            h_out, w_out = out.shape[2:]
+            if (h_out, w_out) == (1, 1):
+                onnx_op = "GlobalAveragePool" if fn.startswith("adaptive_avg") else "GlobalMaxPool"
+                nodes.append(helper.make_node(onnx_op, [x], [n]))
+            elif h_in % h_out == 0 and w_in % w_out == 0:
+                ks = [h_in // h_out, w_in // w_out]
+                onnx_op = "AveragePool" if fn.startswith("adaptive_avg") else "MaxPool"
+                nodes.append(helper.make_node(onnx_op, [x], [n], kernel_shape=ks, strides=ks))
+            else:
+                raise DnasError(
+                    f"op {n}: {fn} from {h_in}x{w_in} to {h_out}x{w_out} has no ONNX form here"
+                )
+        else:
+            raise DnasError(f"op {n}: {fn} has no ONNX form in this export (yet)")
+        names[n] = n
+    graph = helper.make_graph(
+        nodes,
+        "dnas_network",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", *input_shape])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", num_classes])],
+        inits,
+    )
+    proto = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="dnas"
+    )
+    proto.ir_version = 8
+    for key, value in model.meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.checker.check_model(proto)
+    return proto
