@@ -290,3 +290,39 @@ def test_first_and_last_layers_kept_at_8_bits(tmp_path):
     assert module.graph.layer("layers.0.conv1").w_bits == (2, 4, 8)  # the others choose
     with pytest.raises(DnasError, match=r"layer_bits\.fc w_bits \[16\]"):
         make(resnet20(in_channels=1), (1, 16, 16), layer_bits={"fc": ((16,), (8,))})
+
+
+@pytest.mark.parametrize(
+    "override, says",
+    [
+        ("graph.kernels={3: 5}", "graph.kernels must map a kernel size"),
+        ("graph.kernels={a: [3, 5]}", "graph.kernels must map a kernel size"),
+        ("graph.layer_bits={fc: [8, 8]}", "graph.layer_bits must map layer names"),
+        ("graph.w_bits=8", "graph.w_bits must be a list"),
+        ("+graph.nope=1", "graph.nope is not a choice setting"),
+    ],
+)
+def test_a_malformed_graph_setting_is_one_line(override, says):
+    from hydra import compose, initialize_config_module
+
+    from dnas.cli.search import graph_options
+
+    with initialize_config_module("dnas.conf", version_base="1.3"):
+        cfg = compose("search", overrides=["network=resnet20", override])
+    from omegaconf import OmegaConf
+
+    with pytest.raises(DnasError, match=says):
+        graph_options(OmegaConf.to_container(cfg.graph, resolve=True))
+
+
+def test_a_network_search_checkpoint_is_taken_for_resuming(tmp_path):
+    """dnas-search's pre-Hydra check knows a network search's checkpoint (it refused it, so an
+    interrupted network= search could not resume)."""
+    from dnas.checkpoint import CheckpointError
+    from dnas.cli.common import check_resume_checkpoint
+
+    path = tmp_path / "last.ckpt"
+    torch.save({"dnas_graph_search": {"format": 1}, "state_dict": {}}, path)
+    check_resume_checkpoint("search", str(path))
+    with pytest.raises(CheckpointError, match="not one of dnas-train"):
+        check_resume_checkpoint("train", str(path))

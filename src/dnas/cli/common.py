@@ -551,7 +551,9 @@ def check_resume_checkpoint(config_name: str, ckpt_path: Any) -> None:
     if key is None or not ckpt_path or not isinstance(ckpt_path, str) or "${" in ckpt_path:
         return
     state = read_checkpoint(ckpt_path)
-    if key in state:
+    # a dnas-search network=... run's checkpoints carry the graph search's state
+    accepted = {key, "dnas_graph_search"} if config_name == "search" else {key}
+    if accepted & set(state):
         return
     other = next((c for c, k in CHECKPOINT_KEYS.items() if k in state), None)
     what = f"a dnas-{other} checkpoint" if other else "not a dnas checkpoint"

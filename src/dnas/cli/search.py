@@ -284,19 +284,33 @@ def graph_options(graph: dict[str, Any]) -> dict[str, Any]:
     from dnas.errors import DnasError
 
     graph = dict(graph)
+    allowed = ("w_bits", "a_bits", "width_fractions", "kernels", "skips", "layer_bits")
+    unknown = sorted(set(graph) - set(allowed))
+    if unknown:
+        raise DnasError(f"graph.{unknown[0]} is not a choice setting; allowed: {list(allowed)}")
+    for key in ("w_bits", "a_bits", "width_fractions"):
+        if not isinstance(graph.get(key), list):
+            raise DnasError(f"graph.{key} must be a list, e.g. [2, 4, 8], got {graph.get(key)!r}")
     kernels = graph.get("kernels")
     if kernels is not None:
-        if not isinstance(kernels, dict):
+        try:
+            graph["kernels"] = {int(k): tuple(int(v) for v in vs) for k, vs in kernels.items()}
+        except (AttributeError, TypeError, ValueError):
             raise DnasError(
-                f"graph.kernels must be a mapping like '{{3: [3, 5]}}', got {kernels!r}"
-            )
-        graph["kernels"] = {int(k): tuple(v) for k, v in kernels.items()}
+                "graph.kernels must map a kernel size to its choices, e.g. '{3: [3, 5]}', "
+                f"got {kernels!r}"
+            ) from None
     layer_bits = graph.get("layer_bits")
-    if layer_bits is not None and not isinstance(layer_bits, dict):
-        raise DnasError(
-            f"graph.layer_bits must map layer names to [w_bits, a_bits], e.g. "
-            f"'{{stem.0: [[8], [8]]}}', got {layer_bits!r}"
+    if layer_bits is not None:
+        shape_ok = isinstance(layer_bits, dict) and all(
+            isinstance(v, list) and len(v) == 2 and all(isinstance(b, list) for b in v)
+            for v in layer_bits.values()
         )
+        if not shape_ok:
+            raise DnasError(
+                "graph.layer_bits must map layer names to [w_bits list, a_bits list], e.g. "
+                f"'{{stem.0: [[8], [8]]}}', got {layer_bits!r}"
+            )
     return graph
 
 
