@@ -26,6 +26,69 @@ from dnas.quant.functions import act_levels
 OPSET = 13
 
 
+def _layer_nodes(
+    t: dict, const, name: str, x: str, out: str, op: dict, conv: bool, pads: list[int]
+) -> list:
+    """The ONNX nodes of one quantized layer ``name`` reading ``x`` and writing ``out``:
+    Clip → QuantizeLinear → DequantizeLinear → Conv/Gemm(DequantizeLinear(W)) → Mul → Add."""
+    from onnx import helper
+
+    n = name
+    clip = np.float32(t[f"{n}.act_clip"])
+    signed = bool(op["a_signed"])
+    scale = np.float32(clip / act_levels(op["a_bits"], signed))
+    zero = np.array(0, dtype=np.int8 if signed else np.uint8)
+    lo = np.float32(-clip if signed else 0.0)
+    w_int = t[f"{n}.weight_int"]
+    nodes = [
+        helper.make_node(
+            "Clip", [x, const(f"{n}.lo", lo), const(f"{n}.hi", clip)], [f"{n}.clipped"]
+        ),
+        helper.make_node(
+            "QuantizeLinear",
+            [f"{n}.clipped", const(f"{n}.a_scale", scale), const(f"{n}.a_zero", zero)],
+            [f"{n}.a_int"],
+        ),
+        helper.make_node(
+            "DequantizeLinear", [f"{n}.a_int", f"{n}.a_scale", f"{n}.a_zero"], [f"{n}.a_deq"]
+        ),
+        helper.make_node(
+            "DequantizeLinear",
+            [
+                const(f"{n}.weight_int", w_int),
+                const(f"{n}.weight_scale", t[f"{n}.weight_scale"].astype(np.float32)),
+                const(f"{n}.weight_zero", np.zeros(w_int.shape[0], dtype=np.int8)),
+            ],
+            [f"{n}.w"],
+            axis=0,
+        ),
+    ]
+    if conv:
+        k = int(w_int.shape[-1])
+        nodes.append(
+            helper.make_node(
+                "Conv",
+                [f"{n}.a_deq", f"{n}.w"],
+                [f"{n}.acc"],
+                kernel_shape=[k, k],
+                strides=[op["stride"]] * 2,
+                pads=pads,
+                group=int(op["groups"]),
+            )
+        )
+        shape: tuple[int, ...] = (1, -1, 1, 1)
+    else:
+        nodes.append(helper.make_node("Gemm", [f"{n}.a_deq", f"{n}.w"], [f"{n}.acc"], transB=1))
+        shape = (1, -1)
+    bn_scale = t[f"{n}.bn_scale"].astype(np.float32).reshape(shape)
+    bn_shift = t[f"{n}.bn_shift"].astype(np.float32).reshape(shape)
+    nodes += [
+        helper.make_node("Mul", [f"{n}.acc", const(f"{n}.bn_scale", bn_scale)], [f"{n}.mul"]),
+        helper.make_node("Add", [f"{n}.mul", const(f"{n}.bn_shift", bn_shift)], [out]),
+    ]
+    return nodes
+
+
 def to_onnx(model: IntegerModel, input_shape: tuple[int, int, int], num_classes: int):
     """The ``onnx.ModelProto`` of ``model`` (input ``input``, output ``logits``)."""
     import onnx
@@ -56,63 +119,8 @@ def to_onnx(model: IntegerModel, input_shape: tuple[int, int, int], num_classes:
             h = f"flat_{i}"
             continue
         n = op["name"]
-        clip = np.float32(t[f"{n}.act_clip"])
-        signed = bool(op["a_signed"])
-        scale = np.float32(clip / act_levels(op["a_bits"], signed))
-        zero = np.array(0, dtype=np.int8 if signed else np.uint8)
-        lo = np.float32(-clip if signed else 0.0)
-        nodes += [
-            helper.make_node(
-                "Clip", [h, const(f"{n}.lo", lo), const(f"{n}.hi", clip)], [f"{n}.clipped"]
-            ),
-            helper.make_node(
-                "QuantizeLinear",
-                [f"{n}.clipped", const(f"{n}.a_scale", scale), const(f"{n}.a_zero", zero)],
-                [f"{n}.a_int"],
-            ),
-            helper.make_node(
-                "DequantizeLinear",
-                [f"{n}.a_int", f"{n}.a_scale", f"{n}.a_zero"],
-                [f"{n}.a_deq"],
-            ),
-        ]
-        w_int = t[f"{n}.weight_int"]
-        nodes.append(
-            helper.make_node(
-                "DequantizeLinear",
-                [
-                    const(f"{n}.weight_int", w_int),
-                    const(f"{n}.weight_scale", t[f"{n}.weight_scale"].astype(np.float32)),
-                    const(f"{n}.weight_zero", np.zeros(w_int.shape[0], dtype=np.int8)),
-                ],
-                [f"{n}.w"],
-                axis=0,
-            )
-        )
-        if kind == "conv":
-            k = int(w_int.shape[-1])
-            p = int(op["padding"])
-            nodes.append(
-                helper.make_node(
-                    "Conv",
-                    [f"{n}.a_deq", f"{n}.w"],
-                    [f"{n}.acc"],
-                    kernel_shape=[k, k],
-                    strides=[op["stride"]] * 2,
-                    pads=[p, p, p, p],
-                    group=int(op["groups"]),
-                )
-            )
-            shape = (1, -1, 1, 1)
-        else:
-            nodes.append(helper.make_node("Gemm", [f"{n}.a_deq", f"{n}.w"], [f"{n}.acc"], transB=1))
-            shape = (1, -1)
-        bn_scale = t[f"{n}.bn_scale"].astype(np.float32).reshape(shape)
-        bn_shift = t[f"{n}.bn_shift"].astype(np.float32).reshape(shape)
-        nodes += [
-            helper.make_node("Mul", [f"{n}.acc", const(f"{n}.bn_scale", bn_scale)], [f"{n}.mul"]),
-            helper.make_node("Add", [f"{n}.mul", const(f"{n}.bn_shift", bn_shift)], [f"{n}.out"]),
-        ]
+        p = int(op.get("padding", 0))
+        nodes += _layer_nodes(t, const, n, h, f"{n}.out", op, kind == "conv", [p, p, p, p])
         h = f"{n}.out"
         if op.get("relu"):
             nodes.append(helper.make_node("Relu", [h], [f"{n}.relu"]))
@@ -213,67 +221,8 @@ def graph_to_onnx(model: IntegerModel, input_shape: tuple[int, ...], num_classes
             continue
         if kind == "layer":
             x, L = operand(args[0], 0, n), op["tensor"]
-            clip = np.float32(t[f"{L}.act_clip"])
-            signed = bool(op["a_signed"])
-            scale = np.float32(clip / act_levels(op["a_bits"], signed))
-            zero = np.array(0, dtype=np.int8 if signed else np.uint8)
-            lo = np.float32(-clip if signed else 0.0)
-            nodes += [
-                helper.make_node(
-                    "Clip", [x, const(f"{L}.lo", lo), const(f"{L}.hi", clip)], [f"{L}.clipped"]
-                ),
-                helper.make_node(
-                    "QuantizeLinear",
-                    [f"{L}.clipped", const(f"{L}.a_scale", scale), const(f"{L}.a_zero", zero)],
-                    [f"{L}.a_int"],
-                ),
-                helper.make_node(
-                    "DequantizeLinear",
-                    [f"{L}.a_int", f"{L}.a_scale", f"{L}.a_zero"],
-                    [f"{L}.a_deq"],
-                ),
-            ]
-            w_int = t[f"{L}.weight_int"]
-            nodes.append(
-                helper.make_node(
-                    "DequantizeLinear",
-                    [
-                        const(f"{L}.weight_int", w_int),
-                        const(f"{L}.weight_scale", t[f"{L}.weight_scale"].astype(np.float32)),
-                        const(f"{L}.weight_zero", np.zeros(w_int.shape[0], dtype=np.int8)),
-                    ],
-                    [f"{L}.w"],
-                    axis=0,
-                )
-            )
-            if op["kind"] == "conv":
-                k = int(w_int.shape[-1])
-                ph, pw = pair(op["padding"])
-                nodes.append(
-                    helper.make_node(
-                        "Conv",
-                        [f"{L}.a_deq", f"{L}.w"],
-                        [f"{L}.acc"],
-                        kernel_shape=[k, k],
-                        strides=[op["stride"]] * 2,
-                        pads=[ph, pw, ph, pw],
-                        group=int(op["groups"]),
-                    )
-                )
-                shape = (1, -1, 1, 1)
-            else:
-                nodes.append(
-                    helper.make_node("Gemm", [f"{L}.a_deq", f"{L}.w"], [f"{L}.acc"], transB=1)
-                )
-                shape = (1, -1)
-            bn_scale = t[f"{L}.bn_scale"].astype(np.float32).reshape(shape)
-            bn_shift = t[f"{L}.bn_shift"].astype(np.float32).reshape(shape)
-            nodes += [
-                helper.make_node(
-                    "Mul", [f"{L}.acc", const(f"{L}.bn_scale", bn_scale)], [f"{L}.mul"]
-                ),
-                helper.make_node("Add", [f"{L}.mul", const(f"{L}.bn_shift", bn_shift)], [n]),
-            ]
+            ph, pw = pair(op["padding"]) if op["kind"] == "conv" else (0, 0)
+            nodes += _layer_nodes(t, const, L, x, n, op, op["kind"] == "conv", [ph, pw, ph, pw])
             names[n] = n
             continue
         # a call: only ops on tensors get ONNX nodes; sizes were read off the run
