@@ -326,3 +326,15 @@ def test_a_network_search_checkpoint_is_taken_for_resuming(tmp_path):
     check_resume_checkpoint("search", str(path))
     with pytest.raises(CheckpointError, match="not one of dnas-train"):
         check_resume_checkpoint("train", str(path))
+
+
+@pytest.mark.parametrize("warmup", [1.5, -1, True])
+def test_a_warmup_that_is_not_a_whole_number_is_refused(warmup):
+    """search.warmup_epochs=1.5 passed as int(1.5) = 1 while every epoch ran as warm-up: an
+    architecture was reported that no search step chose (fresh probe, F4)."""
+    from dnas.cli.common import check_epochs
+
+    with pytest.raises(DnasError, match="warmup_epochs must be a whole number"):
+        check_epochs(2, warmup)
+    with pytest.raises(DnasError, match="warmup_epochs must be a whole number"):
+        make(TinyNet(), (3, 16, 16), target={"bitops_frac": 0.5}, warmup_epochs=warmup)

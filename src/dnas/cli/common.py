@@ -706,12 +706,17 @@ def _is_group_override(arg: str) -> bool:
     return resources.files("dnas.conf").joinpath(*group.split("/")).is_dir()
 
 
-def check_epochs(max_epochs: Any, warmup_epochs: int = 0) -> int:
+def check_epochs(max_epochs: Any, warmup_epochs: Any = 0) -> int:
     """``trainer.max_epochs`` as a positive int leaving at least one epoch after the warm-up."""
     if isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 1:
         raise DnasError(
             f"trainer.max_epochs must be a positive whole number of epochs, got {max_epochs!r} "
             "(-1 and null would train forever, 0 would write a result no training produced)"
+        )
+    if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, int) or warmup_epochs < 0:
+        raise DnasError(
+            f"search.warmup_epochs must be a whole number of epochs >= 0, got {warmup_epochs!r} "
+            "(a fraction ran every epoch as warm-up: no search)"
         )
     if warmup_epochs >= max_epochs:
         raise DnasError(

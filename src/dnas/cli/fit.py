@@ -138,7 +138,7 @@ def _cli_class():
             max_epochs = self.config.fit.trainer.get("max_epochs")
             fast = self.config.fit.trainer.get("fast_dev_run")
             if not fast:
-                check_epochs(max_epochs, int(self.model.warmup_epochs))
+                check_epochs(max_epochs, self.model.warmup_epochs)
             self._check_outputs_dir()
             self._check_writable()
             self._check_learning_rates()

@@ -82,7 +82,7 @@ def run(cfg: DictConfig, output_dir: str | Path | None = None) -> float:
     threads = set_threads(cfg.get("threads"))
 
     # Everything that can fail is checked before training starts.
-    check_epochs(cfg.trainer.get("max_epochs"), int(cfg.search.warmup_epochs))
+    check_epochs(cfg.trainer.get("max_epochs"), cfg.search.warmup_epochs)
     hw = BitFusionConfig.from_dict(OmegaConf.to_container(cfg.hardware, resolve=True))
     data = instantiate(cfg.data)
     ckpt_path = cfg.get("ckpt_path")

@@ -618,8 +618,8 @@ def check_search_settings(
     """Refuse a search setting outside its range, naming it (every search module's check)."""
     if weight_paths not in WEIGHT_PATHS:
         raise DnasError(f"search.weight_paths={weight_paths!r} is not one of {list(WEIGHT_PATHS)}")
-    if warmup_epochs < 0:
-        raise DnasError(f"warmup_epochs must be >= 0, got {warmup_epochs}")
+    if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, int) or warmup_epochs < 0:
+        raise DnasError(f"warmup_epochs must be a whole number >= 0, got {warmup_epochs!r}")
     if isinstance(arch_every, bool) or not isinstance(arch_every, int) or arch_every < 1:
         raise DnasError(f"arch_every must be an integer >= 1, got {arch_every!r}")
     if not 0 < tau_min <= tau0:
