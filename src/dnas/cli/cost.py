@@ -372,34 +372,23 @@ def reference_hardware(arch_path: Path) -> tuple[BitFusionConfig, str]:
     return BitFusionConfig(), "the default hardware"
 
 
-def cost_arch(
-    space: SearchSpace, arch: Architecture, hw: BitFusionConfig, backend: str = "auto"
+def _cost_rows(
+    named: list[tuple[str, object]], cols: dict[str, list], tags: list[tuple[object, object]]
 ) -> tuple[list[dict], dict]:
-    """Cost every layer ``arch`` runs on ``hw``: per-layer rows (ARCH_COLUMNS) and the totals.
-
-    Latency and energy are derived exactly as ``build_table`` derives a table's entries, and the
-    totals are summed in ``CostTable.arch_cost``'s order (``space.arch_indices``), so on the
-    table's hardware they equal ``table.arch_cost(space, arch)`` bit for bit.
-    """
-    from dnas.cost.backend import cost_named_layers
-
-    shapes = arch_layer_shapes(space, arch)  # ordered like space.arch_indices(arch)
-    try:
-        cols = cost_named_layers([(layer_name(k), s) for k, s in shapes.items()], hw, backend)
-    except DnasError as e:
-        raise InputError(str(e)) from None
+    """Per-layer rows (ARCH_COLUMNS) of costed layers and their totals, latency and energy
+    summed in the layers' order. ``tags``: each layer's ``(role, block)``."""
     latency, energy, cycles = cols["latency_ms"], cols["energy_mj"], cols["cycles"]
     compute, stall = cols["compute_cycles"], cols["mem_stall_cycles"]
     rows = []
     lat_total = en_total = 0.0
-    for i, (key, s) in enumerate(shapes.items()):
-        lat_total += latency[i]  # the same float additions, in the same order, as arch_cost
+    for i, ((name, s), (role, block)) in enumerate(zip(named, tags)):
+        lat_total += latency[i]
         en_total += energy[i]
         rows.append(
             {
-                "layer": layer_name(key),
-                "role": key.role,
-                "block": key.block,
+                "layer": name,
+                "role": role,
+                "block": block,
                 "in_channels": s.in_channels,
                 "out_channels": s.out_channels,
                 "kernel_size": s.kernel_size,
@@ -433,6 +422,27 @@ def cost_arch(
         "energy_mj": en_total,
     }
     return rows, total
+
+
+def cost_arch(
+    space: SearchSpace, arch: Architecture, hw: BitFusionConfig, backend: str = "auto"
+) -> tuple[list[dict], dict]:
+    """Cost every layer ``arch`` runs on ``hw``: per-layer rows (ARCH_COLUMNS) and the totals.
+
+    Latency and energy are derived exactly as ``build_table`` derives a table's entries, and the
+    totals are summed in ``CostTable.arch_cost``'s order (``space.arch_indices``), so on the
+    table's hardware they equal ``table.arch_cost(space, arch)`` bit for bit.
+    """
+    from dnas.cost.backend import cost_named_layers
+
+    shapes = arch_layer_shapes(space, arch)  # ordered like space.arch_indices(arch)
+    named = [(layer_name(k), s) for k, s in shapes.items()]
+    try:
+        cols = cost_named_layers(named, hw, backend)
+    except DnasError as e:
+        raise InputError(str(e)) from None
+    # the same float additions, in the same order, as arch_cost
+    return _cost_rows(named, cols, [(k.role, k.block) for k in shapes])
 
 
 def _csv_row(row: dict) -> dict:
@@ -505,53 +515,7 @@ def cost_graph_choice(graph, choice, hw: BitFusionConfig, backend: str = "auto")
         cols = cost_named_layers(named, hw, backend)
     except DnasError as e:
         raise InputError(str(e)) from None
-    rows = []
-    for i, (name, s) in enumerate(named):
-        cycles, compute, stall = (
-            cols[c][i] for c in ("cycles", "compute_cycles", "mem_stall_cycles")
-        )
-        rows.append(
-            {
-                "layer": name,
-                "role": graph.layer(name).kind,
-                "block": "",
-                "in_channels": s.in_channels,
-                "out_channels": s.out_channels,
-                "kernel_size": s.kernel_size,
-                "stride": s.stride,
-                "output_h": s.output_h,
-                "groups": s.groups,
-                "depthwise": int(s.depthwise),
-                "im2col": int(s.im2col),
-                "w_bits": s.w_bits,
-                "a_bits": s.a_bits,
-                "macs": s.macs,
-                "cycles": cycles,
-                "compute_cycles": compute,
-                "mem_stall_cycles": stall,
-                "mem_stall_share": stall / cycles if cycles else 0.0,
-                "memory_bound": int(stall > compute),
-                "latency_ms": cols["latency_ms"][i],
-                "energy_mj": cols["energy_mj"][i],
-            }
-        )
-    lat = en = 0.0
-    for r in rows:
-        lat += r["latency_ms"]
-        en += r["energy_mj"]
-    tc, ts = sum(r["cycles"] for r in rows), sum(r["mem_stall_cycles"] for r in rows)
-    total = {
-        "layer": "total",
-        "macs": sum(r["macs"] for r in rows),
-        "cycles": tc,
-        "compute_cycles": sum(r["compute_cycles"] for r in rows),
-        "mem_stall_cycles": ts,
-        "mem_stall_share": ts / tc if tc else 0.0,
-        "memory_bound": "",
-        "latency_ms": lat,
-        "energy_mj": en,
-    }
-    return rows, total
+    return _cost_rows(named, cols, [(graph.layer(name).kind, "") for name, _ in named])
 
 
 def _graph_run(path: Path):

@@ -55,6 +55,7 @@ from dnas.search.module import (
     LRSchedulerCallable,
     OptimizerCallable,
     SearchModule,
+    check_checkpoint_targets,
     check_search_settings,
 )
 
@@ -358,17 +359,4 @@ class GraphSearchModule(SearchModule):
                 f"the checkpoint searched network {state.get('network')!r} with other choices "
                 f"than this run's {self.graph.name!r}; resume with the same network and choices"
             )
-        want = [dict(t.active()) for t in self.front]
-        got = state.get("targets")
-        if (
-            got is None
-            or len(got) != len(want)
-            or any(
-                set(g) != set(w) or any(not math.isclose(g[m], w[m], rel_tol=1e-9) for m in w)
-                for g, w in zip(got, want)
-            )
-        ):
-            raise CheckpointError(
-                f"the checkpoint searched targets {got}, this run has {want}; resume with the "
-                "same target (or front)"
-            )
+        check_checkpoint_targets(state, self.front)

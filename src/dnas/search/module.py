@@ -695,6 +695,12 @@ def check_checkpoint_state(state: dict[str, Any], space, front: Sequence[Targets
             f"({state.get('space_fingerprint')}), this run has {space.name!r} "
             f"({space.fingerprint()}); resume with the space it was written with"
         )
+    check_checkpoint_targets(state, front)
+
+
+def check_checkpoint_targets(state: dict[str, Any], front: Sequence[Any]) -> None:
+    """Refuse a checkpoint that searched other targets than ``front`` (any targets with
+    ``active()``: a space's or a network's), naming both."""
     want = [dict(t.active()) for t in front]
     got = state.get("targets")
     if (
